@@ -1,0 +1,1 @@
+"""recsys: the logic behind the recsys-airflow DAGs (extraction, training, serving)."""

@@ -1,0 +1,102 @@
+"""One typed settings object for the whole project.
+
+Precedence for every field: an explicit override, then the environment variable ``RECSYS_<FIELD>``,
+then the Airflow Variable ``recsys_<field>`` (only when :func:`load_settings` is called with
+``use_airflow_variables=True``, i.e. inside a running task), then the default below.
+Never call this at DAG-parse time: DAG files pass names, tasks read settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "RECSYS_"
+VARIABLE_PREFIX = "recsys_"
+
+DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "watch")
+
+
+def _default_storage_root() -> str:
+    home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    return (home / "recsys-data").resolve().as_uri()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Storage roots, connection ids, names and extraction defaults."""
+
+    storage_root: str = field(default_factory=_default_storage_root)
+    source_conn_id: str = "recsys_source"
+    aws_conn_id: str = "aws_default"
+    gcp_conn_id: str = "google_cloud_default"
+    extract_chunk_rows: int = 50_000
+    known_event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    anomaly_lookback_partitions: int = 7
+    anomaly_low_ratio: float = 0.5
+    anomaly_high_ratio: float = 2.0
+
+    @property
+    def extract_root(self) -> str:
+        """Root of the extraction partitions (``<storage_root>/extract``)."""
+        return self.storage_root.rstrip("/") + "/extract"
+
+
+def _coerce(raw: Any, default: Any) -> Any:
+    """Convert a string from env/Variables to the type of the field's default."""
+    if not isinstance(raw, str):
+        return raw
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    if isinstance(default, tuple):
+        text = raw.strip()
+        items = json.loads(text) if text.startswith("[") else text.split(",")
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    return raw
+
+
+def _airflow_variable_getter() -> Callable[[str], Any]:
+    from airflow.sdk import Variable
+
+    return lambda key: Variable.get(key, default=None)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    use_airflow_variables: bool = False,
+) -> Settings:
+    """Build :class:`Settings` from overrides, environment and (optionally) Airflow Variables."""
+    overrides = dict(overrides or {})
+    env = os.environ if env is None else env
+    get_variable = _airflow_variable_getter() if use_airflow_variables else (lambda _key: None)
+    defaults = Settings()
+    unknown = set(overrides) - {f.name for f in fields(Settings)}
+    if unknown:
+        raise ValueError(f"unknown setting(s): {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        default = getattr(defaults, f.name)
+        if f.name in overrides and overrides[f.name] is not None:
+            raw = overrides[f.name]
+        elif (ENV_PREFIX + f.name.upper()) in env:
+            raw = env[ENV_PREFIX + f.name.upper()]
+        else:
+            raw = get_variable(VARIABLE_PREFIX + f.name)
+            if raw is None:
+                continue
+        try:
+            values[f.name] = _coerce(raw, default)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"setting {f.name!r} has an invalid value {raw!r}: {exc}") from exc
+    return dataclasses.replace(defaults, **values)

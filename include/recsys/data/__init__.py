@@ -1,0 +1,1 @@
+"""Source data: schema, seeding, extraction, validation and partition storage."""

@@ -1,0 +1,213 @@
+"""Extraction of one daily partition: resolve the interval, stage validated files, publish.
+
+``stage_partition`` streams the interval's interactions and the users/items snapshots into a fresh
+version folder (nobody reads it yet). ``publish_partition`` applies the data-quality policy and
+commits the manifest atomically. Splitting the two keeps the commit small and retryable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from recsys.config import Settings
+from recsys.data import writers as w
+from recsys.data.partitions import PartitionStore
+from recsys.data.source import stream_interactions, stream_table
+from recsys.data.validate import Interval, assess_volume, validate_interaction
+
+log = logging.getLogger(__name__)
+
+
+class DataQualityError(RuntimeError):
+    """The staged partition breaks the data-quality policy; nothing was published."""
+
+
+@dataclass(frozen=True)
+class QualityPolicy:
+    max_bad_fraction: float = 0.01
+    anomaly_action: str = "warn"  # or "fail"
+    fail_on_empty: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.anomaly_action not in {"warn", "fail"}:
+            raise ValueError(f"anomaly_action must be 'warn' or 'fail', got {self.anomaly_action!r}")
+
+
+def resolve_interval(
+    extract_date: str | None,
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    run_after: datetime | None,
+) -> Interval:
+    """The day to extract.
+
+    An explicit ``extract_date`` wins; otherwise the run's data interval (scheduled runs, backfills
+    and manual runs with a logical date); otherwise (a manual run without a logical date) the last
+    full UTC day before ``run_after``.
+    """
+    if extract_date:
+        return Interval.for_day(date.fromisoformat(extract_date))
+    if data_interval_start is not None and data_interval_end is not None and data_interval_end > data_interval_start:
+        return Interval(data_interval_start, data_interval_end)
+    anchor = (run_after or datetime.now(UTC)).astimezone(UTC)
+    return Interval.for_day(anchor.date() - timedelta(days=1))
+
+
+def _quarantine_row(row: tuple) -> str:
+    return json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in row], default=str)
+
+
+def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter, int, set[str]]:
+    reasons: Counter = Counter()
+    read = 0
+    active_users: set[str] = set()
+    for chunk in stream_interactions(engine, interval.start, interval.end, settings.extract_chunk_rows):
+        read += len(chunk)
+        cols: dict[str, list] = {f: [] for f in w.INTERACTIONS_SCHEMA.names}
+        csv_rows, bad_rows = [], []
+        for row in chunk:
+            clean, why = validate_interaction(row, interval, known)
+            if clean is None:
+                reasons[why] += 1
+                bad_rows.append(("interactions", why, _quarantine_row(row)))
+                continue
+            for field in cols:
+                cols[field].append(getattr(clean, field))
+            csv_rows.append((clean.user_id, clean.item_id, clean.timestamp, clean.event_type))
+            active_users.add(clean.user_id)
+        out["interactions"].write_columns(cols)
+        out["personalize_interactions"].write_rows(csv_rows)
+        out["quarantine"].write_rows(bad_rows)
+    return reasons, read, active_users
+
+
+def _write_snapshot(engine, settings, table: str, out) -> Counter:
+    reasons: Counter = Counter()
+    schema = w.USERS_SCHEMA if table == "users" else w.ITEMS_SCHEMA
+    for chunk in stream_table(engine, table, settings.extract_chunk_rows):
+        good, bad = [], []
+        for row in chunk:
+            key = row[0]
+            if key is None or not str(key).strip():
+                bad.append((table, f"{schema.names[0]} is missing", _quarantine_row(row)))
+                continue
+            try:
+                good.append(_typed_snapshot_row(row, schema))
+            except (TypeError, ValueError) as exc:
+                bad.append((table, f"malformed value ({exc})", _quarantine_row(row)))
+        reasons.update(why for _, why, _ in bad)
+        out[table].write_columns({name: [r[i] for r in good] for i, name in enumerate(schema.names)})
+        out[f"personalize_{table}"].write_rows(good)
+        out["quarantine"].write_rows(bad)
+    return reasons
+
+
+def _typed_snapshot_row(row: tuple, schema) -> tuple:
+    typed = []
+    for value, field in zip(row, schema, strict=True):
+        if value is None or value == "":
+            typed.append(None)
+        elif str(field.type).startswith("int"):
+            typed.append(int(value))
+        else:
+            typed.append(str(value).strip())
+    return tuple(typed)
+
+
+def stage_partition(
+    engine: Engine, interval: Interval, settings: Settings, *, run: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Extract, validate and write one interval into a new, unpublished version folder."""
+    store = PartitionStore(settings.extract_root)
+    version, version_dir = store.new_version(interval.day)
+    known = frozenset(settings.known_event_types)
+    with w.VersionWriter(version_dir, version) as vw:
+        out = {
+            "interactions": vw.parquet("interactions", "interactions.parquet", w.INTERACTIONS_SCHEMA),
+            "users": vw.parquet("users", "users.parquet", w.USERS_SCHEMA),
+            "items": vw.parquet("items", "items.parquet", w.ITEMS_SCHEMA),
+            "personalize_interactions": vw.csv(
+                "personalize_interactions", "personalize/interactions.csv", w.PERSONALIZE_INTERACTIONS_HEADER
+            ),
+            "personalize_users": vw.csv("personalize_users", "personalize/users.csv", w.PERSONALIZE_USERS_HEADER),
+            "personalize_items": vw.csv("personalize_items", "personalize/items.csv", w.PERSONALIZE_ITEMS_HEADER),
+            "batch_inference_users": vw.jsonl("batch_inference_users", "batch_inference/users.jsonl"),
+            "quarantine": vw.csv("quarantine", "quarantine.csv", w.QUARANTINE_HEADER),
+        }
+        reasons, read, active_users = _write_interactions(engine, interval, settings, out, known)
+        user_reasons = _write_snapshot(engine, settings, "users", out)
+        item_reasons = _write_snapshot(engine, settings, "items", out)
+        out["batch_inference_users"].write_records({"userId": u} for u in sorted(active_users))
+    files = vw.entries()
+    staged = {
+        "partition": interval.day.isoformat(),
+        "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
+        "version": version,
+        "version_dir": str(version_dir),
+        "counts": {
+            "read": read,
+            "valid": files["interactions"]["rows"],
+            "quarantined": sum(reasons.values()),
+            "quarantined_snapshot_rows": sum(user_reasons.values()) + sum(item_reasons.values()),
+            "active_users": len(active_users),
+            "users": files["users"]["rows"],
+            "items": files["items"]["rows"],
+        },
+        "quarantine_reasons": {"interactions": dict(reasons), "users": dict(user_reasons), "items": dict(item_reasons)},
+        "files": files,
+        "run": run or {},
+    }
+    log.info("staged %s version %s: %s", staged["partition"], version, staged["counts"])
+    return staged
+
+
+def publish_partition(staged: dict[str, Any], settings: Settings, policy: QualityPolicy) -> dict[str, Any]:
+    """Apply the quality policy to a staged version and commit it; return the manifest."""
+    store = PartitionStore(settings.extract_root)
+    day = date.fromisoformat(staged["partition"])
+    counts = staged["counts"]
+    quarantine_path = f"{staged['version_dir']}/quarantine.csv"
+    if counts["read"] and counts["quarantined"] / counts["read"] > policy.max_bad_fraction:
+        raise DataQualityError(
+            f"{staged['partition']}: {counts['quarantined']} of {counts['read']} rows failed validation "
+            f"({counts['quarantined'] / counts['read']:.1%} > {policy.max_bad_fraction:.1%}): "
+            f"{staged['quarantine_reasons']['interactions']}. Nothing was published; the rows are in {quarantine_path}"
+        )
+    previous = [
+        m["counts"]["valid"]
+        for m in store.manifests(end=day)[-settings.anomaly_lookback_partitions :]
+        if m.get("status") == "ok"
+    ]
+    volume = assess_volume(counts["valid"], previous, settings.anomaly_low_ratio, settings.anomaly_high_ratio)
+    status = "ok" if counts["valid"] else "empty"
+    warnings = []
+    if status == "empty":
+        warnings.append("no valid interactions in the interval: recorded as a data outage")
+        if policy.fail_on_empty:
+            raise DataQualityError(f"{staged['partition']}: empty interval (fail_on_empty is set)")
+    elif volume["anomaly"]:
+        if policy.anomaly_action == "fail":
+            raise DataQualityError(f"{staged['partition']}: row count anomaly: {volume['reason']}")
+        warnings.append(f"row count anomaly: {volume['reason']}")
+    manifest = {
+        **{k: staged[k] for k in ("partition", "interval", "version", "counts", "quarantine_reasons", "files", "run")},
+        "status": status,
+        "volume": volume,
+        "warnings": warnings,
+        "policy": vars(policy),
+        "committed_at": datetime.now(UTC).isoformat(),
+    }
+    store.commit(day, manifest)
+    for message in warnings:
+        log.warning("%s: %s", staged["partition"], message)
+    log.info("published %s (%s, %d rows)", staged["partition"], status, counts["valid"])
+    return manifest
