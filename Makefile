@@ -45,7 +45,7 @@ demo: airflow-home
 	@echo "== seeding the embedded source database (synthetic, 30 days)"
 	$(BIN)/python -m recsys.data.seed --url sqlite:///$(AIRFLOW_HOME)/data/source.db --replace synthetic --days 30 --malformed-fraction 0.002
 	@echo "== running recsys_extract for the last $(DEMO_DAYS) days"
-	$(BIN)/python -m recsys.demo extract --days $(DEMO_DAYS) 2>> $(AIRFLOW_HOME)/demo.log
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo extract --days $(DEMO_DAYS)
 	$(BIN)/python -m recsys.demo summary
 
 test: install

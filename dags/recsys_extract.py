@@ -68,6 +68,13 @@ PARAMS = {
 }
 
 
+def _fail_fast(exc: Exception):
+    """Bad data or bad configuration is not transient: fail the task without burning retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(f"{type(exc).__name__}: {exc}")
+
+
 def _settings():
     from recsys.config import load_settings
 
@@ -111,7 +118,10 @@ def recsys_extract():
 
         settings = _settings()
         context = get_current_context()
-        engine = engine_for_conn_id(settings.source_conn_id)
+        try:
+            engine = engine_for_conn_id(settings.source_conn_id)
+        except ValueError as exc:  # unsupported connection type, missing path
+            raise _fail_fast(exc) from exc
         try:
             return stage_partition(
                 engine,
@@ -130,7 +140,7 @@ def recsys_extract():
     @task(multiple_outputs=False, outlets=[EXTRACT_PARTITIONS])
     def publish(staged: dict) -> dict:
         """Apply the quality policy and commit the partition atomically; emit the asset event."""
-        from recsys.data.extract import QualityPolicy, publish_partition
+        from recsys.data.extract import DataQualityError, QualityPolicy, publish_partition
 
         context = get_current_context()
         params = context["params"]
@@ -140,7 +150,10 @@ def recsys_extract():
             fail_on_empty=bool(params["fail_on_empty"]),
         )
         settings = _settings()
-        manifest = publish_partition(staged, settings, policy)
+        try:
+            manifest = publish_partition(staged, settings, policy)
+        except DataQualityError as exc:
+            raise _fail_fast(exc) from exc
         summary = {
             "partition": manifest["partition"],
             "status": manifest["status"],

@@ -7,6 +7,7 @@ completely before anything is written, so a corrupt file never leaves a half-loa
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ ML100K_GENRES = (
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
     "War", "Western",
 )  # fmt: skip
+log = logging.getLogger(__name__)
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
@@ -41,7 +43,7 @@ def _read_lines(path: Path, encoding: str, sep: str, min_fields: int) -> list[tu
         text = _require(path).read_text(encoding=encoding)
     except UnicodeDecodeError as exc:
         raise MovieLensFormatError(f"{path}: not valid {encoding} text ({exc.reason})") from exc
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): latin-1 text holds \x85
         if not line.strip():
             continue
         fields = line.split(sep)
@@ -108,7 +110,16 @@ def load_ml100k(directory: Path) -> SourceDataset:
                 "occupation": fields[3].strip(),
             }
         )
+    _warn_unknown_items(data_path, ratings, items)
     return SourceDataset(users=users, items=items, interaction_chunks=lambda: iter([ratings]))
+
+
+def _warn_unknown_items(path: Path, ratings: list[dict], items: list[dict]) -> None:
+    unknown = {r["item_id"] for r in ratings} - {i["item_id"] for i in items}
+    if unknown:
+        log.warning(
+            "%s: ratings reference %d item id(s) without metadata: %s", path, len(unknown), sorted(unknown)[:10]
+        )
 
 
 def _read_csv(path: Path, header: list[str]) -> list[tuple[int, list[str]]]:
@@ -150,6 +161,7 @@ def load_ml_latest_small(directory: Path) -> SourceDataset:
             }
         )
     users = [{"user_id": u} for u in sorted({r["user_id"] for r in ratings}, key=_natural)]
+    _warn_unknown_items(ratings_path, ratings, items)
     return SourceDataset(users=users, items=items, interaction_chunks=lambda: iter([ratings]))
 
 

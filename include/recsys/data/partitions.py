@@ -42,7 +42,7 @@ class PartitionStore:
 
     def new_version(self, day: date) -> tuple[str, ObjectStoragePath]:
         """A fresh, unique version folder for one extraction attempt."""
-        version = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        version = f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"  # sorts by creation time
         path = self.partition_dir(day) / f"v={version}"
         path.mkdir(parents=True, exist_ok=True)
         return version, path

@@ -1,0 +1,161 @@
+"""Shared fixtures. The environment is set before Airflow is imported anywhere.
+
+Each test session gets its own throw-away ``AIRFLOW_HOME`` (SQLite metadata DB), so the suite never
+touches the demo's ``.airflow`` folder. Source databases are real: SQLite files, the PostgreSQL
+server on 127.0.0.1:5432 and the MariaDB server on 127.0.0.1:3306, one fresh database per test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="recsys-test-airflow-")
+os.environ.update(
+    {
+        "AIRFLOW_HOME": _AIRFLOW_HOME,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "TF_USE_LEGACY_KERAS": "1",
+    }
+)
+for key in [k for k in os.environ if k.startswith(("RECSYS_", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))]:
+    del os.environ[key]
+
+import pytest  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import URL, Engine  # noqa: E402
+
+POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/"
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """An initialised metadata database in the session's AIRFLOW_HOME."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return _AIRFLOW_HOME
+
+
+@dataclass
+class SourceDB:
+    """A fresh source database and the Airflow connection that reaches it."""
+
+    kind: str
+    url: URL
+    engine: Engine
+    airflow_conn: dict
+
+    def conn_env(self) -> str:
+        return json.dumps(self.airflow_conn)
+
+
+def _admin(url: str) -> Engine:
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def _make_source(kind: str, tmp_path: Path):
+    name = f"recsys_src_{uuid.uuid4().hex[:10]}"
+    if kind == "sqlite":
+        path = tmp_path / f"{name}.db"
+        url = URL.create("sqlite", database=str(path))
+        conn = {"conn_type": "sqlite", "host": str(path)}
+        return url, conn, lambda: None
+    if kind == "postgres":
+        admin = _admin(POSTGRES_ADMIN)
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        url = URL.create("postgresql+psycopg2", username="postgres", host="127.0.0.1", port=5432, database=name)
+        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}
+
+        def drop():
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        return url, conn, drop
+    if kind == "mariadb":
+        admin = _admin(MARIADB_ADMIN)
+        with admin.connect() as c:
+            c.execute(text(f"CREATE DATABASE `{name}`"))
+        url = URL.create("mysql+pymysql", username="root", host="127.0.0.1", port=3306, database=name)
+        conn = {"conn_type": "mysql", "host": "127.0.0.1", "port": 3306, "login": "root", "schema": name}
+
+        def drop():
+            with admin.connect() as c:
+                c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            admin.dispose()
+
+        return url, conn, drop
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mariadb", marks=pytest.mark.mariadb)])  # fmt: skip
+def source_db(request, tmp_path) -> SourceDB:
+    """A fresh, empty source database with the schema created, on each of the three engines."""
+    from recsys.data import schema
+
+    url, conn, drop = _make_source(request.param, tmp_path)
+    engine = create_engine(url)
+    schema.metadata.create_all(engine)
+    try:
+        yield SourceDB(request.param, url, engine, conn)
+    finally:
+        engine.dispose()
+        drop()
+
+
+@pytest.fixture
+def sqlite_source(tmp_path) -> SourceDB:
+    from recsys.data import schema
+
+    url, conn, _ = _make_source("sqlite", tmp_path)
+    engine = create_engine(url)
+    schema.metadata.create_all(engine)
+    yield SourceDB("sqlite", url, engine, conn)
+    engine.dispose()
+
+
+@pytest.fixture
+def storage_root(tmp_path, monkeypatch) -> str:
+    """A fresh ``file://`` storage root, also exported as RECSYS_STORAGE_ROOT for tasks."""
+    root = (tmp_path / "lake").as_uri()
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", root)
+    return root
+
+
+def interaction(user: str | None, item: str | None, when, event: str | None = "view", value=1.0) -> dict:
+    """One source interaction row (``when`` is a naive UTC datetime)."""
+    return {"user_id": user, "item_id": item, "event_type": event, "event_value": value, "occurred_at": when}
+
+
+@pytest.fixture
+def insert():
+    """``insert(engine, interactions=[...], users=[...], items=[...])`` in one transaction."""
+    from recsys.data import schema
+
+    def _insert(engine: Engine, interactions=(), users=(), items=()):
+        with engine.begin() as conn:
+            for table, rows in ((schema.users, users), (schema.items, items), (schema.interactions, interactions)):
+                if rows:
+                    conn.execute(table.insert(), list(rows))
+
+    return _insert
+
+
+@pytest.fixture
+def row():
+    return interaction
