@@ -83,3 +83,10 @@ def test_quality_policy_rejects_bad_values():
         QualityPolicy(max_bad_fraction=1.5)
     with pytest.raises(ValueError, match="anomaly_action"):
         QualityPolicy(anomaly_action="ignore")
+
+
+def test_clean_rows_line_up_with_the_parquet_schema():
+    from recsys.data.validate import CleanInteraction
+    from recsys.data.writers import INTERACTIONS_SCHEMA
+
+    assert CleanInteraction._fields == tuple(INTERACTIONS_SCHEMA.names)

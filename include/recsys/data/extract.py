@@ -72,19 +72,18 @@ def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter
     active_users: set[str] = set()
     for chunk in stream_interactions(engine, interval.start, interval.end, settings.extract_chunk_rows):
         read += len(chunk)
-        cols: dict[str, list] = {f: [] for f in w.INTERACTIONS_SCHEMA.names}
-        csv_rows, bad_rows = [], []
+        good, bad_rows = [], []
         for row in chunk:
             clean, why = validate_interaction(row, interval, known)
             if clean is None:
                 reasons[why] += 1
                 bad_rows.append(("interactions", why, _quarantine_row(row)))
-                continue
-            for field in cols:
-                cols[field].append(getattr(clean, field))
-            csv_rows.append((clean.user_id, clean.item_id, clean.timestamp, clean.event_type))
-            active_users.add(clean.user_id)
-        out["interactions"].write_columns(cols)
+            else:
+                good.append(clean)
+        columns = list(zip(*good, strict=True)) if good else [()] * len(w.INTERACTIONS_SCHEMA.names)
+        out["interactions"].write_columns(dict(zip(w.INTERACTIONS_SCHEMA.names, columns, strict=True)))
+        csv_rows = [(c.user_id, c.item_id, c.timestamp, c.event_type) for c in good]
+        active_users.update(c.user_id for c in good)
         out["personalize_interactions"].write_rows(csv_rows)
         out["quarantine"].write_rows(bad_rows)
     return reasons, read, active_users

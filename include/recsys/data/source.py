@@ -60,11 +60,10 @@ def _raw(columns: Sequence) -> list:
     return [type_coerce(c, NullType()).label(c.name) for c in columns]
 
 
-def _stream(engine: Engine, statement, chunk_rows: int) -> Iterator[list[tuple]]:
+def _stream(engine: Engine, statement, chunk_rows: int) -> Iterator[Sequence[Sequence[Any]]]:
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
-        for partition in result.partitions():
-            yield [tuple(row) for row in partition]
+        yield from result.partitions()
 
 
 def stream_interactions(engine: Engine, start: datetime, end: datetime, chunk_rows: int) -> Iterator[list[tuple]]:

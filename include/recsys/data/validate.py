@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 MAX_ID_LENGTH = 256  # Amazon Personalize's limit for USER_ID / ITEM_ID
 
@@ -40,8 +40,9 @@ class Interval:
         return self.start.date()
 
 
-@dataclass(frozen=True)
-class CleanInteraction:
+class CleanInteraction(NamedTuple):
+    """A valid row; its field order is the Parquet column order."""
+
     user_id: str
     item_id: str
     event_type: str

@@ -40,12 +40,18 @@ QUARANTINE_HEADER = ("table", "reason", "row")
 
 
 class HashingWriter(io.RawIOBase):
-    """A write-only binary stream that hashes and counts what passes through it."""
+    """A write-only binary stream that hashes and counts what passes through it.
 
-    def __init__(self, raw):
+    Writes reach the underlying store in blocks of ``block_size`` bytes: per-call overhead of the
+    object-storage file wrappers is paid once per block, not once per row.
+    """
+
+    def __init__(self, raw, block_size: int = 1 << 20):
         super().__init__()
         self._raw = raw
         self._sha = hashlib.sha256()
+        self._buffer = bytearray()
+        self._block_size = block_size
         self.bytes = 0
 
     def writable(self) -> bool:
@@ -55,14 +61,27 @@ class HashingWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         self._sha.update(view)
         self.bytes += len(view)
-        self._raw.write(view)
+        self._buffer += view
+        if len(self._buffer) >= self._block_size:
+            self._drain()
         return len(view)
+
+    def _drain(self) -> None:
+        if self._buffer:
+            self._raw.write(bytes(self._buffer))
+            self._buffer.clear()
 
     def tell(self) -> int:
         return self.bytes
 
     def flush(self) -> None:
+        self._drain()
         self._raw.flush()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._drain()
+        super().close()
 
     @property
     def sha256(self) -> str:
@@ -86,18 +105,18 @@ class _OutFile:
 class _CsvFile(_OutFile):
     def __init__(self, stack, version_dir, relative, version, header: Sequence[str]):
         super().__init__(stack, version_dir, relative, version)
-        self._text = io.TextIOWrapper(self.hashing, encoding="utf-8", newline="", write_through=True)
+        self._text = io.TextIOWrapper(self.hashing, encoding="utf-8", newline="")
         self._csv = csv.writer(self._text, lineterminator="\n")
         self._csv.writerow(header)
 
-    def write_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        for row in rows:
-            self._csv.writerow(["" if v is None else v for v in row])
-            self.rows += 1
+    def write_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._csv.writerows(rows)  # the csv module writes None as an empty field
+        self.rows += len(rows)
 
     def close(self) -> None:
         self._text.flush()
         self._text.detach()
+        self.hashing.close()
 
 
 class _JsonLinesFile(_OutFile):
@@ -107,7 +126,7 @@ class _JsonLinesFile(_OutFile):
             self.rows += 1
 
     def close(self) -> None:
-        pass
+        self.hashing.close()
 
 
 class _ParquetFile(_OutFile):
@@ -124,6 +143,7 @@ class _ParquetFile(_OutFile):
 
     def close(self) -> None:
         self._writer.close()
+        self.hashing.close()
 
 
 class VersionWriter:

@@ -1,0 +1,181 @@
+"""Extraction throughput and peak memory: PostgreSQL -> partition format, vs plain COPY TO STDOUT.
+
+For each size (default 1M and 5M interactions, all in one day) this seeds a scratch database on the
+local PostgreSQL server, then measures in separate processes:
+
+* baseline: ``COPY (SELECT ... same rows, same order ...) TO STDOUT`` through psycopg2 into a sink
+  that only counts bytes: the floor for moving these rows out of PostgreSQL;
+* recsys: ``stage_partition`` + ``publish_partition`` (streaming read, validation, Parquet + CSV +
+  JSONL + manifest, atomic commit) into a temporary ``file://`` root.
+
+Prints a table and writes ``bench/results/bench_extract.json``.
+
+    .venv/bin/python bench/bench_extract.py [--sizes 1000000 5000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+DAY = date(2026, 11, 10)
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_extract.json"
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def seed(db: str, rows: int) -> float:
+    from sqlalchemy import create_engine, text
+
+    from recsys.data import schema
+
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{db}"'))
+    admin.dispose()
+    engine = create_engine(ADMIN.rsplit("/", 1)[0] + f"/{db}")
+    schema.metadata.create_all(engine)
+    started = time.perf_counter()
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO users (user_id, age, gender, occupation) "
+                       "SELECT 'u' || g, 18 + g % 60, 'F', 'other' FROM generate_series(0, 49999) g"))  # fmt: skip
+        c.execute(text("INSERT INTO items (item_id, title, genres, release_year) SELECT "
+                       "'i' || g, 'Item ' || g, 'Drama|Comedy', 2000 FROM generate_series(0, 9999) g"))  # fmt: skip
+        c.execute(
+            text(
+                "INSERT INTO interactions (user_id, item_id, event_type, event_value, occurred_at) "
+                "SELECT 'u' || (g * 7919 % 50000), 'i' || (g * 104729 % 10000), "
+                "(ARRAY['view','click','purchase'])[1 + g % 3], 1.0, "
+                "timestamp '2026-11-10' + (g::float8 / :n * 86399) * interval '1 second' "
+                "FROM generate_series(0::bigint, :n - 1) g"
+            ),
+            {"n": rows},
+        )
+        c.execute(text("ANALYZE interactions"))
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+def drop(db: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+    admin.dispose()
+
+
+class _CountingSink:
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def write(self, data) -> int:
+        self.bytes += len(data)
+        return len(data)
+
+
+def child_baseline(db: str) -> dict:
+    import psycopg2
+
+    rss_start = _rss_mib()
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname=db)
+    sink = _CountingSink()
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        cur.copy_expert(
+            "COPY (SELECT user_id, item_id, event_type, event_value, occurred_at FROM interactions "
+            "WHERE occurred_at >= '2026-11-10' AND occurred_at < '2026-11-11' ORDER BY occurred_at, id) "
+            "TO STDOUT WITH (FORMAT csv)",
+            sink,
+        )
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"seconds": seconds, "bytes_out": sink.bytes, "rss_start_mib": rss_start, "peak_rss_mib": _rss_mib()}
+
+
+def child_recsys(db: str) -> dict:
+    from sqlalchemy import create_engine
+
+    from recsys.config import load_settings
+    from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
+    from recsys.data.validate import Interval
+
+    rss_start = _rss_mib()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings({"storage_root": Path(tmp).as_uri()})
+        engine = create_engine(ADMIN.rsplit("/", 1)[0] + f"/{db}")
+        started = time.perf_counter()
+        staged = stage_partition(engine, Interval.for_day(DAY), settings)
+        manifest = publish_partition(staged, settings, QualityPolicy())
+        seconds = time.perf_counter() - started
+        out_bytes = sum(f["bytes"] for f in manifest["files"].values())
+    return {"seconds": seconds, "rows": manifest["counts"]["valid"], "bytes_out": out_bytes,
+            "rss_start_mib": rss_start, "peak_rss_mib": _rss_mib(),
+            "chunk_rows": settings.extract_chunk_rows}  # fmt: skip
+
+
+def run_child(kind: str, db: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, "--db", db], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--child", choices=["baseline", "recsys"])
+    parser.add_argument("--db")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps((child_baseline if args.child == "baseline" else child_recsys)(args.db)))
+        return 0
+
+    runs = []
+    for rows in args.sizes:
+        db = f"recsys_bench_{uuid.uuid4().hex[:8]}"
+        try:
+            seed_s = seed(db, rows)
+            baseline, ours = run_child("baseline", db), run_child("recsys", db)
+        finally:
+            drop(db)
+        assert ours["rows"] == rows, ours
+        runs.append({
+            "rows": rows,
+            "seed_seconds": round(seed_s, 2),
+            "baseline_copy": {**baseline, "rows_per_s": round(rows / baseline["seconds"])},
+            "recsys_extract": {**ours, "rows_per_s": round(rows / ours["seconds"])},
+            "time_ratio_vs_copy": round(ours["seconds"] / baseline["seconds"], 2),
+        })  # fmt: skip
+        print(f"{rows:>9,} rows  COPY: {rows / baseline['seconds']:>10,.0f} rows/s  "
+              f"peak {baseline['peak_rss_mib']:.0f} MiB"
+              f" | recsys: {rows / ours['seconds']:>9,.0f} rows/s  peak {ours['peak_rss_mib']:.0f} MiB"
+              f" (start {ours['rss_start_mib']:.0f} MiB) | {ours['seconds'] / baseline['seconds']:.1f}x COPY's time",
+              flush=True)  # fmt: skip
+    result = {
+        "benchmark": "bench_extract",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "source": "PostgreSQL on 127.0.0.1:5432, one day of interactions",
+        "runs": runs,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
