@@ -66,40 +66,44 @@ def _admin(url: str) -> Engine:
     return create_engine(url, isolation_level="AUTOCOMMIT")
 
 
+@dataclass(frozen=True)
+class _Server:
+    admin_url: str
+    driver: str
+    conn_type: str
+    user: str
+    port: int
+    quote: str
+    drop_suffix: str = ""
+
+
+_SERVERS = {
+    "postgres": _Server(POSTGRES_ADMIN, "postgresql+psycopg2", "postgres", "postgres", 5432, '"', " WITH (FORCE)"),
+    "mariadb": _Server(MARIADB_ADMIN, "mysql+pymysql", "mysql", "root", 3306, "`"),
+}
+
+
 def _make_source(kind: str, tmp_path: Path):
+    """(SQLAlchemy URL, Airflow connection dict, drop callback) for a fresh database."""
     name = f"recsys_src_{uuid.uuid4().hex[:10]}"
     if kind == "sqlite":
         path = tmp_path / f"{name}.db"
-        url = URL.create("sqlite", database=str(path))
-        conn = {"conn_type": "sqlite", "host": str(path)}
-        return url, conn, lambda: None
-    if kind == "postgres":
-        admin = _admin(POSTGRES_ADMIN)
+        return URL.create("sqlite", database=str(path)), {"conn_type": "sqlite", "host": str(path)}, lambda: None
+    server = _SERVERS[kind]
+    quoted = f"{server.quote}{name}{server.quote}"
+    admin = _admin(server.admin_url)
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {quoted}"))
+    url = URL.create(server.driver, username=server.user, host="127.0.0.1", port=server.port, database=name)
+    conn = {"conn_type": server.conn_type, "host": "127.0.0.1", "port": server.port, "login": server.user,
+            "schema": name}  # fmt: skip
+
+    def drop():
         with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-        url = URL.create("postgresql+psycopg2", username="postgres", host="127.0.0.1", port=5432, database=name)
-        conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}
+            c.execute(text(f"DROP DATABASE IF EXISTS {quoted}{server.drop_suffix}"))
+        admin.dispose()
 
-        def drop():
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-        return url, conn, drop
-    if kind == "mariadb":
-        admin = _admin(MARIADB_ADMIN)
-        with admin.connect() as c:
-            c.execute(text(f"CREATE DATABASE `{name}`"))
-        url = URL.create("mysql+pymysql", username="root", host="127.0.0.1", port=3306, database=name)
-        conn = {"conn_type": "mysql", "host": "127.0.0.1", "port": 3306, "login": "root", "schema": name}
-
-        def drop():
-            with admin.connect() as c:
-                c.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-            admin.dispose()
-
-        return url, conn, drop
-    raise ValueError(kind)
+    return url, conn, drop
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
