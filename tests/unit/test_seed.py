@@ -16,7 +16,8 @@ from recsys.data.seed import main as seed_main
 from recsys.data.synthetic import GENRES, SyntheticSpec, synthetic_dataset
 
 END = datetime(2026, 11, 23)
-ML100K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "movielens-100k"
+ML100K = Path(os.environ.get("RECSYS_MOVIELENS_100K",
+                           Path(__file__).resolve().parents[3] / "shared" / "datasets" / "movielens-100k"))  # fmt: skip
 
 
 def rows(dataset):
