@@ -16,7 +16,7 @@ from recsys.data.seed import main as seed_main
 from recsys.data.synthetic import GENRES, SyntheticSpec, synthetic_dataset
 
 END = datetime(2026, 11, 23)
-ML100K = Path(os.environ.get("RECSYS_MOVIELENS_100K",
+ML100K = Path(os.environ.get("MOVIELENS_100K_DIR",
                            Path(__file__).resolve().parents[3] / "shared" / "datasets" / "movielens-100k"))  # fmt: skip
 
 
