@@ -7,3 +7,4 @@ URI handlers at parse time, which imports boto3 and google-cloud-storage into ea
 from airflow.sdk import Asset
 
 EXTRACT_PARTITIONS = Asset(name="recsys_extract_partitions")
+BLESSED_MODEL = Asset(name="recsys_blessed_model")

@@ -46,6 +46,11 @@ class Settings:
         """Root of the extraction partitions (``<storage_root>/extract``)."""
         return self.storage_root.rstrip("/") + "/extract"
 
+    @property
+    def models_root(self) -> str:
+        """Root of the versioned model directories and the champion pointer."""
+        return self.storage_root.rstrip("/") + "/models"
+
 
 def _coerce(raw: Any, default: Any) -> Any:
     """Convert a string from env/Variables to the type of the field's default."""

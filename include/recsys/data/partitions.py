@@ -19,23 +19,17 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
+from recsys.storage import as_path, atomic_write_text
+
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
-
-
-def _as_path(root: str | ObjectStoragePath) -> ObjectStoragePath:
-    return root if isinstance(root, ObjectStoragePath) else ObjectStoragePath(root)
-
-
-def _is_local(path: ObjectStoragePath) -> bool:
-    return path.protocol in {"file", "local", ""}
 
 
 class PartitionStore:
     """Daily partitions under one root (``file://``, ``s3://``, ``gs://``)."""
 
     def __init__(self, root: str | ObjectStoragePath):
-        self.root = _as_path(root)
+        self.root = as_path(root)
 
     def partition_dir(self, day: date) -> ObjectStoragePath:
         return self.root / f"dt={day.isoformat()}"
@@ -84,13 +78,7 @@ class PartitionStore:
         if missing:
             raise FileNotFoundError(f"cannot commit {day}: staged files {missing} are gone (a concurrent run?)")
         target = self.partition_dir(day) / MANIFEST
-        body = json.dumps(manifest, indent=2, sort_keys=True)
-        if _is_local(target):
-            temp = self.partition_dir(day) / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-            temp.write_text(body)
-            temp.rename(target)
-        else:
-            target.write_text(body)
+        atomic_write_text(target, json.dumps(manifest, indent=2, sort_keys=True))
         self.remove_older_versions(day, keep=manifest["version"])
         return target
 

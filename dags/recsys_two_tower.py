@@ -1,0 +1,138 @@
+"""
+### recsys_two_tower — train, evaluate, gate and export the two-tower retrieval model
+
+Runs whenever `recsys_extract` publishes a partition (asset `recsys_extract_partitions`) and from
+the UI with the form below. Never two runs at once (`max_active_runs=1`).
+
+**Tasks**
+1. `plan` — the window (default: 30 days ending at the newest extracted day) and a new model version.
+2. `train` — TensorFlow Recommenders two-tower model on the window, temporal holdout = the newest
+   `holdout_days`, metrics for the model and a most-popular baseline, export of the query model,
+   a brute-force and (when it qualifies) a tuned ScaNN SavedModel, candidate embeddings, metadata.
+   Too few interactions → the run is **skipped** with the reason.
+3. `gate` — evaluates the current champion on the same holdout; blesses the candidate when it beats
+   popularity and is not worse than the champion by more than `tolerance` (or `force`); writes
+   `model_card.md`, `training_plot.png`, `metrics.json`; moves `models/champion.json` atomically.
+4. `publish` — emits the `recsys_blessed_model` asset event, only for a blessed model.
+
+Output: `<storage_root>/models/<version>/`. Outage days (partitions with status `empty`) in the
+window are listed in the model card.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
+
+PARAMS = {
+    "end_day": Param(None, type=["null", "string"], format="date", title="Last day of the window",
+                     description="YYYY-MM-DD; empty = the newest extracted partition."),
+    "window_days": Param(30, type="integer", minimum=2, maximum=365, title="Window (days)"),
+    "holdout_days": Param(1, type="integer", minimum=1, maximum=30, title="Holdout (newest days)"),
+    "epochs": Param(2, type="integer", minimum=1, maximum=50),
+    "embedding_dim": Param(32, type="integer", minimum=4, maximum=512),
+    "learning_rate": Param(0.05, type="number", exclusiveMinimum=0, maximum=1),
+    "batch_size": Param(2048, type="integer", minimum=32, maximum=65536),
+    "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
+                       title="Allowed drop vs the champion (absolute top-100 accuracy)"),
+    "force": Param(False, type="boolean", title="Bless even if the gate says no"),
+}  # fmt: skip
+
+
+def _settings():
+    from recsys.config import load_settings
+
+    return load_settings(use_airflow_variables=True)
+
+
+@dag(
+    dag_id="recsys_two_tower",
+    schedule=[EXTRACT_PARTITIONS],
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    tags=["recsys", "training"],
+    params=PARAMS,
+    doc_md=__doc__,
+)
+def recsys_two_tower():
+    @task(multiple_outputs=False)
+    def plan() -> dict:
+        """Pick the window and a fresh model version directory."""
+        from datetime import date
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from recsys.data.partitions import PartitionStore
+
+        params = get_current_context()["params"]
+        settings = _settings()
+        if params["end_day"]:
+            end_day = date.fromisoformat(params["end_day"])
+        else:
+            days = PartitionStore(settings.extract_root).committed_days()
+            if not days:
+                raise AirflowSkipException(f"no extracted partitions under {settings.extract_root} yet")
+            end_day = days[-1]
+        if params["holdout_days"] >= params["window_days"]:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("holdout_days must be smaller than window_days")
+        version = f"{end_day:%Y%m%d}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        return {"end_day": end_day.isoformat(), "version": version,
+                "model_dir": f"{settings.models_root}/{version}"}  # fmt: skip
+
+    @task(multiple_outputs=False, execution_timeout=timedelta(hours=3))
+    def train(plan: dict) -> dict:
+        """Train, evaluate and export locally in the worker (TensorFlow is imported here only)."""
+        from datetime import date
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from recsys.training.data import NotEnoughDataError
+        from recsys.training.fit import TrainParams
+        from recsys.training.train import train_and_export
+
+        params = get_current_context()["params"]
+        train_params = TrainParams(epochs=params["epochs"], embedding_dim=params["embedding_dim"],
+                                   learning_rate=params["learning_rate"], batch_size=params["batch_size"])  # fmt: skip
+        try:
+            result = train_and_export(_settings().extract_root, date.fromisoformat(plan["end_day"]),
+                                      params["window_days"], params["holdout_days"], plan["model_dir"],
+                                      train_params)  # fmt: skip
+        except NotEnoughDataError as exc:
+            raise AirflowSkipException(str(exc)) from exc
+        return {"model": result["metrics"]["model"], "popularity": result["metrics"]["popularity"],
+                "index": result["index"]["serving"], "window": result["window"]}  # fmt: skip
+
+    @task(multiple_outputs=False)
+    def gate(plan: dict, trained: dict) -> dict:
+        """Compare with the champion on the same holdout, write the model card, promote if blessed."""
+        from recsys.training.gate import GatePolicy, run_gate
+
+        params = get_current_context()["params"]
+        policy = GatePolicy(tolerance=float(params["tolerance"]), force=bool(params["force"]))
+        return run_gate(plan["model_dir"], _settings().models_root, plan["version"], policy)
+
+    @task.short_circuit
+    def blessed(decision: dict) -> bool:
+        return bool(decision["blessed"])
+
+    @task(multiple_outputs=False, outlets=[BLESSED_MODEL])
+    def publish(decision: dict) -> dict:
+        """Announce the blessed model to downstream DAGs (deployment)."""
+        event = {"version": decision["version"], "model_dir": decision["model_dir"],
+                 "top_100_accuracy": decision["model"]["top_100_accuracy"], "forced": decision["forced"]}  # fmt: skip
+        get_current_context()["outlet_events"][BLESSED_MODEL].extra = event
+        return event
+
+    planned = plan()
+    decision = gate(planned, train(planned))
+    blessed(decision) >> publish(decision)
+
+
+recsys_two_tower()

@@ -1,0 +1,128 @@
+"""The champion gate: compare a candidate with the current champion on the same holdout.
+
+The champion pointer ``<models_root>/champion.json`` names the blessed model directory; it is
+replaced atomically. A candidate is blessed when it beats the popularity baseline and is not worse
+than the champion by more than ``tolerance`` (absolute, on ``top_{k}_accuracy``), or when an
+operator forces it. The decision and its reasons are recorded either way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recsys.storage import as_path, atomic_write_text
+
+CHAMPION = "champion.json"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    k: int = 100
+    tolerance: float = 0.01
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tolerance <= 1:
+            raise ValueError(f"tolerance must be in [0, 1], got {self.tolerance}")
+
+
+def read_champion(models_root: str) -> dict | None:
+    path = as_path(models_root) / CHAMPION
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def promote(models_root: str, pointer: dict) -> None:
+    atomic_write_text(as_path(models_root) / CHAMPION, json.dumps(pointer, indent=2))
+
+
+def evaluate_saved_model(model_dir: str, holdout, users, local_cache: Path) -> dict:
+    """Metrics of an exported model (its query SavedModel and candidate embeddings) on ``holdout``."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from recsys.training.data import user_features
+    from recsys.training.evaluate import evaluate_embeddings
+    from recsys.training.train import download_dir
+
+    local = download_dir(model_dir, local_cache)
+    metadata = json.loads((local / "metadata.json").read_text())
+    serve = tf.saved_model.load(str(local / "query_model")).signatures["serving_default"]
+    candidates = pd.read_parquet(local / "candidates.parquet")
+    embeddings = np.stack(candidates["embedding"].to_numpy()).astype(np.float32)
+
+    def query(user_ids):
+        features = user_features(pd.Series(user_ids), users if metadata["user_features"] else pd.DataFrame())
+        return serve(**{k: tf.constant(v) for k, v in features.items()})["embedding"].numpy()
+
+    return evaluate_embeddings(query, embeddings, candidates["item_id"].astype(str).tolist(), holdout)
+
+
+def decide(candidate: dict, popularity: dict, champion: dict | None, policy: GatePolicy) -> dict:
+    """Bless or not, with reasons. Metric dicts are ``evaluate_*`` outputs on the same holdout."""
+    key = f"top_{policy.k}_accuracy"
+    reasons, blessed = [], True
+    if candidate[key] > popularity[key]:
+        reasons.append(f"{key} {candidate[key]:.4f} beats the popularity baseline {popularity[key]:.4f}")
+    else:
+        blessed = False
+        reasons.append(f"{key} {candidate[key]:.4f} does not beat the popularity baseline {popularity[key]:.4f}")
+    if champion is None:
+        reasons.append("no champion yet")
+    elif candidate[key] >= champion[key] - policy.tolerance:
+        reasons.append(f"{key} {candidate[key]:.4f} is within {policy.tolerance} of the champion's "
+                       f"{champion[key]:.4f} or better")  # fmt: skip
+    else:
+        blessed = False
+        reasons.append(f"{key} {candidate[key]:.4f} is worse than the champion's {champion[key]:.4f} "
+                       f"by more than {policy.tolerance}")  # fmt: skip
+    if policy.force and not blessed:
+        reasons.append("forced by the operator")
+        blessed = True
+    return {"blessed": blessed, "forced": policy.force, "metric": key, "tolerance": policy.tolerance,
+            "reasons": reasons, "decided_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+
+
+def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy) -> dict:
+    """Evaluate the champion on this model's holdout, decide, write the card and plot, promote."""
+    import tempfile
+
+    import pandas as pd
+
+    from recsys.training.report import model_card, training_plot
+    from recsys.training.train import download_dir, upload_dir
+
+    with tempfile.TemporaryDirectory(prefix="recsys-gate-") as tmp:
+        local = download_dir(model_dir, Path(tmp) / "candidate")
+        result = json.loads((local / "metrics.json").read_text())
+        holdout = pd.read_parquet(local / "holdout.parquet")
+        users = pd.read_parquet(local / "users.parquet")
+        champion = read_champion(models_root)
+        if champion is not None:
+            result["metrics"]["champion"] = evaluate_saved_model(champion["model_dir"], holdout, users,
+                                                                 Path(tmp) / "champion")  # fmt: skip
+        decision = decide(result["metrics"]["model"], result["metrics"]["popularity"],
+                          result["metrics"].get("champion"), policy)  # fmt: skip
+        result["gate"] = {**decision, "champion": champion}
+        report = Path(tmp) / "report"
+        report.mkdir()
+        (report / "metrics.json").write_text(json.dumps(result, indent=2))
+        (report / "model_card.md").write_text(model_card(version, result, decision, champion))
+        training_plot(result, report / "training_plot.png")
+        upload_dir(report, model_dir)
+    if decision["blessed"]:
+        promote(
+            models_root,
+            {
+                "version": version,
+                "model_dir": model_dir,
+                "promoted_at": decision["decided_at"],
+                "metrics": result["metrics"]["model"],
+                "previous": champion and champion["version"],
+            },
+        )
+    return {"version": version, "model_dir": model_dir, **decision,
+            "model": result["metrics"]["model"], "champion_metrics": result["metrics"].get("champion")}  # fmt: skip

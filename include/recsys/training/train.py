@@ -1,0 +1,215 @@
+"""Train, evaluate and export one two-tower model version.
+
+    python -m recsys.training.train --extract-root file:///.../extract --end-day 2026-11-22 \\
+        --window-days 30 --holdout-days 1 --model-dir file:///.../models/<version>
+
+The same entrypoint runs in the Airflow worker and inside the trainer container on Vertex AI, where
+``AIP_MODEL_DIR`` (output), ``AIP_CHECKPOINT_DIR`` (per-epoch weights) and
+``AIP_TENSORBOARD_LOG_DIR`` (TensorBoard logs) are honoured when set.
+
+Output (``--model-dir``): ``query_model/``, ``index_brute_force/``, ``index_scann/`` (when chosen),
+``candidates.parquet`` (item embeddings for external vector indexes), ``items.parquet``,
+``users.parquet``, ``holdout.parquet`` (the evaluation set, for the champion gate),
+``metadata.json``, ``index.json`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def upload_dir(local: Path, target: str) -> None:
+    """Copy a local folder to any ``ObjectStoragePath`` destination (file://, s3://, gs://)."""
+    from airflow.sdk import ObjectStoragePath
+
+    root = ObjectStoragePath(target)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            destination = root / path.relative_to(local).as_posix()
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("rb") as source, destination.open("wb") as sink:
+                shutil.copyfileobj(source, sink, 1 << 20)
+
+
+def download_dir(source: str, local: Path) -> Path:
+    """Copy an ``ObjectStoragePath`` folder to ``local`` (a local path is used in place)."""
+    from airflow.sdk import ObjectStoragePath
+
+    root = ObjectStoragePath(source)
+    if root.protocol in {"file", "local", ""}:
+        return Path(root.path)
+    for path in root.rglob("*"):
+        if path.is_file():
+            destination = local / str(path.relative_to(root))
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("rb") as src, destination.open("wb") as sink:
+                shutil.copyfileobj(src, sink, 1 << 20)
+    return local
+
+
+def _write_parquet(frame, path: Path) -> None:
+    frame.reset_index(drop=True).to_parquet(path, index=False)
+
+
+def train_and_export(
+    extract_root: str,
+    end_day: date,
+    window_days: int,
+    holdout_days: int,
+    model_dir: str,
+    params,
+    *,
+    min_interactions: int = 1000,
+    index_k: int = 100,
+    min_index_recall: float = 0.95,
+) -> dict:
+    """The whole training job; returns the metrics written to ``metrics.json``."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys.training import export
+    from recsys.training.data import NotEnoughDataError, load_window, temporal_split, user_features
+    from recsys.training.evaluate import evaluate_embeddings, evaluate_popularity, popularity_order
+    from recsys.training.fit import fit
+
+    if holdout_days >= window_days:
+        raise ValueError(f"holdout_days ({holdout_days}) must be smaller than window_days ({window_days})")
+    window = load_window(extract_root, end_day, window_days)
+    holdout_start = datetime.combine(end_day - timedelta(days=holdout_days - 1), datetime.min.time(), tzinfo=UTC)
+    train, holdout = temporal_split(window.interactions, int(holdout_start.timestamp()))
+    if len(train) < min_interactions:
+        raise NotEnoughDataError(
+            f"only {len(train)} training interactions in the window ending {end_day} "
+            f"({len(window.days)} days with data, outages: {window.outage_days or 'none'}, "
+            f"missing: {window.missing_days or 'none'}); need at least {min_interactions}"
+        )
+    if holdout.empty:
+        raise NotEnoughDataError(f"no interactions in the {holdout_days} holdout day(s) ending {end_day}")
+
+    fitted = fit(train, window.users, window.items, params, callbacks=_aip_callbacks())
+    catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
+    candidate_embeddings = fitted.candidate_embeddings(catalog, window.items)
+    query = lambda users: fitted.query_embeddings(users, window.users)  # noqa: E731
+    metrics = {
+        "model": evaluate_embeddings(query, candidate_embeddings, catalog, holdout),
+        "popularity": evaluate_popularity(train, holdout, catalog),
+    }
+
+    with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
+        out = Path(tmp)
+        use_user_features = fitted.vocab.has_user_features
+        sample_users = holdout["user_id"].astype(str).drop_duplicates().head(1000)
+        queries = {k: np.asarray(v) for k, v in user_features(sample_users, window.users).items()}
+        if not use_user_features:
+            queries = {"user_id": queries["user_id"]}
+        brute, scann, index_report = export.choose_index(
+            fitted.model.query_tower, catalog, candidate_embeddings, _tensors(queries),
+            k=index_k, min_recall=min_index_recall,
+        )  # fmt: skip
+        export.save_query_model(fitted.model.query_tower, out / "query_model", use_user_features)
+        export.save_retrieval_model(brute, out / "index_brute_force", use_user_features, scann=False)
+        if scann is not None:
+            export.save_retrieval_model(scann, out / "index_scann", use_user_features, scann=True)
+        _write_parquet(pd.DataFrame({"item_id": catalog, "embedding": list(candidate_embeddings)}),
+                       out / "candidates.parquet")  # fmt: skip
+        _write_parquet(window.items.astype({"item_id": str}), out / "items.parquet")
+        _write_parquet(window.users.astype({"user_id": str}), out / "users.parquet")
+        _write_parquet(holdout, out / "holdout.parquet")
+        result = {
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "window": {**window.describe(), "end_day": end_day.isoformat(), "window_days": window_days,
+                       "holdout_days": holdout_days, "train_rows": len(train), "holdout_rows": len(holdout)},
+            "params": params.as_dict(),
+            "loss_per_epoch": fitted.loss_per_epoch,
+            "train_seconds": round(fitted.seconds, 2),
+            "metrics": metrics,
+            "index": index_report,
+        }  # fmt: skip
+        metadata = {
+            "user_features": use_user_features,
+            "item_features": fitted.vocab.has_item_features,
+            "vocabulary_sizes": {"users": len(fitted.vocab.user_ids), "items": len(fitted.vocab.item_ids)},
+            "embedding_dim": params.embedding_dim,
+            "popular_items": popularity_order(train)[:index_k],
+            "serving_index": index_report["serving"],
+            "k": index_k,
+        }
+        (out / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        (out / "index.json").write_text(json.dumps(index_report, indent=2))
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        upload_dir(out, model_dir)
+    log.info("exported model to %s: %s", model_dir, metrics["model"])
+    return result
+
+
+def _tensors(columns: dict) -> dict:
+    import tensorflow as tf
+
+    return {k: tf.constant(v) for k, v in columns.items()}
+
+
+def _aip_callbacks() -> list:
+    """Vertex AI conventions: per-epoch checkpoints and TensorBoard logs when the env asks for them."""
+    import tensorflow as tf
+
+    callbacks = []
+    if checkpoint_dir := os.environ.get("AIP_CHECKPOINT_DIR"):
+        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
+            checkpoint_dir.rstrip("/") + "/epoch-{epoch:03d}.weights.h5", save_weights_only=True))  # fmt: skip
+    if log_dir := os.environ.get("AIP_TENSORBOARD_LOG_DIR"):
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
+    return callbacks
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from recsys.training.fit import TrainParams
+
+    parser = argparse.ArgumentParser(prog="python -m recsys.training.train")
+    parser.add_argument("--extract-root", required=True, help="root of the extraction partitions")
+    parser.add_argument("--end-day", type=date.fromisoformat, default=datetime.now(UTC).date() - timedelta(days=1))
+    parser.add_argument("--window-days", type=int, default=30)
+    parser.add_argument("--holdout-days", type=int, default=1)
+    parser.add_argument("--min-interactions", type=int, default=1000)
+    parser.add_argument("--model-dir", default=os.environ.get("AIP_MODEL_DIR"),
+                        help="output folder (default: $AIP_MODEL_DIR)")  # fmt: skip
+    for name, default in TrainParams().as_dict().items():
+        kind = (lambda v: v.lower() in {"1", "true", "yes"}) if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recsys.training.data import NotEnoughDataError
+    from recsys.training.fit import TrainParams
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    if not args.model_dir:
+        print("train failed: --model-dir or AIP_MODEL_DIR is required", file=sys.stderr)
+        return 2
+    try:
+        params = TrainParams(**{k: getattr(args, k) for k in TrainParams().as_dict()})
+        started = time.perf_counter()
+        result = train_and_export(args.extract_root, args.end_day, args.window_days, args.holdout_days,
+                                  args.model_dir, params, min_interactions=args.min_interactions)  # fmt: skip
+    except (NotEnoughDataError, ValueError) as exc:
+        print(f"train failed: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"model_dir": args.model_dir, "seconds": round(time.perf_counter() - started, 1),
+                      "model": result["metrics"]["model"], "index": result["index"]["serving"]}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
