@@ -128,7 +128,8 @@ def train_and_export(
         _write_parquet(holdout, out / "holdout.parquet")
         result = {
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "window": {**window.describe(), "end_day": end_day.isoformat(), "window_days": window_days,
+            "window": {**window.describe(), "extract_root": extract_root, "end_day": end_day.isoformat(),
+                       "window_days": window_days,
                        "holdout_days": holdout_days, "train_rows": len(train), "holdout_rows": len(holdout)},
             "params": params.as_dict(),
             "loss_per_epoch": fitted.loss_per_epoch,

@@ -1,0 +1,90 @@
+"""Ranking metrics, the popularity baseline, the gate rules and the ScaNN grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.training.evaluate import (
+    evaluate_embeddings,
+    evaluate_popularity,
+    metrics_from_ranks,
+    popularity_order,
+    ranks_from_scores,
+)
+from recsys.training.export import scann_grid
+from recsys.training.gate import GatePolicy, decide, promote, read_champion
+
+
+def test_ranks_count_strictly_better_candidates():
+    scores = {"a": np.array([0.9, 0.5, 0.1]), "b": np.array([0.1, 0.2, 0.3])}
+    users = np.array(["a", "a", "b", "b"])
+    targets = np.array([0, 2, 0, -1])  # -1: item outside the catalog
+    ranks = ranks_from_scores(lambda us: np.stack([scores[u] for u in us]), users, targets, batch_users=1)
+    assert ranks.tolist() == [0, 2, 2, 3]
+
+
+def test_metrics_accuracy_and_per_user_recall():
+    ranks = np.array([0, 5, 200, 0])
+    users = np.array(["a", "a", "a", "b"])
+    m = metrics_from_ranks(ranks, users, ks=(1, 10))
+    assert m["top_1_accuracy"] == 0.5  # 2 of 4 pairs
+    assert m["recall@1"] == pytest.approx((1 / 3 + 1) / 2, abs=1e-5)  # user a: 1/3, user b: 1
+    assert m["top_10_accuracy"] == 0.75 and m["pairs"] == 4 and m["users"] == 2
+
+
+def test_embedding_evaluation_matches_hand_computed_ranks():
+    catalog = ["i0", "i1", "i2"]
+    candidates = np.eye(3, dtype=np.float32)
+    queries = {"u0": [3.0, 2.0, 1.0], "u1": [0.0, 0.0, 1.0]}
+    test = pd.DataFrame({"user_id": ["u0", "u0", "u1"], "item_id": ["i1", "i2", "i2"]})
+    m = evaluate_embeddings(lambda us: np.array([queries[u] for u in us]), candidates, catalog, test, ks=(1, 2))
+    assert (m["top_1_accuracy"], m["top_2_accuracy"]) == (
+        pytest.approx(1 / 3, abs=1e-4),
+        pytest.approx(2 / 3, abs=1e-4),
+    )
+
+
+def test_popularity_baseline():
+    train = pd.DataFrame({"user_id": list("abcdef"), "item_id": ["x", "x", "x", "y", "y", "z"]})
+    assert popularity_order(train) == ["x", "y", "z"]
+    test = pd.DataFrame({"user_id": ["g", "h", "k"], "item_id": ["x", "z", "w"]})
+    m = evaluate_popularity(train, test, ["w", "x", "y", "z"], ks=(1, 3))
+    assert m["top_1_accuracy"] == pytest.approx(1 / 3, abs=1e-4) and m["top_3_accuracy"] == pytest.approx(
+        2 / 3, abs=1e-4
+    )
+
+
+def metrics(value: float) -> dict:
+    return {"top_100_accuracy": value}
+
+
+def test_gate_rules():
+    policy = GatePolicy(tolerance=0.01)
+    assert decide(metrics(0.5), metrics(0.3), None, policy)["blessed"] is True
+    beaten = decide(metrics(0.29), metrics(0.3), None, policy)
+    assert beaten["blessed"] is False and "does not beat the popularity" in beaten["reasons"][0]
+    assert decide(metrics(0.495), metrics(0.3), metrics(0.5), policy)["blessed"] is True  # within tolerance
+    worse = decide(metrics(0.48), metrics(0.3), metrics(0.5), policy)
+    assert worse["blessed"] is False and "worse than the champion" in worse["reasons"][1]
+    forced = decide(metrics(0.1), metrics(0.3), metrics(0.5), GatePolicy(force=True))
+    assert forced["blessed"] is True and forced["reasons"][-1] == "forced by the operator"
+    with pytest.raises(ValueError):
+        GatePolicy(tolerance=-0.1)
+
+
+def test_champion_pointer_round_trip(tmp_path):
+    root = tmp_path.as_uri()
+    assert read_champion(root) is None
+    promote(root, {"version": "v1", "model_dir": "x"})
+    promote(root, {"version": "v2", "model_dir": "y"})
+    assert read_champion(root)["version"] == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["champion.json"]
+
+
+def test_scann_grid_fits_the_catalog():
+    small = scann_grid(50, k=100)
+    assert all(c.num_leaves_to_search <= c.num_leaves and c.num_reordering_candidates <= 50 for c in small)
+    big = scann_grid(1_000_000, k=100)
+    assert big[0].num_leaves == 1000 and max(c.num_reordering_candidates for c in big) == 1000
