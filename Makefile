@@ -22,7 +22,7 @@ DEMO_DAYS ?= 14
 .PHONY: help install demo test lint format airflow-home constraints clean
 
 help:
-	@echo "make demo   - install, seed the embedded source DB, extract the last $(DEMO_DAYS) days, show the result"
+	@echo "make demo   - install, seed the embedded source DB, extract the last $(DEMO_DAYS) days, train, show the result"
 	@echo "make test   - install and run the whole test suite (ruff + pytest)"
 	@echo "make lint   - ruff check + format check"
 	@echo "make clean  - remove .venv and the local AIRFLOW_HOME"
@@ -47,6 +47,9 @@ demo: airflow-home
 	@echo "== running recsys_extract for the last $(DEMO_DAYS) days"
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo extract --days $(DEMO_DAYS)
 	$(BIN)/python -m recsys.demo summary
+	@echo "== training the two-tower model on those $(DEMO_DAYS) days (recsys_two_tower)"
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo train --days $(DEMO_DAYS) 2> $(AIRFLOW_HOME)/train.log \
+		|| (tail -30 $(AIRFLOW_HOME)/train.log; exit 1)
 
 test: install
 	$(BIN)/ruff check .

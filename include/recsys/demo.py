@@ -3,6 +3,7 @@
     python -m recsys.demo setup                 # upsert the demo connections into the metadata DB
     python -m recsys.demo extract --days 14     # run recsys_extract for each of the last 14 days
     python -m recsys.demo summary               # table of the committed partitions
+    python -m recsys.demo train --days 14       # run recsys_two_tower on that window, show its card
 
 Used by ``make demo``; needs an initialised ``AIRFLOW_HOME`` (``airflow db migrate``).
 """
@@ -39,14 +40,18 @@ def setup_connections() -> None:
             print(f"connection {conn.conn_id}: {conn.conn_type} {conn.host}")
 
 
-def run_extract(days: int, dag_folder: str) -> list[str]:
-    """Run ``recsys_extract`` for each of the last ``days`` full UTC days, oldest first."""
+def _dag(dag_id: str, dag_folder: str):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=dag_folder)
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
-    dag = bag.get_dag("recsys_extract")
+    return bag.dags[dag_id]
+
+
+def run_extract(days: int, dag_folder: str) -> list[str]:
+    """Run ``recsys_extract`` for each of the last ``days`` full UTC days, oldest first."""
+    dag = _dag("recsys_extract", dag_folder)
     today = datetime.combine(datetime.now(UTC).date(), time(), tzinfo=UTC)
     states = []
     for offset in range(days, 0, -1):
@@ -56,6 +61,37 @@ def run_extract(days: int, dag_folder: str) -> list[str]:
         states.append(f"{day.date()} {run.state}")
         print(f"[extract] {day.date()}: {run.state}", flush=True)
     return states
+
+
+def run_training(days: int, dag_folder: str) -> bool:
+    """Run ``recsys_two_tower`` on the last ``days`` partitions and print what the gate decided."""
+    import json
+
+    from airflow.sdk import ObjectStoragePath
+
+    from recsys.training.gate import read_champion
+
+    run = _dag("recsys_two_tower", dag_folder).test(run_conf={"window_days": days})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    print(f"[train] recsys_two_tower: {run.state} ({', '.join(f'{k}={v}' for k, v in sorted(states.items()))})")
+    champion = read_champion(load_settings().models_root)
+    if run.state != "success" or champion is None:
+        return False
+    model_dir = ObjectStoragePath(champion["model_dir"])
+    result = json.loads((model_dir / "metrics.json").read_text())
+    ks = (1, 5, 10, 50, 100)
+    print(
+        f"\nModel {champion['version']} (window {result['window']['days'][0]}..{result['window']['end_day']}, "
+        f"{result['window']['train_rows']} train / {result['window']['holdout_rows']} holdout rows)"
+    )
+    print(f"{'':<12}" + "".join(f"{'top-' + str(k):>9}" for k in ks))
+    for name in ("model", "popularity", "champion"):
+        if metrics := result["metrics"].get(name):
+            print(f"{name:<12}" + "".join(f"{metrics[f'top_{k}_accuracy']:>9.4f}" for k in ks))
+    print(f"gate: {'blessed' if result['gate']['blessed'] else 'not blessed'}; {'; '.join(result['gate']['reasons'])}")
+    print(f"serving index: {result['index']['serving']}")
+    print(f"model card: {model_dir / 'model_card.md'}\nplot:       {model_dir / 'training_plot.png'}")
+    return True
 
 
 def print_summary() -> None:
@@ -87,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     extract.add_argument("--days", type=int, default=14)
     extract.add_argument("--dag-folder", default=os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags"))
     sub.add_parser("summary")
+    train = sub.add_parser("train")
+    train.add_argument("--days", type=int, default=14)
+    train.add_argument("--dag-folder", default=os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags"))
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup_connections()
@@ -95,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         states = run_extract(args.days, args.dag_folder)
         if any(not s.endswith("success") for s in states):
             print("some extraction runs failed:", states, file=sys.stderr)
+            return 1
+    elif args.command == "train":
+        logging.getLogger("airflow").setLevel(logging.WARNING)
+        if not run_training(args.days, args.dag_folder):
             return 1
     else:
         print_summary()

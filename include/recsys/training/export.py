@@ -47,7 +47,7 @@ def scann_grid(num_candidates: int, k: int) -> list[ScannConfig]:
     """A few configurations around the usual rule of thumb (about sqrt(N) leaves)."""
     leaves = max(2, min(2000, int(math.sqrt(num_candidates))))
     configs = []
-    for fraction in (0.05, 0.1, 0.2, 0.35):
+    for fraction in (0.05, 0.1, 0.15, 0.2, 0.35):
         for reorder in (max(k, 250), max(k, 1000)):
             configs.append(ScannConfig(leaves, max(1, math.ceil(leaves * fraction)), min(reorder, num_candidates)))
     return sorted(set(configs), key=lambda c: (c.num_leaves_to_search, c.num_reordering_candidates))
@@ -136,7 +136,7 @@ def _recall(found: np.ndarray, exact: np.ndarray, k: int) -> float:
     return round(float(np.mean(hits)), 5)
 
 
-def _latency_ms(index, single_queries: list[dict], repeats: int = 3) -> dict:
+def latency_ms(index, single_queries: list[dict], repeats: int = 3) -> dict:
     index = _compiled(index, single_queries[0])
     index(single_queries[0])  # trace once
     timings = []
@@ -166,7 +166,7 @@ def choose_index(
     singles = [{name: value[i : i + 1] for name, value in queries.items()}
                for i in range(min(latency_queries, n_queries))]  # fmt: skip
     report = {"k": k, "candidates": len(item_ids), "queries": n_queries, "target_recall": target_recall,
-              "min_recall": min_recall, "brute_force_latency_ms": _latency_ms(brute, singles), "grid": []}  # fmt: skip
+              "min_recall": min_recall, "brute_force_latency_ms": latency_ms(brute, singles), "grid": []}  # fmt: skip
     if not scann_available():
         report |= {"serving": "brute_force", "reason": "scann is not importable"}
         return brute, None, report
@@ -177,7 +177,7 @@ def choose_index(
         build_s = time.perf_counter() - started
         found = _top_ids(scann, queries, k)
         row = {**asdict(config), "build_s": round(build_s, 3), "recall@10": _recall(found, exact, 10),
-               "recall@100": _recall(found, exact, k), "latency_ms": _latency_ms(scann, singles)}  # fmt: skip
+               "recall@100": _recall(found, exact, k), "latency_ms": latency_ms(scann, singles)}  # fmt: skip
         report["grid"].append(row)
         reaches = row["recall@10"] >= target_recall
         better = (best is None or (reaches and not best[1]["reaches"])

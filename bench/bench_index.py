@@ -1,0 +1,149 @@
+"""ScaNN vs brute-force retrieval over 1M candidates, as the reloaded SavedModels serve them.
+
+Candidates are built like the TFRS efficient-serving tutorial: the real item embeddings of a model
+trained on MovieLens 100K, repeated to ``--candidates`` rows with Gaussian noise added (noise std =
+``--noise`` x the per-dimension std of the real embeddings), not pure random vectors. Queries are
+the real MovieLens users.
+
+Measured in one run: ScaNN grid (build time, recall@10/@100 vs exact, latency) through the
+project's index evaluator; then the chosen ScaNN and the brute-force index are saved as
+SavedModels, reloaded (after ``import scann``) and timed: single-query p50/p99 latency, batch
+throughput, size on disk. Writes ``bench/results/bench_index.json``.
+
+    .venv/bin/python bench/bench_index.py [--candidates 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "bench_index.json"
+
+
+def _dir_mib(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def _time_single(serve, singles: list[dict], repeats: int = 3) -> dict:
+    import numpy as np
+
+    serve(**singles[0])
+    timings = []
+    for _ in range(repeats):
+        for query in singles:
+            started = time.perf_counter()
+            serve(**query)
+            timings.append((time.perf_counter() - started) * 1000)
+    return {
+        "p50_ms": round(float(np.percentile(timings, 50)), 3),
+        "p99_ms": round(float(np.percentile(timings, 99)), 3),
+    }
+
+
+def _throughput(serve, batch: dict, repeats: int = 3) -> float:
+    serve(**batch)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        serve(**batch)
+    return round(repeats * len(batch["user_id"]) / (time.perf_counter() - started), 1)
+
+
+def main() -> int:
+    from bench_quality import DEFAULT_DATA, load
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--candidates", type=int, default=1_000_000)
+    parser.add_argument("--noise", type=float, default=0.5)
+    args = parser.parse_args()
+    if not (Path(args.data) / "u.data").exists():
+        print(f"MovieLens 100K not found at {args.data}", file=sys.stderr)
+        return 2
+
+    import numpy as np
+    import scann  # noqa: F401  (registers the ScaNN ops for the reloaded SavedModel)
+    import tensorflow as tf
+
+    import recsys.training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    from recsys.training import export
+    from recsys.training.data import user_features
+    from recsys.training.fit import TrainParams, fit
+
+    interactions, users, items = load(args.data)
+    fitted = fit(interactions, users, items, TrainParams())
+    real_ids = sorted(set(interactions["item_id"]))
+    real = fitted.candidate_embeddings(real_ids, items)
+    rng = np.random.default_rng(42)
+    repeat = np.arange(args.candidates) % len(real)
+    embeddings = real[repeat] + rng.normal(0, args.noise, (args.candidates, real.shape[1])) * real.std(axis=0)
+    embeddings = embeddings.astype(np.float32)
+    item_ids = [f"{real_ids[r]}#{i}" for i, r in enumerate(repeat)]
+    features = {k: np.asarray(v) for k, v in user_features(users["user_id"], users).items()}
+    queries = {k: tf.constant(v) for k, v in features.items()}
+    print(f"{args.candidates:,} candidates x {real.shape[1]} dims, {len(users)} real queries", flush=True)
+
+    started = time.perf_counter()
+    brute, scann_index, report = export.choose_index(fitted.model.query_tower, item_ids, embeddings, queries,
+                                                     k=100, latency_queries=100)  # fmt: skip
+    print(f"grid done in {time.perf_counter() - started:.0f} s", flush=True)
+    for row in report["grid"]:
+        print(f"  leaves {row['num_leaves']} search {row['num_leaves_to_search']:>4} reorder "
+              f"{row['num_reordering_candidates']:>5}: build {row['build_s']:6.1f}s recall@10 {row['recall@10']:.4f} "
+              f"recall@100 {row['recall@100']:.4f} p50 {row['latency_ms']['p50']:.3f} ms")  # fmt: skip
+    if scann_index is None:
+        print(f"no ScaNN configuration qualified: {report.get('reason')}")
+    leaves = report["grid"][0]["num_leaves"]
+    floor_index = export.build_scann(fitted.model.query_tower, item_ids, embeddings, 100,
+                                     export.ScannConfig(leaves, 1, 100))  # fmt: skip
+    singles = [{k: v[i : i + 1] for k, v in queries.items()} for i in range(100)]
+    report["per_call_floor_ms"] = export.latency_ms(floor_index, singles)
+    print(f"per-call floor (ScaNN searching 1 of {leaves} leaves): {report['per_call_floor_ms']}", flush=True)
+
+    exported = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        bf_build = export.build_brute_force(fitted.model.query_tower, item_ids, embeddings, 100)
+        brute_build_s = time.perf_counter() - started
+        to_save = {"brute_force": (bf_build, False, brute_build_s)}
+        if scann_index is not None:
+            to_save["scann"] = (scann_index, True, report["scann"]["build_s"])
+        singles = [{k: v[i : i + 1] for k, v in queries.items()} for i in range(200)]
+        batch = {k: v[:1000] for k, v in queries.items()}
+        for name, (index, is_scann, build_s) in to_save.items():
+            path = Path(tmp) / name
+            export.save_retrieval_model(index, path, use_user_features=True, scann=is_scann)
+            serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+            exported[name] = {"build_s": round(build_s, 2), "size_mib": _dir_mib(path),
+                              "single_query": _time_single(serve, singles),
+                              "batch_1000_queries_per_s": _throughput(serve, batch)}  # fmt: skip
+            print(f"{name:<12} reloaded: {exported[name]}", flush=True)
+    if "scann" in exported:
+        speedup = exported["brute_force"]["single_query"]["p50_ms"] / exported["scann"]["single_query"]["p50_ms"]
+        exported["scann"]["recall@10"] = report["scann"]["recall@10"]
+        exported["scann"]["recall@100"] = report["scann"]["recall@100"]
+        exported["single_query_p50_speedup"] = round(speedup, 1)
+        print(f"ScaNN p50 speedup over brute force (reloaded SavedModels): {speedup:.1f}x at "
+              f"recall@10 {report['scann']['recall@10']}")  # fmt: skip
+    result = {"benchmark": "bench_index", "when": datetime.now(UTC).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+              "candidates": args.candidates, "noise": args.noise, "dims": int(real.shape[1]),
+              "queries": len(users), "evaluator": report, "reloaded": exported}  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
