@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     elif args.command == "train":
         logging.getLogger("airflow").setLevel(logging.WARNING)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing/get_config chatter
         if not run_training(args.days, args.dag_folder):
             return 1
     else:
