@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
+
+from results_file import write_results
 
 ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 DAY = date(2026, 11, 10)
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_extract.json"
 
 
 def _rss_mib() -> float:
@@ -164,16 +164,7 @@ def main() -> int:
               f" | recsys: {rows / ours['seconds']:>9,.0f} rows/s  peak {ours['peak_rss_mib']:.0f} MiB"
               f" (start {ours['rss_start_mib']:.0f} MiB) | {ours['seconds'] / baseline['seconds']:.1f}x COPY's time",
               flush=True)  # fmt: skip
-    result = {
-        "benchmark": "bench_extract",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-        "source": "PostgreSQL on 127.0.0.1:5432, one day of interactions",
-        "runs": runs,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results("bench_extract", {"source": "PostgreSQL on 127.0.0.1:5432, one day of interactions", "runs": runs})
     return 0
 
 

@@ -16,19 +16,15 @@ throughput, size on disk. Writes ``bench/results/bench_index.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results" / "bench_index.json"
 
 
 def _dir_mib(path: Path) -> float:
@@ -61,6 +57,7 @@ def _throughput(serve, batch: dict, repeats: int = 3) -> float:
 
 def main() -> int:
     from bench_quality import DEFAULT_DATA, load
+    from results_file import write_results
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=DEFAULT_DATA)
@@ -135,13 +132,8 @@ def main() -> int:
         exported["single_query_p50_speedup"] = round(speedup, 1)
         print(f"ScaNN p50 speedup over brute force (reloaded SavedModels): {speedup:.1f}x at "
               f"recall@10 {report['scann']['recall@10']}")  # fmt: skip
-    result = {"benchmark": "bench_index", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "candidates": args.candidates, "noise": args.noise, "dims": int(real.shape[1]),
-              "queries": len(users), "evaluator": report, "reloaded": exported}  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_results("bench_index", {"candidates": args.candidates, "noise": args.noise, "dims": int(real.shape[1]),
+                                  "queries": len(users), "evaluator": report, "reloaded": exported})  # fmt: skip
     return 0
 
 

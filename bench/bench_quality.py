@@ -17,18 +17,14 @@ and writes ``bench/results/bench_quality.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = os.environ.get("MOVIELENS_100K_DIR", str(ROOT.parent / "shared" / "datasets" / "movielens-100k"))
-RESULTS = ROOT / "bench" / "results" / "bench_quality.json"
 TUTORIAL = {"epochs": 3, "embedding_dim": 32, "learning_rate": 0.1, "batch_size": 8192,
             "logq_correction": False, "use_features": False}  # fmt: skip
 
@@ -70,6 +66,8 @@ def main() -> int:
     if not (Path(args.data) / "u.data").exists():
         print(f"MovieLens 100K not found at {args.data}", file=sys.stderr)
         return 2
+    from results_file import write_results
+
     import recsys.training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
     from recsys.training.data import random_split
 
@@ -90,14 +88,11 @@ def main() -> int:
             m = run[label]["metrics"]
             seconds = run[label].get("train_seconds", "-")
             print(f"{label:<12}" + "".join(f"{m[f'top_{k}_accuracy']:>9.4f}" for k in ks) + f"{seconds:>10}")
-    result = {"benchmark": "bench_quality", "when": datetime.now(UTC).isoformat(timespec="seconds"),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "data": "MovieLens 100K (u.data; this copy's u.item lacks item 267)",
-              "reference": {"tutorial_top_100": 0.232, "tutorial_top_50": 0.124, "tutorial_top_10": 0.023},
-              "runs": runs}  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+    write_results("bench_quality", {
+        "data": "MovieLens 100K (u.data; this copy's u.item lacks item 267)",
+        "reference": {"tutorial_top_100": 0.232, "tutorial_top_50": 0.124, "tutorial_top_10": 0.023},
+        "runs": runs,
+    })  # fmt: skip
     return 0
 
 
