@@ -44,7 +44,9 @@ def test_training_beats_popularity_and_exports_everything(trained):
     model_dir, result = trained
     files = {p.name for p in local(model_dir).iterdir()}
     assert {"query_model", "index_brute_force", "candidates.parquet", "items.parquet", "users.parquet",
-            "holdout.parquet", "metadata.json", "index.json", "metrics.json"} <= files  # fmt: skip
+            "holdout.parquet", "metadata.json", "vocabularies.json", "index.json", "metrics.json"} <= files  # fmt: skip
+    vocab = json.loads((local(model_dir) / "vocabularies.json").read_text())
+    assert len(vocab["user_ids"]) == 300 and "Drama" in vocab["genres"]
     model, popularity = result["metrics"]["model"], result["metrics"]["popularity"]
     assert model["top_10_accuracy"] > popularity["top_10_accuracy"] + 0.05  # taste clusters were learned
     assert result["window"]["outage_days"] == ["2026-11-05"] and result["window"]["holdout_rows"] > 0

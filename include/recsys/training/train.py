@@ -8,7 +8,7 @@ The same entrypoint runs in the Airflow worker and inside the trainer container 
 ``AIP_TENSORBOARD_LOG_DIR`` (TensorBoard logs) are honoured when set.
 
 Output (``--model-dir``): ``query_model/``, ``index_brute_force/``, ``index_scann/`` (when chosen),
-``candidates.parquet`` (item embeddings for external vector indexes), ``items.parquet``,
+``candidates.parquet`` (item embeddings for external vector indexes), ``vocabularies.json``, ``items.parquet``,
 ``users.parquet``, ``holdout.parquet`` (the evaluation set, for the champion gate),
 ``metadata.json``, ``index.json`` and ``metrics.json``.
 """
@@ -16,6 +16,7 @@ Output (``--model-dir``): ``query_model/``, ``index_brute_force/``, ``index_scan
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -147,6 +148,7 @@ def train_and_export(
             "k": index_k,
         }
         (out / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        (out / "vocabularies.json").write_text(json.dumps(dataclasses.asdict(fitted.vocab)))
         (out / "index.json").write_text(json.dumps(index_report, indent=2))
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         upload_dir(out, model_dir)
