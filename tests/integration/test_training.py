@@ -46,7 +46,9 @@ def test_training_beats_popularity_and_exports_everything(trained):
     assert {"query_model", "index_brute_force", "candidates.parquet", "items.parquet", "users.parquet",
             "holdout.parquet", "metadata.json", "vocabularies.json", "index.json", "metrics.json"} <= files  # fmt: skip
     vocab = json.loads((local(model_dir) / "vocabularies.json").read_text())
-    assert len(vocab["user_ids"]) == 300 and "Drama" in vocab["genres"]
+    known_users = set(pd.read_parquet(local(model_dir) / "users.parquet")["user_id"])
+    assert vocab["user_ids"] == sorted(vocab["user_ids"]) and set(vocab["user_ids"]) <= known_users
+    assert len(vocab["user_ids"]) > 250 and "Drama" in vocab["genres"]  # ids seen in training
     model, popularity = result["metrics"]["model"], result["metrics"]["popularity"]
     assert model["top_10_accuracy"] > popularity["top_10_accuracy"] + 0.05  # taste clusters were learned
     assert result["window"]["outage_days"] == ["2026-11-05"] and result["window"]["holdout_rows"] > 0
