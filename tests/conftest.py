@@ -196,3 +196,48 @@ def synthetic_lake(tmp_path_factory) -> str:
         publish_partition(staged, settings, QualityPolicy())
     engine.dispose()
     return root
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> str:
+    """A real moto server (S3 over HTTP) on loopback; yields its endpoint URL."""
+    import time
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(moto_s3, monkeypatch) -> str:
+    """A fresh bucket reachable through the Airflow connection ``aws_default``; yields its name."""
+    import boto3
+
+    connection = {"conn_type": "aws", "login": "test", "password": "test",
+                  "extra": {"endpoint_url": moto_s3, "region_name": "us-east-1"}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    name = f"lake-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=moto_s3, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket=name)  # fmt: skip
+    return name
