@@ -241,3 +241,19 @@ def s3_bucket(moto_s3, monkeypatch) -> str:
     boto3.client("s3", endpoint_url=moto_s3, aws_access_key_id="test", aws_secret_access_key="test",
                  region_name="us-east-1").create_bucket(Bucket=name)  # fmt: skip
     return name
+
+
+@pytest.fixture(scope="session")
+def trained_model(synthetic_lake, tmp_path_factory):
+    """One model trained on the synthetic lake, with a brute-force and an (exhaustive) ScaNN export."""
+    from datetime import date
+
+    from recsys.training.export import ScannConfig
+    from recsys.training.fit import TrainParams
+    from recsys.training.train import train_and_export
+
+    model_dir = tmp_path_factory.mktemp("model").as_uri() + "/v1"
+    params = TrainParams(epochs=2, batch_size=512)
+    result = train_and_export(synthetic_lake + "/extract", date(2026, 11, 9), 8, 1, model_dir, params,
+                              min_interactions=500, scann_grid=[ScannConfig(4, 4, 150)])  # fmt: skip
+    return model_dir, result

@@ -158,8 +158,10 @@ def choose_index(
     target_recall: float = 0.99,
     min_recall: float = 0.95,
     latency_queries: int = 50,
+    grid: list[ScannConfig] | None = None,
 ) -> tuple[object, object | None, dict]:
-    """Build brute force and the ScaNN grid; return (brute_force, chosen_scann_or_None, report)."""
+    """Build brute force and the ScaNN grid (default :func:`scann_grid`); return
+    (brute_force, chosen_scann_or_None, report)."""
     brute = build_brute_force(query_tower, item_ids, embeddings, k)
     exact = _top_ids(brute, queries, k)
     n_queries = len(next(iter(queries.values())))
@@ -171,7 +173,7 @@ def choose_index(
         report |= {"serving": "brute_force", "reason": "scann is not importable"}
         return brute, None, report
     best = None
-    for config in scann_grid(len(item_ids), k):
+    for config in grid or scann_grid(len(item_ids), k):
         started = time.perf_counter()
         scann = build_scann(query_tower, item_ids, embeddings, k, config)
         build_s = time.perf_counter() - started

@@ -74,6 +74,7 @@ def train_and_export(
     min_interactions: int = 1000,
     index_k: int = 100,
     min_index_recall: float = 0.95,
+    scann_grid: list | None = None,
 ) -> dict:
     """The whole training job; returns the metrics written to ``metrics.json``."""
     import numpy as np
@@ -116,7 +117,7 @@ def train_and_export(
             queries = {"user_id": queries["user_id"]}
         brute, scann, index_report = export.choose_index(
             fitted.model.query_tower, catalog, candidate_embeddings, _tensors(queries),
-            k=index_k, min_recall=min_index_recall,
+            k=index_k, min_recall=min_index_recall, grid=scann_grid,
         )  # fmt: skip
         export.save_query_model(fitted.model.query_tower, out / "query_model", use_user_features)
         export.save_retrieval_model(brute, out / "index_brute_force", use_user_features, scann=False)

@@ -1,0 +1,1 @@
+"""The prediction server for Vertex AI custom containers (and local use)."""

@@ -1,0 +1,159 @@
+"""The ASGI prediction app, following Vertex AI's custom-container contract.
+
+* ``AIP_HEALTH_ROUTE`` (default ``/health``): 200 only once the model is loaded and warmed, 503
+  before (and if loading failed, with the error), so Vertex never routes traffic to a cold replica.
+* ``AIP_PREDICT_ROUTE`` (default ``/predict``): ``{"instances": [...], "parameters": {...}}`` in,
+  ``{"predictions": [...]}`` out.
+* Bad input never crashes the server: 400 with a JSON error, 413 over 1.5 MB, 404/405 JSON.
+* One structured (JSON) access-log line per request on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from recsys.serving.request import MAX_BODY_BYTES, BadRequest, parse_request
+
+access_log = logging.getLogger("recsys.serving.access")
+log = logging.getLogger("recsys.serving")
+
+
+class ModelState:
+    """Loads the predictor in a background thread; health reports its progress."""
+
+    def __init__(self, model_dir: Path, index: str):
+        self.model_dir, self.index = model_dir, index
+        self.predictor = None
+        self.error: str | None = None
+        self.started = time.monotonic()
+
+    def load(self) -> None:
+        try:
+            from recsys.serving.predictor import Predictor
+
+            predictor = Predictor(self.model_dir, self.index)
+            predictor.warm_up()
+            self.predictor = predictor
+            log.info("model %s loaded (%s index) in %.1f s", self.model_dir, predictor.index,
+                     time.monotonic() - self.started)  # fmt: skip
+        except Exception as exc:  # reported by the health route; the process stays up for diagnosis
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("model load failed")
+
+
+class AccessLog:
+    """Pure ASGI middleware: one JSON access-log line per HTTP request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), {}
+
+        async def send_and_record(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            client = scope.get("client")
+            access_log.info(json.dumps({
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": scope["method"], "path": scope["path"],
+                "status": status.get("code", 500), "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "instances": scope.get("state", {}).get("instances"), "client": client[0] if client else None,
+            }))  # fmt: skip
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _read_limited(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"request body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def create_app(model_dir: str | None = None, index: str | None = None, load_in_background: bool = True) -> Starlette:
+    model_dir = model_dir or os.environ["RECSYS_SERVING_MODEL_DIR"]
+    state = ModelState(Path(model_dir), index or os.environ.get("RECSYS_SERVING_INDEX", "auto"))
+    health_route = os.environ.get("AIP_HEALTH_ROUTE", "/health")
+    predict_route = os.environ.get("AIP_PREDICT_ROUTE", "/predict")
+
+    async def health(request: Request) -> JSONResponse:
+        if state.predictor is not None:
+            return JSONResponse({"status": "ready", "index": state.predictor.index})
+        if state.error:
+            return JSONResponse({"status": "failed", "error": state.error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    async def predict(request: Request) -> JSONResponse:
+        predictor = state.predictor
+        if predictor is None:
+            return _error(503, "the model is not loaded yet")
+        body = await _read_limited(request)
+        try:
+            parsed = parse_request(json.loads(body), predictor.k_max)
+        except json.JSONDecodeError as exc:
+            return _error(400, f"the body is not valid JSON: {exc.msg} at position {exc.pos}")
+        except UnicodeDecodeError:
+            return _error(400, "the body is not UTF-8 text")
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        request.state.instances = len(parsed.instances)
+        predictions = await run_in_threadpool(predictor.predict, parsed)
+        return JSONResponse({"predictions": predictions})
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        messages = {404: f"no route {request.url.path}; use {predict_route} or {health_route}",
+                    405: f"method {request.method} is not allowed on {request.url.path}"}  # fmt: skip
+        return _error(exc.status_code, messages.get(exc.status_code, exc.detail))
+
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("prediction failed")
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    app = Starlette(
+        routes=[Route(health_route, health, methods=["GET"]), Route(predict_route, predict, methods=["POST"])],
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )
+
+    app.add_middleware(AccessLog)
+    if load_in_background:
+        threading.Thread(target=state.load, name="model-loader", daemon=True).start()
+    else:
+        state.load()
+    app.state.model = state
+    return app
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.setLevel(logging.INFO)
+    access_log.propagate = False
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -1,0 +1,108 @@
+"""Loads an exported model directory and answers retrieval requests.
+
+The index is the one the export chose (``metadata.json: serving_index``) unless ``index`` names
+``scann`` or ``brute_force``. ScaNN exports need ``import scann`` before loading: done here.
+Known users get the model's top-k; unknown users get the most popular items, flagged
+``"fallback": "popular_items"``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from recsys.serving.request import Instance, PredictRequest
+
+log = logging.getLogger(__name__)
+
+
+def fetch_model(uri: str, cache_dir: str | None = None) -> Path:
+    """A local copy of ``uri`` (``gs://``, ``s3://``, ``file://`` or a path); local paths are used in place."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if isinstance(fs, LocalFileSystem):
+        return Path(path)
+    target = Path(cache_dir or tempfile.mkdtemp(prefix="recsys-model-"))
+    if target.exists():
+        shutil.rmtree(target)
+    fs.get(path.rstrip("/") + "/", str(target), recursive=True)
+    return target
+
+
+class Predictor:
+    def __init__(self, model_dir: Path, index: str = "auto"):
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        import pandas as pd
+
+        self.model_dir = Path(model_dir)
+        metadata = json.loads((self.model_dir / "metadata.json").read_text())
+        self.index = metadata["serving_index"] if index == "auto" else index
+        if self.index not in {"scann", "brute_force"}:
+            raise ValueError(f"index must be auto, scann or brute_force, got {index!r}")
+        if self.index == "scann":
+            import scann  # noqa: F401  (registers the Scann>... ops before the SavedModel loads)
+        import tensorflow as tf
+
+        self._tf = tf
+        self._serve = tf.saved_model.load(str(self.model_dir / f"index_{self.index}")).signatures["serving_default"]
+        self.k_max = int(metadata["k"])
+        self.uses_user_features = bool(metadata["user_features"])
+        self.popular = list(metadata["popular_items"])
+        vocab = json.loads((self.model_dir / "vocabularies.json").read_text())
+        self.known_users = frozenset(vocab["user_ids"])
+        users = pd.read_parquet(self.model_dir / "users.parquet")
+        self.user_info = {str(r.user_id): r for r in users.itertuples(index=False)}
+        items = pd.read_parquet(self.model_dir / "items.parquet")
+        self.titles = dict(zip(items["item_id"].astype(str), items.get("title", items["item_id"]).astype(str),
+                               strict=True))  # fmt: skip
+
+    def _features(self, instances: list[Instance]) -> dict:
+        tf = self._tf
+        features = {"user_id": tf.constant([i.user_id for i in instances])}
+        if self.uses_user_features:
+            stored = [self.user_info.get(i.user_id) for i in instances]
+            features["gender"] = tf.constant([i.gender or (s.gender if s is not None else "") or ""
+                                              for i, s in zip(instances, stored, strict=True)])  # fmt: skip
+            features["occupation"] = tf.constant([i.occupation or (s.occupation if s is not None else "") or ""
+                                                  for i, s in zip(instances, stored, strict=True)])  # fmt: skip
+            ages = [
+                i.age if i.age is not None else (s.age if s is not None else 0)
+                for i, s in zip(instances, stored, strict=True)
+            ]
+            features["age"] = tf.constant([int(a or 0) for a in ages], dtype=tf.int32)
+        return features
+
+    def _entry(self, user_id: str, item_ids: list[str], scores: list[float | None], fallback: str | None) -> dict:
+        return {"user_id": user_id, "item_ids": item_ids, "titles": [self.titles.get(i, "") for i in item_ids],
+                "scores": scores, "fallback": fallback}  # fmt: skip
+
+    def predict(self, request: PredictRequest) -> list[dict]:
+        known = [i for i in request.instances if i.user_id in self.known_users]
+        retrieved: dict[str, tuple[list[str], list[float]]] = {}
+        if known:
+            out = self._serve(**self._features(known))
+            ids, scores = out["item_ids"].numpy(), out["scores"].numpy()
+            for n, instance in enumerate(known):
+                pairs = [(i.decode(), float(s)) for i, s in zip(ids[n], scores[n], strict=True)
+                         if i.decode() not in request.exclude_item_ids][: request.k]  # fmt: skip
+                retrieved[instance.user_id] = ([p[0] for p in pairs], [round(p[1], 6) for p in pairs])
+        predictions = []
+        for instance in request.instances:
+            if instance.user_id in retrieved:
+                item_ids, scores = retrieved[instance.user_id]
+                predictions.append(self._entry(instance.user_id, item_ids, scores, None))
+            else:
+                popular = [i for i in self.popular if i not in request.exclude_item_ids][: request.k]
+                predictions.append(self._entry(instance.user_id, popular, [None] * len(popular), "popular_items"))
+        return predictions
+
+    def warm_up(self) -> None:
+        """One real prediction so the first request does not pay graph tracing and lazy loading."""
+        user = next(iter(self.known_users), "warm-up-user")
+        self.predict(PredictRequest([Instance(user)], k=min(10, self.k_max)))
