@@ -1,0 +1,182 @@
+"""The real prediction server process on loopback, driven by a real HTTP client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from conftest import _free_port
+
+HEALTH, PREDICT = "/v1/models/recsys/health", "/v1/models/recsys:predict"  # non-default AIP routes
+
+
+class Server:
+    def __init__(self, model_dir: str, index: str, tmp_path: Path):
+        self.index = index
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"server-{index}.log"
+        env = {**os.environ, "AIP_HTTP_PORT": str(self.port), "AIP_HEALTH_ROUTE": HEALTH,
+               "AIP_PREDICT_ROUTE": PREDICT, "AIP_STORAGE_URI": model_dir, "RECSYS_SERVING_HOST": "127.0.0.1",
+               "RECSYS_SERVING_INDEX": index, "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen([sys.executable, "-m", "recsys.serving"], env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.health_codes = self._wait_ready()
+
+    def _wait_ready(self) -> list[int]:
+        codes = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                codes.append(httpx.get(self.url + HEALTH, timeout=2).status_code)
+                if codes[-1] == 200:
+                    return codes
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def predict(self, body, **kwargs) -> httpx.Response:
+        if isinstance(body, dict | list):
+            return httpx.post(self.url + PREDICT, json=body, timeout=30, **kwargs)
+        return httpx.post(self.url + PREDICT, content=body, timeout=30, **kwargs)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture(scope="module", params=["brute_force", "scann"])
+def server(request, trained_model, tmp_path_factory):
+    model_dir, _ = trained_model
+    running = Server(model_dir, request.param, tmp_path_factory.mktemp("serving"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def users(trained_model) -> list[str]:
+    model_dir = Path(trained_model[0].removeprefix("file://"))
+    return json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
+
+
+def test_health_is_503_until_the_model_is_warm(server):
+    assert server.health_codes[-1] == 200 and 503 in server.health_codes
+    assert httpx.get(server.url + HEALTH).json()["status"] == "ready"
+
+
+def test_predictions_follow_the_contract(server, users, trained_model):
+    model_dir = Path(trained_model[0].removeprefix("file://"))
+    titles = dict(pd.read_parquet(model_dir / "items.parquet")[["item_id", "title"]].itertuples(index=False))
+    response = server.predict({"instances": [users[0], {"user_id": users[1], "age": 30}], "parameters": {"k": 5}})
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    predictions = response.json()["predictions"]
+    assert [p["user_id"] for p in predictions] == [users[0], users[1]]
+    for p in predictions:
+        assert len(p["item_ids"]) == 5 and p["fallback"] is None
+        assert p["scores"] == sorted(p["scores"], reverse=True)
+        assert p["titles"] == [titles[i] for i in p["item_ids"]]
+
+
+TOP_K_BY_INDEX: dict[str, list] = {}
+
+
+def test_scann_and_brute_force_serve_the_same_top_k(server, users):
+    """The exhaustive ScaNN export must return exactly the brute-force ranking."""
+    body = {"instances": users[:20], "parameters": {"k": 10}}
+    TOP_K_BY_INDEX[server.index] = [p["item_ids"] for p in server.predict(body).json()["predictions"]]
+    if len(TOP_K_BY_INDEX) == 2:
+        assert TOP_K_BY_INDEX["scann"] == TOP_K_BY_INDEX["brute_force"]
+
+
+def test_exclusions_and_unknown_users(server, users):
+    first = server.predict({"instances": [users[0]], "parameters": {"k": 10}}).json()["predictions"][0]
+    excluded = first["item_ids"][:3]
+    again = server.predict({"instances": [users[0]], "parameters": {"k": 10, "exclude_item_ids": excluded}})
+    again_ids = again.json()["predictions"][0]["item_ids"]
+    assert not set(excluded) & set(again_ids) and again_ids[:7] == first["item_ids"][3:10]
+    stranger = server.predict({"instances": ["never-seen-user"], "parameters": {"k": 4}}).json()["predictions"][0]
+    assert stranger["fallback"] == "popular_items" and len(stranger["item_ids"]) == 4
+    assert stranger["scores"] == [None] * 4
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"\xff\xfe", 400, "not"),
+        ([1, 2], 400, "must be a JSON object"),
+        ({"instances": []}, 400, "non-empty list"),
+        ({"instances": "u1"}, 400, "non-empty list"),
+        ({"instances": [42]}, 400, "instances[0] must be a user id string"),
+        ({"instances": [{"id": "u1"}]}, 400, "unknown field(s) ['id']"),
+        ({"instances": [{"user_id": "u1", "age": "old"}]}, 400, "age must be an integer"),
+        ({"instances": ["u1"], "parameters": {"k": 0}}, 400, "between 1 and 100"),
+        ({"instances": ["u1"], "parameters": {"k": 101}}, 400, "between 1 and 100"),
+        ({"instances": ["u1"], "parameters": {"k": True}}, 400, "between 1 and 100"),
+        ({"instances": ["u1"], "parameters": {"exclude_item_ids": "i1"}}, 400, "list of item id strings"),
+        ({"instances": ["u1"], "parameters": {"temperature": 2}}, 400, "unknown parameter"),
+        ({"instances": ["u"] * 1001}, 400, "at most 1000 instances"),
+        (b"x" * 1_500_001, 413, "limit is 1500000"),
+    ],
+)
+def test_bad_requests_get_clear_json_errors(server, body, status, message):
+    response = server.predict(body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_oversized_chunked_body_is_rejected_without_content_length(server):
+    def chunks():
+        for _ in range(20):
+            yield b"a" * 100_000
+
+    response = httpx.post(server.url + PREDICT, content=chunks(), timeout=30)
+    assert response.status_code == 413
+
+
+def test_unknown_routes_and_methods_are_json(server):
+    assert httpx.get(server.url + "/nope").status_code == 404
+    assert "no route /nope" in httpx.get(server.url + "/nope").json()["error"]
+    assert httpx.get(server.url + PREDICT).status_code == 405
+    assert httpx.post(server.url + HEALTH).status_code == 405
+
+
+def test_concurrent_requests(server, users):
+    def call(n):
+        return server.predict({"instances": [users[n % len(users)]], "parameters": {"k": 10}})
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        responses = list(pool.map(call, range(200)))
+    assert all(r.status_code == 200 for r in responses)
+    assert all(r.json()["predictions"][0]["user_id"] == users[n % len(users)] for n, r in enumerate(responses))
+
+
+def test_structured_access_log_and_graceful_shutdown(trained_model, tmp_path):
+    running = Server(trained_model[0], "auto", tmp_path)
+    assert running.predict({"instances": ["x"]}).status_code == 200
+    # SIGTERM: uvicorn drains, shuts down, then re-raises the signal so the exit status reflects it
+    assert running.stop() in (0, -signal.SIGTERM)
+    log = running.log_path.read_text()
+    assert log.index("Shutting down") < log.index("Application shutdown complete") < log.index("Finished server")
+    lines = [json.loads(line) for line in running.log_path.read_text().splitlines() if line.startswith('{"ts"')]
+    predict = [entry for entry in lines if entry["path"] == PREDICT]
+    assert predict[-1]["status"] == 200 and predict[-1]["instances"] == 1 and predict[-1]["latency_ms"] > 0
