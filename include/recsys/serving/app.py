@@ -18,8 +18,9 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -100,6 +101,8 @@ async def _read_limited(request: Request) -> bytes:
 def create_app(model_dir: str | None = None, index: str | None = None, load_in_background: bool = True) -> Starlette:
     model_dir = model_dir or os.environ["RECSYS_SERVING_MODEL_DIR"]
     state = ModelState(Path(model_dir), index or os.environ.get("RECSYS_SERVING_INDEX", "auto"))
+    # Predictions in flight at once (default: one per core); more requests wait in the event loop.
+    limiter = anyio.CapacityLimiter(int(os.environ.get("RECSYS_SERVING_MAX_CONCURRENT", os.cpu_count() or 1)))
     health_route = os.environ.get("AIP_HEALTH_ROUTE", "/health")
     predict_route = os.environ.get("AIP_PREDICT_ROUTE", "/predict")
 
@@ -124,7 +127,7 @@ def create_app(model_dir: str | None = None, index: str | None = None, load_in_b
         except BadRequest as exc:
             return _error(400, str(exc))
         request.state.instances = len(parsed.instances)
-        predictions = await run_in_threadpool(predictor.predict, parsed)
+        predictions = await anyio.to_thread.run_sync(predictor.predict, parsed, limiter=limiter)
         return JSONResponse({"predictions": predictions})
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -35,6 +35,20 @@ def fetch_model(uri: str, cache_dir: str | None = None) -> Path:
     return target
 
 
+def _limit_op_threads(tf) -> None:
+    """One request's ops are tiny: parallelism comes from concurrent requests, not inside ops.
+
+    Letting every op fan out over all cores while several requests run at once oversubscribes
+    the CPU and inflates tail latency. ``RECSYS_SERVING_TF_THREADS`` (default 1) sets both pools.
+    """
+    threads = int(os.environ.get("RECSYS_SERVING_TF_THREADS", "1"))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the TF runtime was already initialised in this process
+        log.info("TensorFlow thread pools already initialised; keeping them")
+
+
 class Predictor:
     def __init__(self, model_dir: Path, index: str = "auto"):
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -48,6 +62,8 @@ class Predictor:
         if self.index == "scann":
             import scann  # noqa: F401  (registers the Scann>... ops before the SavedModel loads)
         import tensorflow as tf
+
+        _limit_op_threads(tf)
 
         self._tf = tf
         self._serve = tf.saved_model.load(str(self.model_dir / f"index_{self.index}")).signatures["serving_default"]

@@ -1,0 +1,218 @@
+"""Prediction latency and throughput: the HTTP server vs the same calls in-process, one run.
+
+Builds the MovieLens 100K model with the real pipeline (seed re-timed onto 30 days -> 30 extracted
+partitions -> ``train_and_export`` with a pinned high-recall ScaNN configuration, so both a ScaNN
+and a brute-force export exist). For each export it starts ``python -m recsys.serving`` on loopback
+and sends ``{"instances": [user], "parameters": {"k": 10}}`` (a random known user each time) from
+keep-alive clients at concurrency 1, 8 and 32 (p50/p99 latency, requests/s), then makes the same
+calls in-process through ``Predictor.predict``. The load generator shares the 2 cores with the
+server: ``wrk`` (``apt-get install wrk``) is used when installed because a Python client saturates
+the CPU itself at high concurrency; otherwise the httpx fallback runs, and the results say which.
+Writes ``bench/results/bench_serving.json``.
+
+    .venv/bin/python bench/bench_serving.py [--requests 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime
+from datetime import time as dtime
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+CONCURRENCY = (1, 8, 32)
+
+
+def build_model(data_dir: str, work: Path) -> Path:
+    """MovieLens -> SQLite source -> 30 extracted days -> trained and exported model directory."""
+    from sqlalchemy import create_engine
+
+    from recsys.config import load_settings
+    from recsys.data.dataset import write_dataset
+    from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
+    from recsys.data.movielens import load_ml100k, retime
+    from recsys.data.validate import Interval
+    from recsys.training.export import ScannConfig
+    from recsys.training.fit import TrainParams
+    from recsys.training.train import train_and_export
+
+    end = date(2026, 11, 23)
+    engine = create_engine(f"sqlite:///{work / 'source.db'}")
+    write_dataset(engine, retime(load_ml100k(Path(data_dir)), 30, datetime.combine(end, dtime())))
+    settings = load_settings({"storage_root": (work / "lake").as_uri()})
+    for offset in range(30, 0, -1):
+        day = date.fromordinal(end.toordinal() - offset)
+        publish_partition(stage_partition(engine, Interval.for_day(day), settings), settings, QualityPolicy())
+    model_dir = work / "model"
+    train_and_export(settings.extract_root, date.fromordinal(end.toordinal() - 1), 30, 1, model_dir.as_uri(),
+                     TrainParams(), scann_grid=[ScannConfig(41, 20, 500)])  # fmt: skip
+    return model_dir
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def summarize(latencies_ms: list[float], seconds: float) -> dict:
+    return {"requests": len(latencies_ms), "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
+            "requests_per_s": round(len(latencies_ms) / seconds, 1)}  # fmt: skip
+
+
+WRK_SCRIPT = """
+users = {%s}
+request = function()
+  local body = '{"instances": ["' .. users[math.random(#users)] .. '"], "parameters": {"k": 10}}'
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def _wrk_ms(text: str, label: str) -> float:
+    value = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    number, unit = float(value.group(1)), value.group(2)
+    return round(number / 1000 if unit == "us" else number * 1000 if unit == "s" else number, 3)
+
+
+def wrk_load(url: str, users: list[str], concurrency: int, seconds: int, workdir: Path) -> dict:
+    """wrk (C, one thread) with a random known user per request: the client costs little CPU."""
+    script = workdir / "predict.lua"
+    script.write_text(WRK_SCRIPT % ", ".join(f'"{u}"' for u in users[:500]))
+    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "Non-2xx" not in out, out
+    return {"p50_ms": _wrk_ms(out, "50%"), "p99_ms": _wrk_ms(out, "99%"),
+            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1))}  # fmt: skip
+
+
+async def python_load(url: str, users: list[str], concurrency: int, total: int) -> dict:
+    """Fallback generator (httpx, asyncio): it competes with the server for the 2 cores."""
+    import httpx
+
+    latencies: list[float] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+        async def worker():
+            for n in counter:
+                body = {"instances": [users[n % len(users)]], "parameters": {"k": 10}}
+                started = time.perf_counter()
+                response = await client.post(url, json=body)
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert response.status_code == 200, response.text
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return summarize(latencies, time.perf_counter() - started)
+
+
+def in_process_load(predictor, users: list[str], concurrency: int, total: int) -> dict:
+    from recsys.serving.request import parse_request
+
+    def call(n: int) -> float:
+        started = time.perf_counter()
+        predictor.predict(parse_request({"instances": [users[n % len(users)]], "parameters": {"k": 10}}, 100))
+        return (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        latencies = list(pool.map(call, range(total)))
+    return summarize(latencies, time.perf_counter() - started)
+
+
+def start_server(model_dir: Path, index: str, port: int, log: Path) -> subprocess.Popen:
+    import httpx
+
+    env = {**os.environ, "AIP_HTTP_PORT": str(port), "RECSYS_SERVING_HOST": "127.0.0.1"}
+    process = subprocess.Popen([sys.executable, "-m", "recsys.serving", "--model-dir", str(model_dir),
+                                "--index", index], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    last = None
+    for _ in range(600):
+        try:
+            last = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+            if last.status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    errors = [line for line in log.read_text().splitlines() if not line.startswith('{"ts"')]
+    raise RuntimeError(f"{index} server not ready: {last and last.text}\n" + "\n".join(errors[-20:]))
+
+
+def main() -> int:
+    from bench_quality import DEFAULT_DATA
+    from results_file import write_results
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--requests", type=int, default=600, help="per level, python generator / in-process")
+    parser.add_argument("--seconds", type=int, default=8, help="per level, with wrk")
+    args = parser.parse_args()
+    if not (Path(args.data) / "u.data").exists():
+        print(f"MovieLens 100K not found at {args.data}", file=sys.stderr)
+        return 2
+    import json
+
+    import recsys.training  # noqa: F401
+    from recsys.serving.predictor import Predictor
+
+    generator = "wrk" if shutil.which("wrk") else "python-httpx"
+    print(f"load generator: {generator}", flush=True)
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        model_dir = build_model(args.data, Path(tmp))
+        users = json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
+        index_report = json.loads((model_dir / "index.json").read_text())
+        for index in ("brute_force", "scann"):
+            port = free_port()
+            server = start_server(model_dir, index, port, Path(tmp) / f"{index}.log")
+            try:
+                url = f"http://127.0.0.1:{port}/predict"
+                asyncio.run(python_load(url, users, 8, 100))  # warm up
+                if generator == "wrk":
+                    http = {c: wrk_load(url, users, c, args.seconds, Path(tmp)) for c in CONCURRENCY}
+                else:
+                    http = {c: asyncio.run(python_load(url, users, c, args.requests)) for c in CONCURRENCY}
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            predictor = Predictor(model_dir, index)
+            predictor.warm_up()
+            local = {c: in_process_load(predictor, users, c, args.requests) for c in CONCURRENCY}
+            runs[index] = {"http": http, "in_process": local,
+                           "http_overhead_p50_ratio_c1": round(http[1]["p50_ms"] / local[1]["p50_ms"], 2)}  # fmt: skip
+            for c in CONCURRENCY:
+                h, p = http[c], local[c]
+                print(f"{index:<12} c={c:<3} HTTP p50 {h['p50_ms']:7.2f} ms p99 {h['p99_ms']:7.2f} ms "
+                      f"{h['requests_per_s']:8.1f} req/s | in-process p50 {p['p50_ms']:6.2f} ms "
+                      f"p99 {p['p99_ms']:6.2f} ms {p['requests_per_s']:8.1f} calls/s", flush=True)  # fmt: skip
+            print(f"{index:<12} HTTP overhead (p50, c=1): {runs[index]['http_overhead_p50_ratio_c1']}x", flush=True)
+    write_results("bench_serving", {"model": "MovieLens 100K via the pipeline (30 days, 1 holdout day)",
+                                    "scann_recall": index_report["grid"][0], "request": "1 instance, k=10",
+                                    "server": "uvicorn, 1 worker process, thread pool", "load_generator": generator,
+                                    "runs": runs})  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
