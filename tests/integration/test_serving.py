@@ -180,3 +180,27 @@ def test_structured_access_log_and_graceful_shutdown(trained_model, tmp_path):
     lines = [json.loads(line) for line in running.log_path.read_text().splitlines() if line.startswith('{"ts"')]
     predict = [entry for entry in lines if entry["path"] == PREDICT]
     assert predict[-1]["status"] == 200 and predict[-1]["instances"] == 1 and predict[-1]["latency_ms"] > 0
+
+
+def test_model_is_copied_from_object_storage(trained_model, moto_s3, monkeypatch, tmp_path):
+    """AIP_STORAGE_URI on S3 (moto server over HTTP): the folder is copied locally and loads."""
+    import boto3
+
+    from recsys.serving.predictor import Predictor, fetch_model
+    from recsys.serving.request import parse_request
+
+    for key, value in {"AWS_ENDPOINT_URL": moto_s3, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="models")
+    source = Path(trained_model[0].removeprefix("file://"))
+    for path in source.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), "models", f"recsys/v1/{path.relative_to(source).as_posix()}")
+    local = fetch_model("s3://models/recsys/v1", cache_dir=str(tmp_path / "copy"))
+    assert (local / "index_brute_force" / "saved_model.pb").exists()
+    predictor = Predictor(local, "brute_force")
+    users = json.loads((local / "vocabularies.json").read_text())["user_ids"]
+    prediction = predictor.predict(parse_request({"instances": [users[0]]}, predictor.k_max))[0]
+    assert len(prediction["item_ids"]) == 10 and prediction["fallback"] is None
