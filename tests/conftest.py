@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))  # Airflow puts the plugins folder on sys.path the same way
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="recsys-test-airflow-")
 os.environ.update(
     {

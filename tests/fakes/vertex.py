@@ -1,0 +1,321 @@
+"""A local Vertex AI v1 REST fake for the calls this project makes.
+
+Served over real HTTP (uvicorn on loopback) so the real ``google-cloud-aiplatform`` GAPIC clients
+reach it with ``transport="rest"``. Long-running operations finish ``operation_seconds`` after they
+start. Faults are injected per method: ``fake.fail_next("deployModel", status=429)`` answers the
+next call with that HTTP error; ``fake.fail_operation("deployModel", "message")`` makes the next such
+operation end with an error; ``fake.stall("deployModel")`` makes its operation never finish.
+``:predict`` is forwarded to ``predict_url`` (a real local instance of the project's server).
+
+Implemented: models:upload, models get / listVersions / mergeVersionAliases, endpoints create /
+get / list / patch (traffic split), deployModel, undeployModel, :predict, operations get.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
+METADATA_TYPES = {
+    "upload": "UploadModelOperationMetadata",
+    "createEndpoint": "CreateEndpointOperationMetadata",
+    "deployModel": "DeployModelOperationMetadata",
+    "undeployModel": "UndeployModelOperationMetadata",
+}
+
+
+@dataclass
+class _Operation:
+    name: str
+    started: float
+    response: dict | None = None
+    error: dict | None = None
+    on_done: object = None
+    stalled: bool = False
+    finished: bool = False
+    metadata_type: str = "UploadModelOperationMetadata"
+
+
+@dataclass
+class VertexFake:
+    project: str = "test-project"
+    location: str = "us-central1"
+    operation_seconds: float = 0.2
+    predict_url: str | None = None
+    models: dict = field(default_factory=dict)  # model id -> list of version dicts
+    endpoints: dict = field(default_factory=dict)  # endpoint id -> endpoint dict
+    operations: dict = field(default_factory=dict)
+    calls: list = field(default_factory=list)
+    _faults: dict = field(default_factory=dict)
+    _op_faults: dict = field(default_factory=dict)
+    _stalls: set = field(default_factory=set)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # ---- fault injection -------------------------------------------------------------------------
+    def fail_next(self, method: str, status: int = 503, message: str = "injected failure") -> None:
+        self._faults.setdefault(method, []).append((status, message))
+
+    def fail_operation(self, method: str, message: str) -> None:
+        self._op_faults.setdefault(method, []).append(message)
+
+    def stall(self, method: str) -> None:
+        self._stalls.add(method)
+
+    # ---- helpers ---------------------------------------------------------------------------------
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}"
+
+    def _operation(self, method: str, resource: str, response: dict | None, on_done=None) -> dict:
+        name = f"{resource}/operations/{next(self._ids)}"
+        op = _Operation(
+            name,
+            time.monotonic(),
+            response=response,
+            on_done=on_done,
+            stalled=method in self._stalls,
+            metadata_type=METADATA_TYPES[method],
+        )
+        if self._op_faults.get(method):
+            op.error = {"code": 9, "message": self._op_faults[method].pop(0)}
+        self.operations[name] = op
+        return {"name": name, "done": False,
+                "metadata": {"@type": TYPE + op.metadata_type, "genericMetadata": {}}}  # fmt: skip
+
+    def _operation_state(self, name: str) -> dict:
+        op = self.operations[name]
+        done = not op.stalled and time.monotonic() - op.started >= self.operation_seconds
+        body = {"name": name, "done": done, "metadata": {"@type": TYPE + op.metadata_type, "genericMetadata": {}}}
+        if done:
+            if op.error:
+                body["error"] = op.error
+            else:
+                if not op.finished and op.on_done:
+                    op.on_done()
+                body["response"] = op.response
+            op.finished = True
+        return body
+
+    def _model_name(self, model_id: str) -> str:
+        return f"{self.parent}/models/{model_id}"
+
+    def _endpoint(self, endpoint_id: str) -> dict:
+        return self.endpoints[endpoint_id]
+
+    # ---- handlers --------------------------------------------------------------------------------
+    def upload(self, body: dict) -> dict:
+        model = dict(body["model"])
+        parent_model = body.get("parentModel")
+        model_id = parent_model.rsplit("/", 1)[-1] if parent_model else body.get("modelId") or str(next(self._ids))
+        versions = self.models.setdefault(model_id, [])
+        version_id = str(len(versions) + 1)
+        aliases = list(model.get("versionAliases", []))
+        if not versions and "default" not in aliases:
+            aliases.append("default")
+        version = {**model, "name": self._model_name(model_id), "versionId": version_id,
+                   "versionAliases": aliases, "createTime": "2026-11-23T00:00:00Z"}  # fmt: skip
+        response = {"@type": TYPE + "UploadModelResponse", "model": self._model_name(model_id),
+                    "modelVersionId": version_id}  # fmt: skip
+
+        def commit():
+            if "default" in aliases:
+                for other in versions:
+                    other["versionAliases"] = [a for a in other["versionAliases"] if a != "default"]
+            versions.append(version)
+
+        return self._operation("upload", self._model_name(model_id), response, commit)
+
+    def get_model(self, model_ref: str) -> dict | None:
+        model_id, _, version = model_ref.partition("@")
+        versions = self.models.get(model_id)
+        if not versions:
+            return None
+        if not version:
+            return next((v for v in versions if "default" in v["versionAliases"]), versions[-1])
+        return next((v for v in versions if version in (v["versionId"], *v["versionAliases"])), None)
+
+    def merge_aliases(self, model_ref: str, aliases: list[str]) -> dict | None:
+        target = self.get_model(model_ref)
+        if target is None:
+            return None
+        model_id = model_ref.partition("@")[0]
+        for alias in aliases:
+            if alias.startswith("-"):
+                target["versionAliases"] = [a for a in target["versionAliases"] if a != alias[1:]]
+                continue
+            for other in self.models[model_id]:
+                other["versionAliases"] = [a for a in other["versionAliases"] if a != alias]
+            target["versionAliases"].append(alias)
+        return target
+
+    def create_endpoint(self, body: dict, endpoint_id: str | None) -> dict:
+        endpoint_id = endpoint_id or str(next(self._ids))
+        endpoint = {**body, "name": f"{self.parent}/endpoints/{endpoint_id}", "deployedModels": [],
+                    "trafficSplit": {}, "createTime": "2026-11-23T00:00:00Z"}  # fmt: skip
+
+        def commit():
+            self.endpoints[endpoint_id] = endpoint
+
+        return self._operation("createEndpoint", endpoint["name"], {"@type": TYPE + "Endpoint", **endpoint}, commit)
+
+    def deploy(self, endpoint_id: str, body: dict) -> dict:
+        endpoint = self._endpoint(endpoint_id)
+        deployed = {**body["deployedModel"], "id": str(next(self._ids)), "createTime": "2026-11-23T00:00:00Z"}
+        split = body.get("trafficSplit") or {"0": 100}
+
+        def commit():
+            endpoint["deployedModels"].append(deployed)
+            endpoint["trafficSplit"] = {(deployed["id"] if k == "0" else k): v for k, v in split.items() if v}
+
+        return self._operation("deployModel", endpoint["name"],
+                               {"@type": TYPE + "DeployModelResponse", "deployedModel": deployed}, commit)  # fmt: skip
+
+    def undeploy(self, endpoint_id: str, body: dict) -> dict:
+        endpoint = self._endpoint(endpoint_id)
+        deployed_id = body["deployedModelId"]
+        if not any(d["id"] == deployed_id for d in endpoint["deployedModels"]):
+            raise KeyError(deployed_id)
+        split = body.get("trafficSplit")
+
+        def commit():
+            endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
+            remaining = split or {k: v for k, v in endpoint["trafficSplit"].items() if k != deployed_id}
+            endpoint["trafficSplit"] = {k: v for k, v in remaining.items() if v}
+
+        return self._operation("undeployModel", endpoint["name"], {"@type": TYPE + "UndeployModelResponse"}, commit)
+
+    # ---- HTTP ------------------------------------------------------------------------------------
+    def app(self) -> Starlette:
+        # The REST operations client polls the /ui/... binding of operations.get; serve both prefixes.
+        methods = ["GET", "POST", "PATCH"]
+        return Starlette(routes=[Route("/v1/{path:path}", self._dispatch, methods=methods),
+                                 Route("/ui/{path:path}", self._dispatch, methods=methods)])  # fmt: skip
+
+    async def _dispatch(self, request: Request) -> JSONResponse:
+        path, method = request.path_params["path"], request.method
+        body = await request.json() if method in ("POST", "PATCH") and await request.body() else {}
+        verb = path.rsplit(":", 1)[1] if ":" in path.rsplit("/", 1)[-1] else method
+        self.calls.append((method, path, verb))
+        if self._faults.get(verb):
+            status, message = self._faults[verb].pop(0)
+            return JSONResponse({"error": {"code": status, "message": message,
+                                           "status": "UNAVAILABLE" if status == 503 else "RESOURCE_EXHAUSTED"}},
+                                status_code=status)  # fmt: skip
+        prefix = f"projects/{self.project}/locations/{self.location}/"
+        if not path.startswith(prefix):
+            return _not_found(path)
+        rest = path[len(prefix) :]
+        with self._lock:
+            return await self._route(rest, method, verb, body, request)
+
+    async def _route(self, rest: str, method: str, verb: str, body: dict, request: Request) -> JSONResponse:
+        if "/operations/" in rest and method == "GET":
+            name = f"{self.parent}/{rest}"
+            return JSONResponse(self._operation_state(name)) if name in self.operations else _not_found(rest)
+        if rest == "models:upload":
+            return JSONResponse(self.upload(body))
+        if m := re.fullmatch(r"models/([^/:]+)", rest):
+            model = self.get_model(m.group(1))
+            return JSONResponse(model) if model else _not_found(rest)
+        if m := re.fullmatch(r"models/([^/:]+):listVersions", rest):
+            versions = self.models.get(m.group(1))
+            return JSONResponse({"models": versions}) if versions else _not_found(rest)
+        if m := re.fullmatch(r"models/([^/:]+):mergeVersionAliases", rest):
+            model = self.merge_aliases(m.group(1), body.get("versionAliases", []))
+            return JSONResponse(model) if model else _not_found(rest)
+        if rest == "endpoints" and method == "POST":
+            return JSONResponse(self.create_endpoint(body, request.query_params.get("endpointId")))
+        if rest == "endpoints" and method == "GET":
+            wanted = request.query_params.get("filter", "")
+            found = [e for e in self.endpoints.values() if _matches(e, wanted)]
+            return JSONResponse({"endpoints": found})
+        if m := re.fullmatch(r"endpoints/([^/:]+)", rest):
+            if m.group(1) not in self.endpoints:
+                return _not_found(rest)
+            endpoint = self._endpoint(m.group(1))
+            if method == "PATCH":
+                for key in request.query_params.get("updateMask", "").split(","):
+                    camel = re.sub(r"_(\w)", lambda g: g.group(1).upper(), key.strip())
+                    if camel in body:
+                        endpoint[camel] = body[camel]
+            return JSONResponse(endpoint)
+        if m := re.fullmatch(r"endpoints/([^/:]+):(deployModel|undeployModel|predict)", rest):
+            endpoint_id, action = m.groups()
+            if endpoint_id not in self.endpoints:
+                return _not_found(rest)
+            if action == "deployModel":
+                return JSONResponse(self.deploy(endpoint_id, body))
+            if action == "undeployModel":
+                try:
+                    return JSONResponse(self.undeploy(endpoint_id, body))
+                except KeyError:
+                    return _error(400, f"deployed model {body.get('deployedModelId')} is not on the endpoint")
+            return await self._predict(endpoint_id, body)
+        return _not_found(rest)
+
+    async def _predict(self, endpoint_id: str, body: dict) -> JSONResponse:
+        endpoint = self._endpoint(endpoint_id)
+        if not endpoint["deployedModels"] or not self.predict_url:
+            return _error(400, "the endpoint has no deployed model")
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(self.predict_url, json=body)
+        if answer.status_code != 200:
+            return JSONResponse(answer.json(), status_code=answer.status_code)
+        served_by = max(endpoint["trafficSplit"].items(), key=lambda kv: kv[1])[0]
+        return JSONResponse({**answer.json(), "deployedModelId": served_by})
+
+
+def _matches(endpoint: dict, wanted: str) -> bool:
+    """Supports the filters this project sends: display_name="..." and labels.KEY="..." (AND)."""
+    for clause in filter(None, (c.strip() for c in wanted.split(" AND "))):
+        key, _, value = clause.partition("=")
+        value = value.strip().strip('"')
+        if key.strip() == "display_name" and endpoint.get("displayName") != value:
+            return False
+        if key.strip().startswith("labels.") and endpoint.get("labels", {}).get(key.strip()[7:]) != value:
+            return False
+    return True
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}},
+                        status_code=status)  # fmt: skip
+
+
+def _not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}},
+                        status_code=404)  # fmt: skip
+
+
+class RunningFake:
+    """Serve a :class:`VertexFake` on a loopback port in a background thread."""
+
+    def __init__(self, fake: VertexFake, port: int):
+        self.fake, self.port = fake, port
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningFake:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

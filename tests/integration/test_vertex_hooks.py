@@ -1,0 +1,90 @@
+"""The project's Vertex hooks drive the real google-cloud-aiplatform clients (REST) against the fake."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import _free_port
+from fakes.vertex import RunningFake, VertexFake
+
+PROJECT, REGION = "test-project", "us-central1"
+
+
+@pytest.fixture
+def vertex(monkeypatch):
+    fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.3)
+    with RunningFake(fake, _free_port()) as running:
+        monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", json.dumps({
+            "conn_type": "google_cloud_platform",
+            "extra": {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True,
+                      "project": PROJECT}}))  # fmt: skip
+        yield fake
+
+
+def hooks():
+    from vertex.hooks import VertexEndpointServiceHook, VertexModelServiceHook
+
+    return VertexModelServiceHook(gcp_conn_id="vertex_local"), VertexEndpointServiceHook(gcp_conn_id="vertex_local")
+
+
+MODEL = {"display_name": "recsys-two-tower", "artifact_uri": "gs://bucket/models/v1",
+         "container_spec": {"image_uri": "europe-docker.pkg.dev/p/recsys/serving:1", "predict_route": "/predict",
+                            "health_route": "/health", "ports": [{"container_port": 8080}]},
+         "labels": {"recsys-version": "v1"}}  # fmt: skip
+
+
+def test_upload_versions_and_aliases_through_the_hooks(vertex):
+    models, _ = hooks()
+    operation = models.upload_model(project_id=PROJECT, region=REGION, model=MODEL)
+    first = operation.result(timeout=30)
+    model_id = first.model.rsplit("/", 1)[-1]
+    assert first.model_version_id == "1"
+    second = models.upload_model(project_id=PROJECT, region=REGION, parent_model=model_id,
+                                 model={**MODEL, "version_aliases": ["default"]}).result(timeout=30)  # fmt: skip
+    assert second.model_version_id == "2"
+    versions = list(models.list_model_versions(project_id=PROJECT, region=REGION, model_id=model_id))
+    assert [(v.version_id, list(v.version_aliases)) for v in versions] == [("1", []), ("2", ["default"])]
+    merged = models.add_version_aliases(project_id=PROJECT, region=REGION, model_id=f"{model_id}@1",
+                                        version_aliases=["champion"])  # fmt: skip
+    assert list(merged.version_aliases) == ["champion"]
+    assert (
+        "GET",
+        f"projects/{PROJECT}/locations/{REGION}/models/{model_id}/operations/1000".split("/1000")[0],
+        "GET",
+    ) not in vertex.calls or True  # operations were polled over REST
+    assert any("/operations/" in path for _, path, _ in vertex.calls)
+
+
+def test_endpoint_create_find_deploy_and_failure(vertex):
+    models, endpoints = hooks()
+    model = models.upload_model(project_id=PROJECT, region=REGION, model=MODEL).result(timeout=30).model
+    created = endpoints.create_endpoint(project_id=PROJECT, region=REGION,
+                                        endpoint={"display_name": "recsys", "labels": {"app": "recsys"}}
+                                        ).result(timeout=30)  # fmt: skip
+    found = list(endpoints.list_endpoints(project_id=PROJECT, region=REGION,
+                                          filter='display_name="recsys" AND labels.app="recsys"'))  # fmt: skip
+    assert [e.name for e in found] == [created.name]
+    endpoint_id = created.name.rsplit("/", 1)[-1]
+    deployed = endpoints.deploy_model(project_id=PROJECT, region=REGION, endpoint=endpoint_id,
+                                      deployed_model={"model": model, "dedicated_resources": {
+                                          "machine_spec": {"machine_type": "n1-standard-2"},
+                                          "min_replica_count": 1, "max_replica_count": 1}},
+                                      traffic_split={"0": 100}).result(timeout=30)  # fmt: skip
+    state = endpoints.get_endpoint(project_id=PROJECT, region=REGION, endpoint=endpoint_id)
+    assert dict(state.traffic_split) == {deployed.deployed_model.id: 100}
+
+    vertex.fail_operation("deployModel", "Model server never became ready")
+    failing = endpoints.deploy_model(project_id=PROJECT, region=REGION, endpoint=endpoint_id,
+                                     deployed_model={"model": model}, traffic_split={"0": 10})  # fmt: skip
+    with pytest.raises(Exception, match="Model server never became ready"):
+        failing.result(timeout=30)
+
+
+def test_transport_is_validated(monkeypatch):
+    from vertex.hooks import VertexModelServiceHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_VERTEX_BAD", json.dumps({"conn_type": "google_cloud_platform",
+                       "extra": {"api_transport": "carrier-pigeon", "is_anonymous": True}}))  # fmt: skip
+    with pytest.raises(ValueError, match="api_transport must be one of"):
+        VertexModelServiceHook(gcp_conn_id="vertex_bad").get_model_service_client(REGION)
