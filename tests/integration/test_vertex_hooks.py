@@ -88,3 +88,75 @@ def test_transport_is_validated(monkeypatch):
                        "extra": {"api_transport": "carrier-pigeon", "is_anonymous": True}}))  # fmt: skip
     with pytest.raises(ValueError, match="api_transport must be one of"):
         VertexModelServiceHook(gcp_conn_id="vertex_bad").get_model_service_client(REGION)
+
+
+def run_trigger(trigger) -> dict:
+    import asyncio
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(first_event())
+
+
+def deferred(operator):
+    """``execute`` must defer (no worker slot held); return the trigger it deferred to."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    with pytest.raises(TaskDeferred) as deferral:
+        operator.execute(context={})
+    assert deferral.value.method_name == "execute_complete"
+    return deferral.value.trigger
+
+
+def test_deferrable_upload_and_deploy(vertex):
+    from vertex.operators import DeferrableDeployModelOperator, DeferrableUploadModelOperator
+    from vertex.triggers import VertexOperationTrigger
+
+    common = {"project_id": PROJECT, "region": REGION, "gcp_conn_id": "vertex_local", "poll_interval": 0.1}
+    upload = DeferrableUploadModelOperator(task_id="upload", model=MODEL, **common)
+    trigger = deferred(upload)
+    path, kwargs = trigger.serialize()
+    assert path == "vertex.triggers.VertexOperationTrigger"
+    rebuilt = VertexOperationTrigger(**kwargs)  # what the triggerer does after a restart
+    uploaded = upload.execute_complete({}, run_trigger(rebuilt))
+    assert uploaded["version_id"] == "1"
+
+    _, endpoints = hooks()
+    endpoint = endpoints.create_endpoint(project_id=PROJECT, region=REGION, endpoint={"display_name": "e"})
+    endpoint_id = endpoint.result(timeout=30).name.rsplit("/", 1)[-1]
+    deploy = DeferrableDeployModelOperator(task_id="deploy", endpoint_id=endpoint_id, traffic_split={"0": 100},
+                                           deployed_model={"model": uploaded["model"]}, **common)  # fmt: skip
+    result = deploy.execute_complete({}, run_trigger(deferred(deploy)))
+    assert dict(endpoints.get_endpoint(project_id=PROJECT, region=REGION, endpoint=endpoint_id).traffic_split) == {
+        result["deployed_model_id"]: 100}  # fmt: skip
+
+
+def test_deferrable_failure_and_timeout_surface_the_reason(vertex):
+    from vertex.operators import DeferrableDeployModelOperator, VertexOperationFailed
+
+    _, endpoints = hooks()
+    endpoint_id = endpoints.create_endpoint(project_id=PROJECT, region=REGION, endpoint={"display_name": "e"}
+                                            ).result(timeout=30).name.rsplit("/", 1)[-1]  # fmt: skip
+    common = {"project_id": PROJECT, "region": REGION, "gcp_conn_id": "vertex_local", "poll_interval": 0.1,
+              "endpoint_id": endpoint_id, "deployed_model": {"model": "projects/p/locations/l/models/1"}}  # fmt: skip
+    vertex.fail_operation("deployModel", "Model server exited: Op type not registered 'Scann>ScannSearchBatched'")
+    failing = DeferrableDeployModelOperator(task_id="deploy", **common)
+    with pytest.raises(VertexOperationFailed, match="Op type not registered"):
+        failing.execute_complete({}, run_trigger(deferred(failing)))
+
+    vertex.stall("deployModel")
+    stuck = DeferrableDeployModelOperator(task_id="stuck", operation_timeout=1.0, **common)
+    event = run_trigger(deferred(stuck))
+    assert event["status"] == "timeout"
+    with pytest.raises(VertexOperationFailed, match="not done after"):
+        stuck.execute_complete({}, event)
+
+
+def test_throttled_start_is_retried_by_the_client(vertex):
+    """A 503 on the start call is retried by the GAPIC client's default retry policy."""
+    models, _ = hooks()
+    vertex.fail_next("GET", status=503)
+    uploaded = models.upload_model(project_id=PROJECT, region=REGION, model=MODEL).result(timeout=30)
+    assert uploaded.model_version_id == "1"
