@@ -40,6 +40,11 @@ class Settings:
     anomaly_lookback_partitions: int = 7
     anomaly_low_ratio: float = 0.5
     anomaly_high_ratio: float = 2.0
+    vertex_project: str = ""
+    vertex_region: str = "us-central1"
+    vertex_model_display_name: str = "recsys-two-tower"
+    vertex_endpoint_display_name: str = "recsys-retrieval"
+    serving_image_uri: str = ""
 
     @property
     def extract_root(self) -> str:

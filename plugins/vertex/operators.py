@@ -18,6 +18,8 @@ class VertexOperationFailed(RuntimeError):
 
 
 class _DeferrableVertexOperator(BaseOperator):
+    template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id")
+
     def __init__(self, *, project_id: str, region: str, gcp_conn_id: str = "google_cloud_default",
                  poll_interval: float = 10.0, operation_timeout: float = 3600.0, **kwargs):  # fmt: skip
         super().__init__(**kwargs)
@@ -52,7 +54,7 @@ class _DeferrableVertexOperator(BaseOperator):
 
 
 class DeferrableUploadModelOperator(_DeferrableVertexOperator):
-    template_fields = ("model", "parent_model")
+    template_fields = (*_DeferrableVertexOperator.template_fields, "model", "parent_model")
 
     def __init__(self, *, model: dict, parent_model: str | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -71,7 +73,7 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
 
 
 class DeferrableDeployModelOperator(_DeferrableVertexOperator):
-    template_fields = ("endpoint_id", "deployed_model", "traffic_split")
+    template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model", "traffic_split")
 
     def __init__(self, *, endpoint_id: str, deployed_model: dict, traffic_split: dict | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -89,11 +91,18 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
 
 
 class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
-    template_fields = ("endpoint_id", "deployed_model_id", "traffic_split")
+    template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model_id",
+                       "traffic_split")  # fmt: skip
 
     def __init__(self, *, endpoint_id: str, deployed_model_id: str, traffic_split: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.endpoint_id, self.deployed_model_id, self.traffic_split = endpoint_id, deployed_model_id, traffic_split
+
+    def execute(self, context):
+        if not self.deployed_model_id:
+            self.log.info("nothing to undeploy")
+            return None
+        return super().execute(context)
 
     def start(self):
         from vertex.hooks import VertexEndpointServiceHook
@@ -104,3 +113,31 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
 
     def finish(self, response: dict, context) -> dict:
         return {"undeployed_model_id": self.deployed_model_id, "endpoint_id": self.endpoint_id}
+
+
+class IdempotentUploadModelOperator(DeferrableUploadModelOperator):
+    """Upload as a new version of the parent model found by display name, unless this version
+    (its ``recsys-version`` label) is already there: then return it without uploading again."""
+
+    def __init__(self, *, version: str, **kwargs):
+        super().__init__(**kwargs)
+        self.version = version
+
+    template_fields = (*DeferrableUploadModelOperator.template_fields, "version")
+
+    def execute(self, context):
+        from vertex.deploy import find_model_version
+        from vertex.hooks import VertexModelServiceHook
+
+        hook = VertexModelServiceHook(gcp_conn_id=self.gcp_conn_id)
+        found = find_model_version(hook, self.project_id, self.region, self.model["display_name"], self.version)
+        if found and found["version_id"]:
+            self.log.info("version %s is already uploaded as %s: not uploading again", self.version, found["model"])
+            return {"model": found["model"], "model_id": found["model_id"], "version_id": found["version_id"],
+                    "reused": True}  # fmt: skip
+        self.parent_model = found["model_id"] if found else None
+        return super().execute(context)
+
+    def finish(self, response: dict, context) -> dict:
+        result = super().finish(response, context)
+        return {**result, "model": f"{response['model']}@{result['version_id']}", "reused": False}

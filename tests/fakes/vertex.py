@@ -7,7 +7,8 @@ next call with that HTTP error; ``fake.fail_operation("deployModel", "message")`
 operation end with an error; ``fake.stall("deployModel")`` makes its operation never finish.
 ``:predict`` is forwarded to ``predict_url`` (a real local instance of the project's server).
 
-Implemented: models:upload, models get / listVersions / mergeVersionAliases, endpoints create /
+Implemented: models:upload, models list (display_name filter) / get / listVersions /
+mergeVersionAliases, endpoints create /
 get / list / patch (traffic split), deployModel, undeployModel, :predict, operations get.
 """
 
@@ -224,6 +225,10 @@ class VertexFake:
         if "/operations/" in rest and method == "GET":
             name = f"{self.parent}/{rest}"
             return JSONResponse(self._operation_state(name)) if name in self.operations else _not_found(rest)
+        if rest == "models" and method == "GET":
+            wanted = request.query_params.get("filter", "")
+            latest = [next((v for v in vs if "default" in v["versionAliases"]), vs[-1]) for vs in self.models.values()]
+            return JSONResponse({"models": [m for m in latest if _matches(m, wanted)]})
         if rest == "models:upload":
             return JSONResponse(self.upload(body))
         if m := re.fullmatch(r"models/([^/:]+)", rest):
