@@ -82,7 +82,8 @@ def recsys_vertex_deploy():
                 "project": settings.vertex_project, "region": settings.vertex_region,
                 "gcp_conn_id": settings.gcp_conn_id, "image": settings.serving_image_uri,
                 "model_name": settings.vertex_model_display_name,
-                "endpoint_name": settings.vertex_endpoint_display_name, "dry_run": params["dry_run"]}  # fmt: skip
+                "endpoint_name": settings.vertex_endpoint_display_name, "dry_run": params["dry_run"],
+                "poll_seconds": settings.vertex_poll_seconds}  # fmt: skip
 
     @task.short_circuit
     def changes_allowed(planned: dict) -> bool:
@@ -94,7 +95,7 @@ def recsys_vertex_deploy():
 
         return model_spec(planned["model_name"], planned["model_dir"], planned["image"], planned["version"])
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=True)  # downstream operators read its keys
     def endpoint(planned: dict) -> dict:
         from vertex.deploy import ensure_endpoint
         from vertex.hooks import VertexEndpointServiceHook
@@ -102,7 +103,7 @@ def recsys_vertex_deploy():
         hook = VertexEndpointServiceHook(gcp_conn_id=planned["gcp_conn_id"])
         return ensure_endpoint(hook, planned["project"], planned["region"], planned["endpoint_name"])
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=True)  # downstream operators read its keys
     def deployment(planned: dict, uploaded: dict, target: dict) -> dict:
         """The deployed-model spec and the canary traffic split."""
         params = get_current_context()["params"]

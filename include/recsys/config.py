@@ -45,6 +45,7 @@ class Settings:
     vertex_model_display_name: str = "recsys-two-tower"
     vertex_endpoint_display_name: str = "recsys-retrieval"
     serving_image_uri: str = ""
+    vertex_poll_seconds: float = 10.0
 
     @property
     def extract_root(self) -> str:

@@ -73,10 +73,14 @@ def set_traffic(endpoint_hook, project: str, region: str, endpoint_id: str, spli
 
 def smoke_test(prediction_hook, project: str, region: str, endpoint_id: str, user_ids: list[str]) -> dict:
     """Predict for real users through the endpoint; check the response schema and non-empty results."""
+    from google.protobuf import json_format
+    from google.protobuf.struct_pb2 import Value
+
     client = prediction_hook.get_prediction_service_client(region)
     endpoint = f"projects/{project}/locations/{region}/endpoints/{endpoint_id}"
-    response = client.predict(endpoint=endpoint, instances=list(user_ids), parameters={"k": 10})
-    predictions = [dict(p) for p in response.predictions]
+    response = client.predict(endpoint=endpoint, instances=[json_format.ParseDict(u, Value()) for u in user_ids],
+                              parameters=json_format.ParseDict({"k": 10}, Value()))  # fmt: skip
+    predictions = [json_format.MessageToDict(p) for p in response._pb.predictions]
     if len(predictions) != len(user_ids):
         raise ValueError(f"smoke test: {len(predictions)} predictions for {len(user_ids)} instances")
     for user, prediction in zip(user_ids, predictions, strict=True):

@@ -18,7 +18,7 @@ class VertexOperationFailed(RuntimeError):
 
 
 class _DeferrableVertexOperator(BaseOperator):
-    template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id")
+    template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id", "poll_interval")
 
     def __init__(self, *, project_id: str, region: str, gcp_conn_id: str = "google_cloud_default",
                  poll_interval: float = 10.0, operation_timeout: float = 3600.0, **kwargs):  # fmt: skip

@@ -3,65 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-from conftest import _free_port
-
-HEALTH, PREDICT = "/v1/models/recsys/health", "/v1/models/recsys:predict"  # non-default AIP routes
-
-
-class Server:
-    def __init__(self, model_dir: str, index: str, tmp_path: Path):
-        self.index = index
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"server-{index}.log"
-        env = {**os.environ, "AIP_HTTP_PORT": str(self.port), "AIP_HEALTH_ROUTE": HEALTH,
-               "AIP_PREDICT_ROUTE": PREDICT, "AIP_STORAGE_URI": model_dir, "RECSYS_SERVING_HOST": "127.0.0.1",
-               "RECSYS_SERVING_INDEX": index, "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
-        self.log = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "recsys.serving"], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)  # fmt: skip
-        self.health_codes = self._wait_ready()
-
-    def _wait_ready(self) -> list[int]:
-        codes = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                codes.append(httpx.get(self.url + HEALTH, timeout=2).status_code)
-                if codes[-1] == 200:
-                    return codes
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready: {self.log_path.read_text()[-3000:]}")
-
-    def predict(self, body, **kwargs) -> httpx.Response:
-        if isinstance(body, dict | list):
-            return httpx.post(self.url + PREDICT, json=body, timeout=30, **kwargs)
-        return httpx.post(self.url + PREDICT, content=body, timeout=30, **kwargs)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-        return self.process.returncode
+from fakes.serving_process import HEALTH, PREDICT, Server
 
 
 @pytest.fixture(scope="module", params=["brute_force", "scann"])
@@ -86,7 +35,8 @@ def test_health_is_503_until_the_model_is_warm(server):
 def test_predictions_follow_the_contract(server, users, trained_model):
     model_dir = Path(trained_model[0].removeprefix("file://"))
     titles = dict(pd.read_parquet(model_dir / "items.parquet")[["item_id", "title"]].itertuples(index=False))
-    response = server.predict({"instances": [users[0], {"user_id": users[1], "age": 30}], "parameters": {"k": 5}})
+    # k=5.0 and age=30.0: what JSON numbers look like after protobuf.Value on the Vertex path
+    response = server.predict({"instances": [users[0], {"user_id": users[1], "age": 30.0}], "parameters": {"k": 5.0}})
     assert response.status_code == 200 and response.headers["content-type"] == "application/json"
     predictions = response.json()["predictions"]
     assert [p["user_id"] for p in predictions] == [users[0], users[1]]
@@ -132,6 +82,7 @@ def test_exclusions_and_unknown_users(server, users):
         ({"instances": ["u1"], "parameters": {"k": 0}}, 400, "between 1 and 100"),
         ({"instances": ["u1"], "parameters": {"k": 101}}, 400, "between 1 and 100"),
         ({"instances": ["u1"], "parameters": {"k": True}}, 400, "between 1 and 100"),
+        ({"instances": ["u1"], "parameters": {"k": 2.5}}, 400, "between 1 and 100"),
         ({"instances": ["u1"], "parameters": {"exclude_item_ids": "i1"}}, 400, "list of item id strings"),
         ({"instances": ["u1"], "parameters": {"temperature": 2}}, 400, "unknown parameter"),
         ({"instances": ["u"] * 1001}, 400, "at most 1000 instances"),

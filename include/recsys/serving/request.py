@@ -36,6 +36,18 @@ class PredictRequest:
     exclude_item_ids: frozenset[str] = field(default_factory=frozenset)
 
 
+def _integer(value: Any) -> int | None:
+    """An int, also when it arrives as an integral float: Vertex passes JSON numbers through
+    ``protobuf.Value``, which holds doubles (``10`` becomes ``10.0``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _text(value: Any, where: str, *, required: bool) -> str | None:
     if value is None and not required:
         return None
@@ -56,8 +68,10 @@ def _instance(raw: Any, index: int) -> Instance:
     if unknown:
         raise BadRequest(f"{where} has unknown field(s) {sorted(unknown)}")
     age = raw.get("age")
-    if age is not None and (isinstance(age, bool) or not isinstance(age, int) or not 0 <= age <= 150):
-        raise BadRequest(f"{where}.age must be an integer between 0 and 150")
+    if age is not None:
+        age = _integer(age)
+        if age is None or not 0 <= age <= 150:
+            raise BadRequest(f"{where}.age must be an integer between 0 and 150")
     return Instance(
         _text(raw.get("user_id"), f"{where}.user_id", required=True),
         _text(raw.get("gender"), f"{where}.gender", required=False),
@@ -84,9 +98,10 @@ def parse_request(body: Any, max_k: int) -> PredictRequest:
     unknown = set(parameters) - {"k", "exclude_item_ids"}
     if unknown:
         raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; expected k and exclude_item_ids")
-    k = parameters.get("k", min(DEFAULT_K, max_k))
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise BadRequest(f"parameters.k must be an integer between 1 and {max_k}, got {k!r}")
+    raw_k = parameters.get("k", min(DEFAULT_K, max_k))
+    k = _integer(raw_k)
+    if k is None or not 1 <= k <= max_k:
+        raise BadRequest(f"parameters.k must be an integer between 1 and {max_k}, got {raw_k!r}")
     exclude = parameters.get("exclude_item_ids", [])
     if not isinstance(exclude, list) or not all(isinstance(i, str) for i in exclude):
         raise BadRequest("parameters.exclude_item_ids must be a list of item id strings")

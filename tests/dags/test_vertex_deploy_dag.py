@@ -1,0 +1,106 @@
+"""Run ``recsys_vertex_deploy`` (``dag.test``, triggers inline) against the Vertex fake, whose
+``:predict`` forwards to a real instance of the project's prediction server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fakes.serving_process import PREDICT, Server, free_port
+from fakes.vertex import RunningFake, VertexFake
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+PROJECT, REGION = "test-project", "us-central1"
+
+
+@pytest.fixture(scope="module")
+def serving(trained_model, tmp_path_factory):
+    server = Server(trained_model[0], "brute_force", tmp_path_factory.mktemp("deploy-serving"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vertex(serving, monkeypatch, tmp_path):
+    fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.2, predict_url=serving.url + PREDICT)
+    with RunningFake(fake, free_port()) as running:
+        extra = {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True, "project": PROJECT}
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
+                           json.dumps({"conn_type": "google_cloud_platform", "extra": extra}))  # fmt: skip
+        monkeypatch.setenv("RECSYS_VERTEX_PROJECT", PROJECT)
+        monkeypatch.setenv("RECSYS_VERTEX_REGION", REGION)
+        monkeypatch.setenv("RECSYS_SERVING_IMAGE_URI", "europe-docker.pkg.dev/p/recsys/serving:1")
+        monkeypatch.setenv("RECSYS_VERTEX_POLL_SECONDS", "0.2")
+        monkeypatch.setenv("RECSYS_STORAGE_ROOT", (tmp_path / "storage").as_uri())
+        yield fake
+
+
+@pytest.fixture
+def deploy_dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.dags["recsys_vertex_deploy"]
+
+
+def states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def endpoint_state(fake: VertexFake) -> dict:
+    (endpoint,) = fake.endpoints.values()
+    return endpoint
+
+
+def test_first_rollout_then_canary_promotion(deploy_dag, vertex, trained_model):
+    model_dir = trained_model[0]
+    first = deploy_dag.test(run_conf={"model_dir": model_dir})
+    assert first.state == "success", states(first)
+    endpoint = endpoint_state(vertex)
+    assert len(endpoint["deployedModels"]) == 1 and list(endpoint["trafficSplit"].values()) == [100]
+    (versions,) = vertex.models.values()
+    assert versions[0]["versionAliases"][-2:] == ["default", "champion"]
+    assert versions[0]["containerSpec"]["imageUri"].endswith("serving:1")
+    assert states(first)["rollback"] == "skipped"
+
+    # the same model again: the upload is reused, not repeated
+    uploads = sum(1 for _, path, _ in vertex.calls if path.endswith("models:upload"))
+    again = deploy_dag.test(run_conf={"model_dir": model_dir, "canary_percent": 20})
+    assert again.state == "success", states(again)
+    assert sum(1 for _, path, _ in vertex.calls if path.endswith("models:upload")) == uploads
+    endpoint = endpoint_state(vertex)
+    assert len(endpoint["deployedModels"]) == 1  # the previous deployment was undeployed after promotion
+    assert list(endpoint["trafficSplit"].values()) == [100]
+    deploy_calls = [c for c in vertex.calls if c[2] == "deployModel"]
+    assert len(deploy_calls) == 2
+
+
+def test_failed_canary_rolls_back_and_the_old_model_keeps_serving(deploy_dag, vertex, trained_model):
+    model_dir = trained_model[0]
+    assert deploy_dag.test(run_conf={"model_dir": model_dir}).state == "success"
+    live = endpoint_state(vertex)["deployedModels"][0]["id"]
+
+    vertex.fail_operation("deployModel", "Model server never became ready: health check failed")
+    failed = deploy_dag.test(run_conf={"model_dir": model_dir})
+    assert failed.state == "failed"
+    assert states(failed)["deploy_canary"] == "failed" and states(failed)["rollback"] == "success"
+    endpoint = endpoint_state(vertex)
+    assert [d["id"] for d in endpoint["deployedModels"]] == [live]
+    assert endpoint["trafficSplit"] == {live: 100}
+
+
+def test_dry_run_changes_nothing(deploy_dag, vertex, trained_model):
+    run = deploy_dag.test(run_conf={"model_dir": trained_model[0], "dry_run": True})
+    assert run.state == "success"
+    assert states(run)["upload"] == "skipped" and vertex.endpoints == {} and vertex.models == {}
+
+
+@pytest.mark.parametrize(("conf", "message"), [({"canary_percent": 0}, "less than the minimum of 1"),
+                                               ({"machine_type": "big box"}, "does not match")])  # fmt: skip
+def test_invalid_params(deploy_dag, conf, message):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=message):
+        deploy_dag.test(run_conf=conf)

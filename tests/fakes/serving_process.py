@@ -1,0 +1,67 @@
+"""The project's prediction server as a real child process on a loopback port (for tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+HEALTH, PREDICT = "/v1/models/recsys/health", "/v1/models/recsys:predict"  # non-default AIP routes
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model_dir: str, index: str, tmp_path: Path):
+        self.index = index
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"server-{index}.log"
+        env = {**os.environ, "AIP_HTTP_PORT": str(self.port), "AIP_HEALTH_ROUTE": HEALTH,
+               "AIP_PREDICT_ROUTE": PREDICT, "AIP_STORAGE_URI": model_dir, "RECSYS_SERVING_HOST": "127.0.0.1",
+               "RECSYS_SERVING_INDEX": index, "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen([sys.executable, "-m", "recsys.serving"], env=env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.health_codes = self._wait_ready()
+
+    def _wait_ready(self) -> list[int]:
+        codes = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                codes.append(httpx.get(self.url + HEALTH, timeout=2).status_code)
+                if codes[-1] == 200:
+                    return codes
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def predict(self, body, **kwargs) -> httpx.Response:
+        if isinstance(body, dict | list):
+            return httpx.post(self.url + PREDICT, json=body, timeout=30, **kwargs)
+        return httpx.post(self.url + PREDICT, content=body, timeout=30, **kwargs)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return self.process.returncode
