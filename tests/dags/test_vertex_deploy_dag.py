@@ -82,7 +82,8 @@ def test_failed_canary_rolls_back_and_the_old_model_keeps_serving(deploy_dag, ve
     assert deploy_dag.test(run_conf={"model_dir": model_dir}).state == "success"
     live = endpoint_state(vertex)["deployedModels"][0]["id"]
 
-    vertex.fail_operation("deployModel", "Model server never became ready: health check failed")
+    for _attempt in range(3):  # the task's first try and both retries fail
+        vertex.fail_operation("deployModel", "Model server never became ready: health check failed")
     failed = deploy_dag.test(run_conf={"model_dir": model_dir})
     assert failed.state == "failed"
     assert states(failed)["deploy_canary"] == "failed" and states(failed)["rollback"] == "success"
