@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
+from recsys.config import load_settings  # stdlib only: cheap at parse time
 
 PARAMS = {
     "end_day": Param(None, type=["null", "string"], format="date", title="Last day of the window",
@@ -40,12 +41,6 @@ PARAMS = {
                        title="Allowed drop vs the champion (absolute top-100 accuracy)"),
     "force": Param(False, type="boolean", title="Bless even if the gate says no"),
 }  # fmt: skip
-
-
-def _settings():
-    from recsys.config import load_settings
-
-    return load_settings(use_airflow_variables=True)
 
 
 @dag(
@@ -70,7 +65,7 @@ def recsys_two_tower():
         from recsys.data.partitions import PartitionStore
 
         params = get_current_context()["params"]
-        settings = _settings()
+        settings = load_settings(use_airflow_variables=True)
         if params["end_day"]:
             end_day = date.fromisoformat(params["end_day"])
         else:
@@ -100,10 +95,10 @@ def recsys_two_tower():
         params = get_current_context()["params"]
         train_params = TrainParams(epochs=params["epochs"], embedding_dim=params["embedding_dim"],
                                    learning_rate=params["learning_rate"], batch_size=params["batch_size"])  # fmt: skip
+        extract_root = load_settings(use_airflow_variables=True).extract_root
         try:
-            result = train_and_export(_settings().extract_root, date.fromisoformat(plan["end_day"]),
-                                      params["window_days"], params["holdout_days"], plan["model_dir"],
-                                      train_params)  # fmt: skip
+            result = train_and_export(extract_root, date.fromisoformat(plan["end_day"]), params["window_days"],
+                                      params["holdout_days"], plan["model_dir"], train_params)  # fmt: skip
         except NotEnoughDataError as exc:
             raise AirflowSkipException(str(exc)) from exc
         return {"model": result["metrics"]["model"], "popularity": result["metrics"]["popularity"],
@@ -116,7 +111,9 @@ def recsys_two_tower():
 
         params = get_current_context()["params"]
         policy = GatePolicy(tolerance=float(params["tolerance"]), force=bool(params["force"]))
-        return run_gate(plan["model_dir"], _settings().models_root, plan["version"], policy)
+        return run_gate(
+            plan["model_dir"], load_settings(use_airflow_variables=True).models_root, plan["version"], policy
+        )
 
     @task.short_circuit
     def blessed(decision: dict) -> bool:

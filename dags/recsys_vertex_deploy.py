@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.assets import BLESSED_MODEL
+from recsys.config import load_settings  # stdlib only: cheap at parse time
 
 PARAMS = {
     "model_dir": Param(None, type=["null", "string"], title="Exported model directory",
@@ -38,12 +39,6 @@ PARAMS = {
     "skip_canary": Param(False, type="boolean"),
     "dry_run": Param(False, type="boolean", title="Plan only: change nothing"),
 }  # fmt: skip
-
-
-def _settings():
-    from recsys.config import load_settings
-
-    return load_settings(use_airflow_variables=True)
 
 
 @dag(
@@ -65,7 +60,7 @@ def recsys_vertex_deploy():
         from recsys.training.gate import read_champion
 
         context = get_current_context()
-        params, settings = context["params"], _settings()
+        params, settings = context["params"], load_settings(use_airflow_variables=True)
         if params["min_replicas"] > params["max_replicas"]:
             raise AirflowFailException("min_replicas must not exceed max_replicas")
         if not settings.vertex_project or not settings.serving_image_uri:
