@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests")]
 CONCURRENCY = (1, 8, 32)
 
 
@@ -60,14 +60,6 @@ def build_model(data_dir: str, work: Path) -> Path:
     train_and_export(settings.extract_root, date.fromordinal(end.toordinal() - 1), 30, 1, model_dir.as_uri(),
                      TrainParams(), scann_grid=[ScannConfig(41, 20, 500)])  # fmt: skip
     return model_dir
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def summarize(latencies_ms: list[float], seconds: float) -> dict:
@@ -161,6 +153,7 @@ def start_server(model_dir: Path, index: str, port: int, log: Path) -> subproces
 
 def main() -> int:
     from bench_quality import DEFAULT_DATA
+    from fakes.ports import free_port
     from results_file import write_results
 
     parser = argparse.ArgumentParser()

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -30,12 +29,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests"), str(ROOT / "plugins")]
 PROJECT, REGION = "bench-project", "us-central1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _done_at(fake, name: str) -> float:
@@ -85,13 +78,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 20.0])
     args = parser.parse_args()
+    from fakes.ports import free_port
     from fakes.vertex import RunningFake, VertexFake
     from results_file import write_results
     from vertex.hooks import VertexEndpointServiceHook, VertexModelServiceHook
 
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.05)
     runs = []
-    with RunningFake(fake, _free_port()) as running:
+    with RunningFake(fake, free_port()) as running:
         extra = {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True, "project": PROJECT}
         os.environ["AIRFLOW_CONN_VERTEX_BENCH"] = json.dumps({"conn_type": "google_cloud_platform", "extra": extra})
         models, endpoints = VertexModelServiceHook("vertex_bench"), VertexEndpointServiceHook("vertex_bench")

@@ -199,21 +199,15 @@ def synthetic_lake(tmp_path_factory) -> str:
     return root
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_s3() -> str:
     """A real moto server (S3 over HTTP) on loopback; yields its endpoint URL."""
     import time
     import urllib.request
 
-    port = _free_port()
+    from fakes.ports import free_port
+
+    port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"

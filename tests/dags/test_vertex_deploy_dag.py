@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes.serving_process import PREDICT, Server, free_port
+from fakes.ports import free_port
+from fakes.serving_process import PREDICT, Server
 from fakes.vertex import RunningFake, VertexFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import _free_port
+from fakes.ports import free_port
 from fakes.vertex import RunningFake, VertexFake
 
 PROJECT, REGION = "test-project", "us-central1"
@@ -14,7 +14,7 @@ PROJECT, REGION = "test-project", "us-central1"
 @pytest.fixture
 def vertex(monkeypatch):
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.3)
-    with RunningFake(fake, _free_port()) as running:
+    with RunningFake(fake, free_port()) as running:
         monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", json.dumps({
             "conn_type": "google_cloud_platform",
             "extra": {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True,
