@@ -155,3 +155,23 @@ def test_model_is_copied_from_object_storage(trained_model, moto_s3, monkeypatch
     users = json.loads((local / "vocabularies.json").read_text())["user_ids"]
     prediction = predictor.predict(parse_request({"instances": [users[0]]}, predictor.k_max))[0]
     assert len(prediction["item_ids"]) == 10 and prediction["fallback"] is None
+
+
+def test_null_stored_features_use_the_training_defaults(trained_model, tmp_path):
+    """A user whose age is null in users.parquet (NaN once read) is served like training saw it (0)."""
+    import shutil
+
+    from recsys.serving.predictor import Predictor
+    from recsys.serving.request import parse_request
+
+    source = Path(trained_model[0].removeprefix("file://"))
+    copy = tmp_path / "model"
+    shutil.copytree(source, copy)
+    users = pd.read_parquet(copy / "users.parquet")
+    user = json.loads((copy / "vocabularies.json").read_text())["user_ids"][0]
+    users["age"] = users["age"].astype("float64").where(users["user_id"] != user)  # null age for one user
+    users.to_parquet(copy / "users.parquet", index=False)
+    predictor = Predictor(copy, "brute_force")
+    with_null = predictor.predict(parse_request({"instances": [user]}, predictor.k_max))[0]
+    explicit = predictor.predict(parse_request({"instances": [{"user_id": user, "age": 0}]}, predictor.k_max))[0]
+    assert with_null["item_ids"] == explicit["item_ids"] and with_null["fallback"] is None

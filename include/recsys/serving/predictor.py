@@ -49,6 +49,11 @@ def _limit_op_threads(tf) -> None:
         log.info("TensorFlow thread pools already initialised; keeping them")
 
 
+def _present(value, default):
+    """``value`` unless it is missing: None, or NaN (how pandas reads a null number)."""
+    return default if value is None or value != value else value
+
+
 class Predictor:
     def __init__(self, model_dir: Path, index: str = "auto"):
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -79,19 +84,22 @@ class Predictor:
                                strict=True))  # fmt: skip
 
     def _features(self, instances: list[Instance]) -> dict:
+        """Model inputs: the request's features win, then the stored ones, then the training defaults
+        ('' and 0, as ``fillna`` gives at training time; a null in users.parquet reads back as NaN)."""
         tf = self._tf
         features = {"user_id": tf.constant([i.user_id for i in instances])}
         if self.uses_user_features:
-            stored = [self.user_info.get(i.user_id) for i in instances]
-            features["gender"] = tf.constant([i.gender or (s.gender if s is not None else "") or ""
-                                              for i, s in zip(instances, stored, strict=True)])  # fmt: skip
-            features["occupation"] = tf.constant([i.occupation or (s.occupation if s is not None else "") or ""
-                                                  for i, s in zip(instances, stored, strict=True)])  # fmt: skip
-            ages = [
-                i.age if i.age is not None else (s.age if s is not None else 0)
-                for i, s in zip(instances, stored, strict=True)
-            ]
-            features["age"] = tf.constant([int(a or 0) for a in ages], dtype=tf.int32)
+            rows = []
+            for instance in instances:
+                stored = self.user_info.get(instance.user_id)
+                rows.append((
+                    instance.gender or _present(getattr(stored, "gender", None), ""),
+                    instance.occupation or _present(getattr(stored, "occupation", None), ""),
+                    instance.age if instance.age is not None else int(_present(getattr(stored, "age", None), 0)),
+                ))  # fmt: skip
+            genders, occupations, ages = zip(*rows, strict=True)
+            features |= {"gender": tf.constant(genders), "occupation": tf.constant(occupations),
+                         "age": tf.constant(ages, dtype=tf.int32)}  # fmt: skip
         return features
 
     def _entry(self, user_id: str, item_ids: list[str], scores: list[float | None], fallback: str | None) -> dict:
@@ -105,8 +113,8 @@ class Predictor:
             out = self._serve(**self._features(known))
             ids, scores = out["item_ids"].numpy(), out["scores"].numpy()
             for n, instance in enumerate(known):
-                pairs = [(i.decode(), float(s)) for i, s in zip(ids[n], scores[n], strict=True)
-                         if i.decode() not in request.exclude_item_ids][: request.k]  # fmt: skip
+                decoded = ((i.decode(), float(s)) for i, s in zip(ids[n], scores[n], strict=True))
+                pairs = [(i, s) for i, s in decoded if i not in request.exclude_item_ids][: request.k]
                 retrieved[instance.user_id] = ([p[0] for p in pairs], [round(p[1], 6) for p in pairs])
         predictions = []
         for instance in request.instances:
