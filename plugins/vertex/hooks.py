@@ -10,6 +10,7 @@ provider's own code: these classes only change how the GAPIC client is built.
 
 from __future__ import annotations
 
+from airflow.providers.google.cloud.hooks.vertex_ai.custom_job import CustomJobHook
 from airflow.providers.google.cloud.hooks.vertex_ai.endpoint_service import EndpointServiceHook
 from airflow.providers.google.cloud.hooks.vertex_ai.model_service import ModelServiceHook
 from airflow.providers.google.cloud.hooks.vertex_ai.prediction_service import PredictionServiceHook
@@ -59,3 +60,10 @@ class VertexPredictionServiceHook(ConfigurableEndpointMixin, PredictionServiceHo
         from google.cloud.aiplatform_v1 import PredictionServiceClient
 
         return self._build_client(PredictionServiceClient, region)
+
+
+class VertexJobServiceHook(ConfigurableEndpointMixin, CustomJobHook):
+    def get_job_service_client(self, region: str | None = None):
+        from google.cloud.aiplatform_v1 import JobServiceClient
+
+        return self._build_client(JobServiceClient, region)

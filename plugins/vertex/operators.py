@@ -18,7 +18,7 @@ class VertexOperationFailed(RuntimeError):
 
 
 class _DeferrableVertexOperator(BaseOperator):
-    template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id", "poll_interval")
+    template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id", "poll_interval", "operation_timeout")
 
     def __init__(self, *, project_id: str, region: str, gcp_conn_id: str = "google_cloud_default",
                  poll_interval: float = 10.0, operation_timeout: float = 3600.0, **kwargs):  # fmt: skip
@@ -33,19 +33,20 @@ class _DeferrableVertexOperator(BaseOperator):
     def finish(self, response: dict, context) -> Any:
         return response
 
+    def defer_until_done(self, trigger_class, resource: str) -> None:
+        self.log.info("started %s; deferring until it is done", resource)
+        self.defer(
+            trigger=trigger_class(
+                resource, self.region, self.gcp_conn_id, float(self.poll_interval), float(self.operation_timeout)
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.operation_timeout) + 60),
+        )
+
     def execute(self, context):
         from vertex.triggers import VertexOperationTrigger
 
-        operation = self.start()
-        name = operation.operation.name
-        self.log.info("started %s; deferring until it is done", name)
-        self.defer(
-            trigger=VertexOperationTrigger(
-                name, self.region, self.gcp_conn_id, self.poll_interval, self.operation_timeout
-            ),  # fmt: skip
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.operation_timeout + 60),
-        )
+        self.defer_until_done(VertexOperationTrigger, self.start().operation.name)
 
     def execute_complete(self, context, event: dict):
         if event["status"] != "success":
@@ -141,3 +142,71 @@ class IdempotentUploadModelOperator(DeferrableUploadModelOperator):
     def finish(self, response: dict, context) -> dict:
         result = super().finish(response, context)
         return {**result, "model": f"{response['model']}@{result['version_id']}", "reused": False}
+
+
+class DeferrableCustomJobOperator(_DeferrableVertexOperator):
+    """Run a Vertex AI custom job and wait for it in the triggerer.
+
+    ``custom_job`` is the ``CustomJob`` resource (``display_name``, ``job_spec``, ``labels``). Its
+    ``labels[idempotency_label]`` identifies the run: a retry or re-run that finds a job with that label
+    which is queued, running or succeeded reattaches to it instead of starting a second one. On a
+    failed job the task fails with the job's error; on timeout (or when the task is killed while
+    running) the job is cancelled so it stops costing money.
+    """
+
+    template_fields = (*_DeferrableVertexOperator.template_fields, "custom_job")
+    ALIVE = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED")
+
+    def __init__(self, *, custom_job: dict, idempotency_label: str = "recsys-run", **kwargs):
+        super().__init__(**kwargs)
+        self.custom_job, self.idempotency_label = custom_job, idempotency_label
+        self.job_name: str | None = None
+
+    def _client(self):
+        from vertex.hooks import VertexJobServiceHook
+
+        return VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
+
+    def find_existing(self, client):
+        key = self.custom_job.get("labels", {}).get(self.idempotency_label)
+        if not key:
+            return None
+        parent = f"projects/{self.project_id}/locations/{self.region}"
+        jobs = client.list_custom_jobs(request={"parent": parent,
+                                                "filter": f'labels.{self.idempotency_label}="{key}"'})  # fmt: skip
+        alive = [job for job in jobs if job.state.name in self.ALIVE]
+        return max(alive, key=lambda job: job.create_time, default=None)
+
+    def execute(self, context):
+        from vertex.triggers import VertexCustomJobTrigger
+
+        client = self._client()
+        job = self.find_existing(client)
+        if job is not None:
+            self.log.info("reattaching to %s (%s) instead of starting another job", job.name, job.state.name)
+        else:
+            parent = f"projects/{self.project_id}/locations/{self.region}"
+            job = client.create_custom_job(parent=parent, custom_job=self.custom_job)
+        self.job_name = job.name
+        if job.state.name == "JOB_STATE_SUCCEEDED":
+            return self.finish({}, context)
+        self.defer_until_done(VertexCustomJobTrigger, job.name)
+
+    def execute_complete(self, context, event: dict):
+        self.job_name = event["job"]
+        if event["status"] == "timeout":
+            self.cancel()
+        if event["status"] != "success":
+            raise VertexOperationFailed(f"{event['job']}: {event['message']}")
+        return self.finish(event, context)
+
+    def finish(self, response: dict, context) -> dict:
+        return {"job": self.job_name, "state": "JOB_STATE_SUCCEEDED"}
+
+    def cancel(self) -> None:
+        if self.job_name:
+            self.log.warning("cancelling %s", self.job_name)
+            self._client().cancel_custom_job(name=self.job_name)
+
+    def on_kill(self) -> None:
+        self.cancel()

@@ -1,4 +1,11 @@
-"""A trigger that waits for a Vertex AI long-running operation in the triggerer, not a worker."""
+"""Triggers that wait for Vertex AI work in the triggerer, not a worker.
+
+The blocking GAPIC call runs in a thread of the triggerer's event loop every ``poll_interval``
+seconds, through the same endpoint/transport-configurable hooks as the operators. ``started_at``
+is serialized, so the overall ``timeout`` survives a triggerer restart. Events:
+``{"status": "success", ...}``, ``{"status": "error", "message": ...}``,
+``{"status": "timeout", "message": ...}``; every event names the polled resource.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +16,78 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
-class VertexOperationTrigger(BaseTrigger):
-    """Poll ``operations.get`` for ``operation_name`` until done, failed or ``timeout`` seconds.
+class _VertexPollingTrigger(BaseTrigger):
+    """Poll ``resource`` until :meth:`check` returns an event or ``timeout`` seconds pass."""
 
-    Polling uses the same endpoint/transport-configurable client as the hooks. The blocking GAPIC
-    call runs in a thread of the triggerer's event loop, so no worker slot is held while Vertex works.
-    Events: ``{"status": "success", "response": {...}}``, ``{"status": "error", "message": ...}``,
-    ``{"status": "timeout", "message": ...}``.
-    """
+    kind = "resource"
 
-    def __init__(self, operation_name: str, region: str, gcp_conn_id: str = "google_cloud_default",
+    def __init__(self, resource: str, region: str, gcp_conn_id: str = "google_cloud_default",
                  poll_interval: float = 10.0, timeout: float = 3600.0, started_at: float | None = None):  # fmt: skip
         super().__init__()
-        self.operation_name, self.region, self.gcp_conn_id = operation_name, region, gcp_conn_id
+        self.resource, self.region, self.gcp_conn_id = resource, region, gcp_conn_id
         self.poll_interval, self.timeout = poll_interval, timeout
-        self.started_at = started_at if started_at is not None else time.time()  # survives triggerer restarts
+        self.started_at = started_at if started_at is not None else time.time()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"operation_name": self.operation_name, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
+            {"resource": self.resource, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
              "poll_interval": self.poll_interval, "timeout": self.timeout, "started_at": self.started_at},
         )  # fmt: skip
 
-    def _get_operation(self):
-        from vertex.hooks import VertexEndpointServiceHook
-
-        client = VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).get_endpoint_service_client(self.region)
-        return client.get_operation({"name": self.operation_name})
+    def check(self) -> dict | None:
+        """One blocking poll: the final event's payload, or ``None`` while the work goes on."""
+        raise NotImplementedError
 
     async def run(self):
-        from google.protobuf.json_format import MessageToDict
-
         while True:
-            operation = await asyncio.to_thread(self._get_operation)
-            if operation.done:
-                if operation.HasField("error"):
-                    message = f"{operation.error.message} (code {operation.error.code})"
-                    yield TriggerEvent({"status": "error", "operation": self.operation_name, "message": message})
-                else:
-                    response = MessageToDict(operation.response) if operation.HasField("response") else {}
-                    yield TriggerEvent({"status": "success", "operation": self.operation_name, "response": response})
+            outcome = await asyncio.to_thread(self.check)
+            if outcome is not None:
+                yield TriggerEvent({**outcome, self.kind: self.resource})
                 return
             waited = time.time() - self.started_at
             if waited >= self.timeout:
-                yield TriggerEvent({"status": "timeout", "operation": self.operation_name,
-                                    "message": f"{self.operation_name} not done after {waited:.0f} s"})  # fmt: skip
+                message = f"{self.resource} not done after {waited:.0f} s"
+                yield TriggerEvent({"status": "timeout", self.kind: self.resource, "message": message})
                 return
-            self.log.info("%s not done yet (%.0f s)", self.operation_name, waited)
+            self.log.info("%s not done yet (%.0f s)", self.resource, waited)
             await asyncio.sleep(self.poll_interval)
+
+
+class VertexOperationTrigger(_VertexPollingTrigger):
+    """Wait for a long-running operation (upload, deploy, undeploy...)."""
+
+    kind = "operation"
+
+    def check(self) -> dict | None:
+        from google.protobuf.json_format import MessageToDict
+
+        from vertex.hooks import VertexEndpointServiceHook
+
+        client = VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).get_endpoint_service_client(self.region)
+        operation = client.get_operation({"name": self.resource})
+        if not operation.done:
+            return None
+        if operation.HasField("error"):
+            return {"status": "error", "message": f"{operation.error.message} (code {operation.error.code})"}
+        return {"status": "success", "response": MessageToDict(operation.response) if operation.HasField("response")
+                else {}}  # fmt: skip
+
+
+class VertexCustomJobTrigger(_VertexPollingTrigger):
+    """Wait for a custom job to reach a final state (SUCCEEDED, FAILED, CANCELLED, EXPIRED)."""
+
+    kind = "job"
+    FAILED = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+
+    def check(self) -> dict | None:
+        from vertex.hooks import VertexJobServiceHook
+
+        client = VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
+        job = client.get_custom_job(name=self.resource)
+        state = job.state.name
+        if state == "JOB_STATE_SUCCEEDED":
+            return {"status": "success", "state": state}
+        if state in self.FAILED:
+            return {"status": "error", "state": state, "message": f"{state}: {job.error.message or 'no reason given'}"}
+        return None

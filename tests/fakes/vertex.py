@@ -7,15 +7,24 @@ next call with that HTTP error; ``fake.fail_operation("deployModel", "message")`
 operation end with an error; ``fake.stall("deployModel")`` makes its operation never finish.
 ``:predict`` is forwarded to ``predict_url`` (a real local instance of the project's server).
 
+Custom jobs run for real: ``images`` maps an image URI to the command its container would run
+(its ENTRYPOINT), started as a local process with the job's args and env plus the ``AIP_*``
+variables Vertex derives from ``baseOutputDirectory``. States: PENDING -> RUNNING -> SUCCEEDED |
+FAILED (with Vertex's "exited with a non-zero status" error), ``:cancel`` -> CANCELLED;
+``fake.stall("customJobs")`` keeps the next job RUNNING forever without starting it.
+
 Implemented: models:upload, models list (display_name filter) / get / listVersions /
-mergeVersionAliases, endpoints create /
-get / list / patch (traffic split), deployModel, undeployModel, :predict, operations get.
+mergeVersionAliases, endpoints create / get / list / patch (traffic split), deployModel,
+undeployModel, :predict, customJobs create / get / list (label filter) / cancel, operations get.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +63,10 @@ class VertexFake:
     location: str = "us-central1"
     operation_seconds: float = 0.2
     predict_url: str | None = None
+    images: dict = field(default_factory=dict)  # image URI -> the container's entrypoint command
+    job_pending_seconds: float = 0.2
+    jobs: dict = field(default_factory=dict)  # job id -> CustomJob dict
+    job_logs: dict = field(default_factory=dict)  # job id -> combined stdout/stderr of its process
     models: dict = field(default_factory=dict)  # model id -> list of version dicts
     endpoints: dict = field(default_factory=dict)  # endpoint id -> endpoint dict
     operations: dict = field(default_factory=dict)
@@ -61,6 +74,7 @@ class VertexFake:
     _faults: dict = field(default_factory=dict)
     _op_faults: dict = field(default_factory=dict)
     _stalls: set = field(default_factory=set)
+    _processes: dict = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -197,6 +211,66 @@ class VertexFake:
 
         return self._operation("undeployModel", endpoint["name"], {"@type": TYPE + "UndeployModelResponse"}, commit)
 
+    def create_custom_job(self, body: dict) -> dict:
+        specs = body.get("jobSpec", {}).get("workerPoolSpecs") or []
+        if not body.get("displayName") or not specs:
+            raise ValueError("displayName and jobSpec.workerPoolSpecs are required")
+        container = specs[0].get("containerSpec", {})
+        if container.get("imageUri") not in self.images:
+            raise ValueError(f"image {container.get('imageUri')!r} not found (or no permission to pull it)")
+        job_id = str(next(self._ids))
+        job = {**body, "name": f"{self.parent}/customJobs/{job_id}", "state": "JOB_STATE_PENDING",
+               "createTime": _now(), "updateTime": _now()}  # fmt: skip
+        self.jobs[job_id] = job
+        stalled = "customJobs" in self._stalls
+        self._stalls.discard("customJobs")
+        threading.Thread(target=self._run_job, args=(job_id, container, stalled), daemon=True).start()
+        return job
+
+    def _set_job(self, job_id: str, **fields) -> None:
+        with self._lock:
+            self.jobs[job_id].update(fields, updateTime=_now())
+
+    def _run_job(self, job_id: str, container: dict, stalled: bool) -> None:
+        time.sleep(self.job_pending_seconds)
+        if self.jobs[job_id]["state"] != "JOB_STATE_PENDING":
+            return  # cancelled before it started
+        self._set_job(job_id, state="JOB_STATE_RUNNING", startTime=_now())
+        if stalled:
+            return
+        env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
+        if base := self.jobs[job_id]["jobSpec"].get("baseOutputDirectory", {}).get("outputUriPrefix"):
+            base = base.rstrip("/")
+            env.update(AIP_MODEL_DIR=f"{base}/model/", AIP_CHECKPOINT_DIR=f"{base}/checkpoints/",
+                       AIP_TENSORBOARD_LOG_DIR=f"{base}/logs/")  # fmt: skip
+        command = container.get("command") or self.images[container["imageUri"]]
+        with tempfile.TemporaryFile() as output:
+            process = subprocess.Popen([*command, *container.get("args", [])], env=env, stdout=output,
+                                       stderr=subprocess.STDOUT)  # fmt: skip
+            self._processes[job_id] = process
+            status = process.wait()
+            output.seek(0)
+            self.job_logs[job_id] = output.read().decode(errors="replace")
+        if self.jobs[job_id]["state"] == "JOB_STATE_CANCELLING":
+            self._set_job(job_id, state="JOB_STATE_CANCELLED", endTime=_now(), error={"code": 1, "message": "CANCELED"})
+        elif status == 0:
+            self._set_job(job_id, state="JOB_STATE_SUCCEEDED", endTime=_now())
+        else:
+            message = (f"The replica workerpool0-0 exited with a non-zero status of {status}. Termination reason: "
+                       f"Error. To find out more about why your job exited please check the logs.")  # fmt: skip
+            self._set_job(job_id, state="JOB_STATE_FAILED", endTime=_now(), error={"code": 3, "message": message})
+
+    def cancel_custom_job(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        if job["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+            raise ValueError(f"job {job_id} is already {job['state']}")
+        process = self._processes.get(job_id)
+        if process is None:  # not started, or stalled: nothing runs
+            job.update(state="JOB_STATE_CANCELLED", endTime=_now(), error={"code": 1, "message": "CANCELED"})
+            return
+        job["state"] = "JOB_STATE_CANCELLING"
+        process.terminate()
+
     # ---- HTTP ------------------------------------------------------------------------------------
     def app(self) -> Starlette:
         # The REST operations client polls the /ui/... binding of operations.get; serve both prefixes.
@@ -268,6 +342,24 @@ class VertexFake:
                 except KeyError:
                     return _error(400, f"deployed model {body.get('deployedModelId')} is not on the endpoint")
             return await self._predict(endpoint_id, body)
+        if rest == "customJobs" and method == "POST":
+            try:
+                return JSONResponse(self.create_custom_job(body))
+            except ValueError as exc:
+                return _error(400, str(exc))
+        if rest == "customJobs" and method == "GET":
+            wanted = request.query_params.get("filter", "")
+            return JSONResponse({"customJobs": [j for j in self.jobs.values() if _matches(j, wanted)]})
+        if m := re.fullmatch(r"customJobs/([^/:]+)(:cancel)?", rest):
+            if m.group(1) not in self.jobs:
+                return _not_found(rest)
+            if not m.group(2):
+                return JSONResponse(self.jobs[m.group(1)])
+            try:
+                self.cancel_custom_job(m.group(1))
+            except ValueError as exc:
+                return _error(400, str(exc), "FAILED_PRECONDITION")
+            return JSONResponse({})
         return _not_found(rest)
 
     async def _predict(self, endpoint_id: str, body: dict) -> JSONResponse:
@@ -294,9 +386,12 @@ def _matches(endpoint: dict, wanted: str) -> bool:
     return True
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": status, "message": message, "status": "INVALID_ARGUMENT"}},
-                        status_code=status)  # fmt: skip
+def _error(status: int, message: str, reason: str = "INVALID_ARGUMENT") -> JSONResponse:
+    return JSONResponse({"error": {"code": status, "message": message, "status": reason}}, status_code=status)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _not_found(what: str) -> JSONResponse:

@@ -40,3 +40,13 @@ def test_bad_values_are_named():
     with pytest.raises(ValueError, match="unknown setting"):
         load_settings({"storage_rot": "x"})
     assert isinstance(load_settings(env={}), Settings)
+
+
+def test_vertex_training_root_must_be_on_gcs():
+    from recsys.config import load_settings
+
+    assert load_settings({"storage_root": "gs://lake/recsys/"}).vertex_training_root() == "gs://lake/recsys"
+    staged = load_settings({"storage_root": "file:///data", "vertex_staging_uri": "gs://stage/x"})
+    assert staged.vertex_training_root() == "gs://stage/x"
+    with pytest.raises(ValueError, match="needs storage_root or vertex_staging_uri on gs://"):
+        load_settings({"storage_root": "s3://lake", "vertex_staging_uri": ""}).vertex_training_root()

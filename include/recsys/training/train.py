@@ -99,7 +99,8 @@ def train_and_export(
     if holdout.empty:
         raise NotEnoughDataError(f"no interactions in the {holdout_days} holdout day(s) ending {end_day}")
 
-    fitted = fit(train, window.users, window.items, params, callbacks=_aip_callbacks())
+    with tempfile.TemporaryDirectory(prefix="recsys-aip-") as aip_tmp:
+        fitted = fit(train, window.users, window.items, params, callbacks=_aip_callbacks(Path(aip_tmp)))
     catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
     candidate_embeddings = fitted.candidate_embeddings(catalog, window.items)
     query = lambda users: fitted.query_embeddings(users, window.users)  # noqa: E731
@@ -163,17 +164,37 @@ def _tensors(columns: dict) -> dict:
     return {k: tf.constant(v) for k, v in columns.items()}
 
 
-def _aip_callbacks() -> list:
-    """Vertex AI conventions: per-epoch checkpoints and TensorBoard logs when the env asks for them."""
+def _aip_callbacks(local_root: Path) -> list:
+    """Vertex AI conventions: per-epoch checkpoints and TensorBoard logs when the env asks for them.
+
+    Keras writes to local disk; a remote ``gs://``/``s3://`` target is refreshed after every epoch.
+    """
     import tensorflow as tf
 
     callbacks = []
-    if checkpoint_dir := os.environ.get("AIP_CHECKPOINT_DIR"):
-        callbacks.append(tf.keras.callbacks.ModelCheckpoint(
-            checkpoint_dir.rstrip("/") + "/epoch-{epoch:03d}.weights.h5", save_weights_only=True))  # fmt: skip
-    if log_dir := os.environ.get("AIP_TENSORBOARD_LOG_DIR"):
-        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir))
+    for variable, name in (("AIP_CHECKPOINT_DIR", "checkpoints"), ("AIP_TENSORBOARD_LOG_DIR", "logs")):
+        target = os.environ.get(variable)
+        if not target:
+            continue
+        local = Path(target) if "://" not in target else local_root / name
+        if name == "checkpoints":
+            path = str(local / "epoch-{epoch:03d}.weights.h5")
+            callbacks.append(tf.keras.callbacks.ModelCheckpoint(path, save_weights_only=True))
+        else:
+            callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(local)))
+        if "://" in target:
+            callbacks.append(_UploadAfterEachEpoch(local, target))
     return callbacks
+
+
+def _UploadAfterEachEpoch(local: Path, target: str):  # noqa: N802 - a class factory: tf is imported lazily
+    import tensorflow as tf
+
+    class UploadAfterEachEpoch(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            upload_dir(local, target)
+
+    return UploadAfterEachEpoch()
 
 
 def build_parser() -> argparse.ArgumentParser:
