@@ -78,7 +78,8 @@ def recsys_vertex_deploy():
                 "gcp_conn_id": settings.gcp_conn_id, "image": settings.serving_image_uri,
                 "model_name": settings.vertex_model_display_name,
                 "endpoint_name": settings.vertex_endpoint_display_name, "dry_run": params["dry_run"],
-                "poll_seconds": settings.vertex_poll_seconds}  # fmt: skip
+                "poll_seconds": settings.vertex_poll_seconds,
+                "operation_timeout": settings.vertex_operation_timeout_seconds}  # fmt: skip
 
     @task.short_circuit
     def changes_allowed(planned: dict) -> bool:
@@ -100,13 +101,17 @@ def recsys_vertex_deploy():
 
     @task(multiple_outputs=True)  # downstream operators read its keys
     def deployment(planned: dict, uploaded: dict, target: dict) -> dict:
-        """The deployed-model spec and the canary traffic split."""
-        params = get_current_context()["params"]
+        """The deployed-model spec and the canary traffic split. The display name is unique to this run,
+        so a retried deploy finds its own deployment and a new run never mistakes the live one for it."""
+        import hashlib
+
+        context = get_current_context()
+        params, run_key = context["params"], hashlib.sha1(context["run_id"].encode()).hexdigest()[:8]
         previous = target["previous_deployed_model_id"]
         canary = 100 if params["skip_canary"] or previous is None else params["canary_percent"]
         split = {"0": canary, **({previous: 100 - canary} if canary < 100 else {})}
         return {"endpoint_id": target["endpoint_id"], "traffic_split": split, "deployed_model": {
-            "model": uploaded["model"], "display_name": f"recsys-{planned['version']}"[:128],
+            "model": uploaded["model"], "display_name": f"recsys-{planned['version']}"[:119] + f"-{run_key}",
             "dedicated_resources": {"machine_spec": {"machine_type": params["machine_type"]},
                                     "min_replica_count": params["min_replicas"],
                                     "max_replica_count": params["max_replicas"]}}}  # fmt: skip
@@ -170,6 +175,8 @@ def recsys_vertex_deploy():
         "project_id": "{{ ti.xcom_pull('plan')['project'] }}",
         "region": "{{ ti.xcom_pull('plan')['region'] }}",
         "gcp_conn_id": "{{ ti.xcom_pull('plan')['gcp_conn_id'] }}",
+        "poll_interval": "{{ ti.xcom_pull('plan')['poll_seconds'] }}",
+        "operation_timeout": "{{ ti.xcom_pull('plan')['operation_timeout'] }}",
     }
     upload = IdempotentUploadModelOperator(task_id="upload", model=upload_spec(planned),
                                            version="{{ ti.xcom_pull('plan')['version'] }}", **conn)  # fmt: skip

@@ -46,6 +46,7 @@ class Settings:
     vertex_endpoint_display_name: str = "recsys-retrieval"
     serving_image_uri: str = ""
     vertex_poll_seconds: float = 10.0
+    vertex_operation_timeout_seconds: float = 3600.0  # upload / deploy / undeploy waits
     trainer_image_uri: str = ""  # docker/trainer.Dockerfile in Artifact Registry (training_backend=vertex)
     vertex_staging_uri: str = ""  # gs:// prefix for staged windows and job outputs when storage_root is not gs://
     vertex_training_machine_type: str = "n1-standard-8"

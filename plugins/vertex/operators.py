@@ -17,6 +17,15 @@ class VertexOperationFailed(RuntimeError):
     """The Vertex AI operation ended with an error or did not finish in time."""
 
 
+def quota_retry():
+    """Retry a start call answered 429 (quota / RESOURCE_EXHAUSTED: nothing was started) with backoff,
+    up to 10 minutes, inside the task: throttling never burns a task retry."""
+    from google.api_core import exceptions, retry
+
+    return retry.Retry(predicate=retry.if_exception_type(exceptions.TooManyRequests, exceptions.ResourceExhausted),
+                       initial=1.0, maximum=60.0, multiplier=2.0, timeout=600.0)  # fmt: skip
+
+
 class _DeferrableVertexOperator(BaseOperator):
     template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id", "poll_interval", "operation_timeout")
 
@@ -65,8 +74,8 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
         from vertex.hooks import VertexModelServiceHook
 
         return VertexModelServiceHook(gcp_conn_id=self.gcp_conn_id).upload_model(
-            project_id=self.project_id, region=self.region, model=self.model, parent_model=self.parent_model
-        )
+            project_id=self.project_id, region=self.region, model=self.model, parent_model=self.parent_model,
+            retry=quota_retry())  # fmt: skip
 
     def finish(self, response: dict, context) -> dict:
         return {"model": response["model"], "model_id": response["model"].rsplit("/", 1)[-1],
@@ -80,12 +89,29 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
         super().__init__(**kwargs)
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
+    def execute(self, context):
+        existing = self.already_deployed()
+        if existing is not None:
+            self.log.info("%s is already deployed as %s: not deploying again", self.deployed_model["display_name"],
+                          existing)  # fmt: skip
+            return {"deployed_model_id": existing, "endpoint_id": self.endpoint_id, "reused": True}
+        return super().execute(context)
+
+    def already_deployed(self) -> str | None:
+        """A retry after a lost worker or a timed-out wait finds its own deployment (same display name)."""
+        from vertex.hooks import VertexEndpointServiceHook
+
+        name = self.deployed_model.get("display_name")
+        endpoint = VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).get_endpoint(
+            project_id=self.project_id, region=self.region, endpoint=self.endpoint_id)  # fmt: skip
+        return next((d.id for d in endpoint.deployed_models if name and d.display_name == name), None)
+
     def start(self):
         from vertex.hooks import VertexEndpointServiceHook
 
         return VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).deploy_model(
             project_id=self.project_id, region=self.region, endpoint=self.endpoint_id,
-            deployed_model=self.deployed_model, traffic_split=self.traffic_split)  # fmt: skip
+            deployed_model=self.deployed_model, traffic_split=self.traffic_split, retry=quota_retry())  # fmt: skip
 
     def finish(self, response: dict, context) -> dict:
         return {"deployed_model_id": response["deployedModel"]["id"], "endpoint_id": self.endpoint_id}
@@ -110,7 +136,8 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
 
         return VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).undeploy_model(
             project_id=self.project_id, region=self.region, endpoint=self.endpoint_id,
-            deployed_model_id=self.deployed_model_id, traffic_split=self.traffic_split)  # fmt: skip
+            deployed_model_id=self.deployed_model_id, traffic_split=self.traffic_split,
+            retry=quota_retry())  # fmt: skip
 
     def finish(self, response: dict, context) -> dict:
         return {"undeployed_model_id": self.deployed_model_id, "endpoint_id": self.endpoint_id}
@@ -186,7 +213,7 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
             self.log.info("reattaching to %s (%s) instead of starting another job", job.name, job.state.name)
         else:
             parent = f"projects/{self.project_id}/locations/{self.region}"
-            job = client.create_custom_job(parent=parent, custom_job=self.custom_job)
+            job = client.create_custom_job(parent=parent, custom_job=self.custom_job, retry=quota_retry())
         self.job_name = job.name
         if job.state.name == "JOB_STATE_SUCCEEDED":
             return self.finish({}, context)

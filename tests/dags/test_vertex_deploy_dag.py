@@ -66,27 +66,36 @@ def test_first_rollout_then_canary_promotion(deploy_dag, vertex, trained_model):
     assert versions[0]["containerSpec"]["imageUri"].endswith("serving:1")
     assert states(first)["rollback"] == "skipped"
 
-    # the same model again: the upload is reused, not repeated
+    # the same model again, with a quota error on the first deploy call: the upload is reused, not
+    # repeated; the 429 is retried inside the task; the canary gets 20% before the promotion
+    live = endpoint["deployedModels"][0]["id"]
     uploads = sum(1 for _, path, _ in vertex.calls if path.endswith("models:upload"))
+    vertex.fail_next("deployModel", status=429, message="Quota exceeded for aiplatform.googleapis.com/...")
+    history_before = len(vertex.traffic_history)
     again = deploy_dag.test(run_conf={"model_dir": model_dir, "canary_percent": 20})
     assert again.state == "success", states(again)
     assert sum(1 for _, path, _ in vertex.calls if path.endswith("models:upload")) == uploads
+    assert {ti.task_id: ti.try_number for ti in again.get_task_instances()}["deploy_canary"] == 1
+    assert sum(1 for c in vertex.calls if c[2] == "deployModel") == 3  # first run, the 429, its retry
     endpoint = endpoint_state(vertex)
-    assert len(endpoint["deployedModels"]) == 1  # the previous deployment was undeployed after promotion
-    assert list(endpoint["trafficSplit"].values()) == [100]
-    deploy_calls = [c for c in vertex.calls if c[2] == "deployModel"]
-    assert len(deploy_calls) == 2
+    (new,) = [d["id"] for d in endpoint["deployedModels"]]  # the previous deployment was undeployed
+    splits = [split for _, split in vertex.traffic_history[history_before:]]
+    assert splits == [{new: 20, live: 80}, {new: 100}, {new: 100}], splits  # canary, promote, undeploy old
+    assert new != live and endpoint["trafficSplit"] == {new: 100}
 
 
-def test_failed_canary_rolls_back_and_the_old_model_keeps_serving(deploy_dag, vertex, trained_model):
+def test_failed_canary_rolls_back_and_the_old_model_keeps_serving(deploy_dag, vertex, trained_model, monkeypatch):
     model_dir = trained_model[0]
     assert deploy_dag.test(run_conf={"model_dir": model_dir}).state == "success"
     live = endpoint_state(vertex)["deployedModels"][0]["id"]
 
-    for _attempt in range(3):  # the task's first try and both retries fail
+    monkeypatch.setenv("RECSYS_VERTEX_OPERATION_TIMEOUT_SECONDS", "2")
+    vertex.stall("deployModel")  # the first try times out waiting
+    for _attempt in range(2):  # both retries fail
         vertex.fail_operation("deployModel", "Model server never became ready: health check failed")
     failed = deploy_dag.test(run_conf={"model_dir": model_dir})
     assert failed.state == "failed"
+    assert sum(1 for op in vertex.operations.values() if op.stalled) == 1
     assert states(failed)["deploy_canary"] == "failed" and states(failed)["rollback"] == "success"
     endpoint = endpoint_state(vertex)
     assert [d["id"] for d in endpoint["deployedModels"]] == [live]

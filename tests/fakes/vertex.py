@@ -4,7 +4,8 @@ Served over real HTTP (uvicorn on loopback) so the real ``google-cloud-aiplatfor
 reach it with ``transport="rest"``. Long-running operations finish ``operation_seconds`` after they
 start. Faults are injected per method: ``fake.fail_next("deployModel", status=429)`` answers the
 next call with that HTTP error; ``fake.fail_operation("deployModel", "message")`` makes the next such
-operation end with an error; ``fake.stall("deployModel")`` makes its operation never finish.
+operation end with an error; ``fake.stall("deployModel")`` makes the next such operation never finish.
+``traffic_history`` records every traffic split an endpoint had, in order.
 ``:predict`` is forwarded to ``predict_url`` (a real local instance of the project's server).
 
 Custom jobs run for real: ``images`` maps an image URI to the command its container would run
@@ -73,7 +74,8 @@ class VertexFake:
     calls: list = field(default_factory=list)
     _faults: dict = field(default_factory=dict)
     _op_faults: dict = field(default_factory=dict)
-    _stalls: set = field(default_factory=set)
+    _stalls: list = field(default_factory=list)
+    traffic_history: list = field(default_factory=list)  # (endpoint id, split) after every change
     _processes: dict = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,7 +88,17 @@ class VertexFake:
         self._op_faults.setdefault(method, []).append(message)
 
     def stall(self, method: str) -> None:
-        self._stalls.add(method)
+        self._stalls.append(method)
+
+    def _take_stall(self, method: str) -> bool:
+        if method in self._stalls:
+            self._stalls.remove(method)
+            return True
+        return False
+
+    def _set_split(self, endpoint: dict, split: dict) -> None:
+        endpoint["trafficSplit"] = {k: v for k, v in split.items() if v}
+        self.traffic_history.append((endpoint["name"].rsplit("/", 1)[-1], dict(endpoint["trafficSplit"])))
 
     # ---- helpers ---------------------------------------------------------------------------------
     @property
@@ -100,10 +112,10 @@ class VertexFake:
             time.monotonic(),
             response=response,
             on_done=on_done,
-            stalled=method in self._stalls,
+            stalled=self._take_stall(method),
             metadata_type=METADATA_TYPES[method],
         )
-        if self._op_faults.get(method):
+        if not op.stalled and self._op_faults.get(method):
             op.error = {"code": 9, "message": self._op_faults[method].pop(0)}
         self.operations[name] = op
         return {"name": name, "done": False,
@@ -192,7 +204,7 @@ class VertexFake:
 
         def commit():
             endpoint["deployedModels"].append(deployed)
-            endpoint["trafficSplit"] = {(deployed["id"] if k == "0" else k): v for k, v in split.items() if v}
+            self._set_split(endpoint, {(deployed["id"] if k == "0" else k): v for k, v in split.items()})
 
         return self._operation("deployModel", endpoint["name"],
                                {"@type": TYPE + "DeployModelResponse", "deployedModel": deployed}, commit)  # fmt: skip
@@ -207,7 +219,7 @@ class VertexFake:
         def commit():
             endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
             remaining = split or {k: v for k, v in endpoint["trafficSplit"].items() if k != deployed_id}
-            endpoint["trafficSplit"] = {k: v for k, v in remaining.items() if v}
+            self._set_split(endpoint, remaining)
 
         return self._operation("undeployModel", endpoint["name"], {"@type": TYPE + "UndeployModelResponse"}, commit)
 
@@ -222,8 +234,7 @@ class VertexFake:
         job = {**body, "name": f"{self.parent}/customJobs/{job_id}", "state": "JOB_STATE_PENDING",
                "createTime": _now(), "updateTime": _now()}  # fmt: skip
         self.jobs[job_id] = job
-        stalled = "customJobs" in self._stalls
-        self._stalls.discard("customJobs")
+        stalled = self._take_stall("customJobs")
         threading.Thread(target=self._run_job, args=(job_id, container, stalled), daemon=True).start()
         return job
 
@@ -327,7 +338,9 @@ class VertexFake:
             if method == "PATCH":
                 for key in request.query_params.get("updateMask", "").split(","):
                     camel = re.sub(r"_(\w)", lambda g: g.group(1).upper(), key.strip())
-                    if camel in body:
+                    if camel == "trafficSplit":
+                        self._set_split(endpoint, body.get(camel, {}))
+                    elif camel in body:
                         endpoint[camel] = body[camel]
             return JSONResponse(endpoint)
         if m := re.fullmatch(r"endpoints/([^/:]+):(deployModel|undeployModel|predict)", rest):
