@@ -8,13 +8,13 @@ import asyncio
 import pytest
 
 
-def deferred(operator):
-    """``execute`` must defer (no worker slot held); return the trigger it deferred to."""
+def deferred(operator, method: str = "execute_complete"):
+    """``execute`` must defer (no worker slot held) to ``method``; return the trigger it deferred to."""
     from airflow.sdk.exceptions import TaskDeferred
 
     with pytest.raises(TaskDeferred) as deferral:
         operator.execute(context={})
-    assert deferral.value.method_name == "execute_complete"
+    assert deferral.value.method_name == method
     return deferral.value.trigger
 
 

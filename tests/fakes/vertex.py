@@ -31,11 +31,12 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from fakes.running import RunningFake  # noqa: F401 - re-exported for the tests
 
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 METADATA_TYPES = {
@@ -410,25 +411,3 @@ def _now() -> str:
 def _not_found(what: str) -> JSONResponse:
     return JSONResponse({"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}},
                         status_code=404)  # fmt: skip
-
-
-class RunningFake:
-    """Serve a :class:`VertexFake` on a loopback port in a background thread."""
-
-    def __init__(self, fake: VertexFake, port: int):
-        self.fake, self.port = fake, port
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(fake.app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> RunningFake:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -1,0 +1,1 @@
+"""Amazon Personalize, provider-style: hook, waiters, triggers, operators, sensors (the amazon provider has none)."""

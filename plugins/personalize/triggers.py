@@ -1,0 +1,64 @@
+"""Triggers that wait for Personalize jobs in the triggerer, on the custom waiters (``AwsBaseWaiterTrigger``).
+
+The failure message carries the job's ``failureReason``; throttling during the wait is retried by
+the provider's ``async_wait``. ``waiter_delay * waiter_max_attempts`` is the overall timeout.
+When a user kills the deferred task (mark failed / clear), a solution version that is still
+training is stopped (``StopSolutionVersionCreation``); a triggerer restart does not stop anything.
+"""
+
+from __future__ import annotations
+
+from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
+
+from personalize.hooks import PersonalizeHook
+
+
+class _PersonalizeTrigger(AwsBaseWaiterTrigger):
+    aws_hook_class = PersonalizeHook
+    waiter: str
+    arn_argument: str  # the Describe call's ARN parameter
+    resource: str  # the key of the described resource in the response
+    status_path: str = "status"
+
+    def __init__(self, *, arn: str, waiter_delay: int = 30, waiter_max_attempts: int = 240,
+                 aws_conn_id: str | None = "aws_default", **kwargs):  # fmt: skip
+        super().__init__(
+            serialized_fields={"arn": arn},
+            waiter_name=self.waiter,
+            waiter_args={self.arn_argument: arn},
+            failure_message=f"{self.resource} {arn} failed",
+            status_message=f"{self.resource} {arn} status",
+            status_queries=[
+                f"{self.resource}.{self.status_path}",
+                f"{self.resource}.{self.status_path.removesuffix('status')}failureReason",
+            ],
+            return_key="arn",
+            return_value=arn,
+            waiter_delay=waiter_delay,
+            waiter_max_attempts=waiter_max_attempts,
+            aws_conn_id=aws_conn_id,
+            **kwargs,
+        )
+
+
+class DatasetImportJobTrigger(_PersonalizeTrigger):
+    waiter, arn_argument, resource = "dataset_import_job_active", "datasetImportJobArn", "datasetImportJob"
+
+
+class BatchInferenceJobTrigger(_PersonalizeTrigger):
+    waiter, arn_argument, resource = "batch_inference_job_active", "batchInferenceJobArn", "batchInferenceJob"
+
+
+class CampaignUpdateTrigger(_PersonalizeTrigger):
+    waiter, arn_argument, resource = "campaign_update_active", "campaignArn", "campaign"
+    status_path = "latestCampaignUpdate.status"
+
+
+class SolutionVersionTrigger(_PersonalizeTrigger):
+    waiter, arn_argument, resource = "solution_version_active", "solutionVersionArn", "solutionVersion"
+
+    async def on_kill(self) -> None:
+        hook = self.hook()
+        async with await hook.get_async_conn() as client:
+            self.log.warning("task killed: stopping %s", self.return_value)
+            await client.stop_solution_version_creation(solutionVersionArn=self.return_value)
