@@ -91,3 +91,11 @@ class VertexCustomJobTrigger(_VertexPollingTrigger):
         if state in self.FAILED:
             return {"status": "error", "state": state, "message": f"{state}: {job.error.message or 'no reason given'}"}
         return None
+
+    async def on_kill(self) -> None:
+        """A user killed the deferred task (mark failed / clear): cancel the job so it stops costing money."""
+        from vertex.hooks import VertexJobServiceHook
+
+        client = VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
+        self.log.warning("task killed: cancelling %s", self.resource)
+        await asyncio.to_thread(client.cancel_custom_job, name=self.resource)

@@ -81,6 +81,21 @@ def test_stuck_job_times_out_and_is_cancelled(vertex):
     assert any(verb == "cancel" for _, _, verb in vertex.calls)
 
 
+def test_killing_the_deferred_task_cancels_the_job(vertex):
+    import asyncio
+    import time
+
+    vertex.stall("customJobs")
+    trigger = deferred(job_operator("train", 0))
+    asyncio.run(trigger.on_kill())  # what the triggerer calls when a user marks the deferred task failed
+    (job,) = vertex.jobs.values()
+    for _ in range(50):
+        if job["state"] == "JOB_STATE_CANCELLED":
+            break
+        time.sleep(0.1)
+    assert job["state"] == "JOB_STATE_CANCELLED"
+
+
 def test_unknown_image_is_rejected_with_the_api_message(vertex):
     from google.api_core.exceptions import BadRequest
     from vertex.operators import DeferrableCustomJobOperator
