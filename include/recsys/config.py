@@ -19,6 +19,10 @@ from typing import Any
 ENV_PREFIX = "RECSYS_"
 VARIABLE_PREFIX = "recsys_"
 
+# Pools (created by `python -m recsys.demo setup`; DAGs name them at parse time, so they are constants).
+# Personalize allows 5 import jobs in flight per region: 5 slots that count deferred (waiting) tasks too.
+PERSONALIZE_IMPORT_POOL = ("personalize_imports", 5, "Personalize dataset import jobs in flight (limit 5/region)")
+
 DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "watch")
 
 
@@ -52,6 +56,15 @@ class Settings:
     vertex_training_machine_type: str = "n1-standard-8"
     vertex_service_account: str = ""  # the job's identity; empty = the project's default Vertex service agent
     vertex_training_timeout_seconds: float = 4 * 3600.0
+    # Amazon Personalize (recsys_personalize): resources are created once by the platform team (IaC).
+    personalize_s3_uri: str = ""  # s3://bucket/prefix the role can read (CSVs, batch input) and write (output)
+    personalize_role_arn: str = ""  # the role Personalize assumes to read/write that prefix
+    personalize_interactions_dataset_arn: str = ""
+    personalize_users_dataset_arn: str = ""
+    personalize_items_dataset_arn: str = ""
+    personalize_solution_arn: str = ""  # its recipe decides whether UPDATE training exists
+    personalize_campaign_arn: str = ""  # empty = no campaign to update
+    personalize_poll_seconds: float = 60.0
 
     @property
     def extract_root(self) -> str:
@@ -62,6 +75,10 @@ class Settings:
     def models_root(self) -> str:
         """Root of the versioned model directories and the champion pointer."""
         return self.storage_root.rstrip("/") + "/models"
+
+    def personalize_dataset_arns(self) -> dict[str, str]:
+        return {"interactions": self.personalize_interactions_dataset_arn, "users": self.personalize_users_dataset_arn,
+                "items": self.personalize_items_dataset_arn}  # fmt: skip
 
     def vertex_training_root(self) -> str:
         """The ``gs://`` folder a Vertex training job reads from and writes to."""

@@ -40,6 +40,17 @@ def setup_connections() -> None:
             print(f"connection {conn.conn_id}: {conn.conn_type} {conn.host}")
 
 
+def setup_pools() -> None:
+    """Create or update the pools the DAGs use (deferred tasks count against them)."""
+    from airflow.models.pool import Pool
+
+    from recsys.config import PERSONALIZE_IMPORT_POOL
+
+    name, slots, description = PERSONALIZE_IMPORT_POOL
+    Pool.create_or_update_pool(name, slots, description, include_deferred=True)
+    print(f"pool {name}: {slots} slots (deferred tasks included)")
+
+
 def _dag(dag_id: str, dag_folder: str):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -129,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup_connections()
+        setup_pools()
     elif args.command == "extract":
         logging.getLogger("airflow").setLevel(logging.WARNING)
         states = run_extract(args.days, args.dag_folder)

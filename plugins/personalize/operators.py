@@ -27,6 +27,7 @@ from personalize.names import attempt_name
 class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
     aws_hook_class = PersonalizeHook
     trigger_class: type[triggers._PersonalizeTrigger]
+    template_fields: Sequence[str] = aws_template_fields("waiter_delay")
 
     def __init__(self, *, deferrable: bool = True, wait_for_completion: bool = True, waiter_delay: int = 30,
                  waiter_max_attempts: int = 240, busy_retry_seconds: float = 60, busy_timeout_seconds: float = 3600,
@@ -56,7 +57,7 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
             except ClientError as error:
                 return self._wait_until_not_busy(context, error, busy_since or time.time())
             self.log.info("started %s", arn)
-        self.arn = arn
+        self.arn, self.waiter_delay = arn, float(self.waiter_delay)  # may arrive templated, as a string
         if not self.wait_for_completion:
             return arn
         trigger = self.trigger_class(
@@ -103,8 +104,8 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
 class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):
     """Import a CSV file or folder (``data_location``, ``s3://.../``) into a dataset."""
 
-    template_fields: Sequence[str] = aws_template_fields("job_name", "dataset_arn", "data_location", "role_arn",
-                                                         "import_mode")  # fmt: skip
+    template_fields: Sequence[str] = aws_template_fields(
+        "waiter_delay", "job_name", "dataset_arn", "data_location", "role_arn", "import_mode")  # fmt: skip
     trigger_class = triggers.DatasetImportJobTrigger
 
     def __init__(self, *, job_name: str, dataset_arn: str, data_location: str, role_arn: str,
@@ -126,7 +127,7 @@ class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):
 class PersonalizeCreateSolutionVersionOperator(_PersonalizeJobOperator):
     """Train a solution version (``FULL`` or ``UPDATE``); killing the task stops the training."""
 
-    template_fields: Sequence[str] = aws_template_fields("solution_arn", "name", "training_mode")
+    template_fields: Sequence[str] = aws_template_fields("waiter_delay", "solution_arn", "name", "training_mode")
     trigger_class = triggers.SolutionVersionTrigger
 
     def __init__(self, *, solution_arn: str, name: str, training_mode: str = "FULL", **kwargs):
@@ -152,8 +153,8 @@ class PersonalizeCreateSolutionVersionOperator(_PersonalizeJobOperator):
 class PersonalizeCreateBatchInferenceJobOperator(_PersonalizeJobOperator):
     """Batch recommendations: JSON lines ``{"userId": ...}`` in ``input_path``, results under ``output_path``."""
 
-    template_fields: Sequence[str] = aws_template_fields("job_name", "solution_version_arn", "input_path",
-                                                         "output_path", "role_arn")  # fmt: skip
+    template_fields: Sequence[str] = aws_template_fields(
+        "waiter_delay", "job_name", "solution_version_arn", "input_path", "output_path", "role_arn")  # fmt: skip
     trigger_class = triggers.BatchInferenceJobTrigger
 
     def __init__(self, *, job_name: str, solution_version_arn: str, input_path: str, output_path: str,
@@ -184,7 +185,7 @@ class PersonalizeCreateBatchInferenceJobOperator(_PersonalizeJobOperator):
 class PersonalizeUpdateCampaignOperator(_PersonalizeJobOperator):
     """Point a campaign at a solution version and wait for ``latestCampaignUpdate`` to be ACTIVE."""
 
-    template_fields: Sequence[str] = aws_template_fields("campaign_arn", "solution_version_arn")
+    template_fields: Sequence[str] = aws_template_fields("waiter_delay", "campaign_arn", "solution_version_arn")
     trigger_class = triggers.CampaignUpdateTrigger
 
     def __init__(self, *, campaign_arn: str, solution_version_arn: str, min_provisioned_tps: int | None = None,

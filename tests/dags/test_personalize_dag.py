@@ -1,0 +1,159 @@
+"""Run ``recsys_personalize`` (``dag.test``: deferred waits run their triggers inline) against the
+Personalize fake (JSON 1.1) and a moto S3 server, on the session's synthetic lake."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fakes.personalize import PersonalizeFake
+from fakes.ports import free_port
+from fakes.running import RunningFake
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+DAY = {"end_day": "2026-11-09", "window_days": 8}
+ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
+
+
+@pytest.fixture
+def personalize(airflow_db, synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch):
+    """The fake with a dataset group and a campaign; settings and the AWS connection pointing at it."""
+    from recsys.demo import setup_pools
+
+    setup_pools()
+    root = tmp_path / "storage"
+    shutil.copytree(Path(synthetic_lake.removeprefix("file://")) / "extract", root / "extract")
+    fake = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.1, job_seconds=0.3)
+    arns = fake.create_dataset_group()
+    fake.campaign = fake.create_campaign(arns["solution"])
+    with RunningFake(fake, free_port()) as running:
+        connection = {"conn_type": "aws", "login": "test", "password": "test",
+                      "extra": {"region_name": "us-east-1", "endpoint_url": moto_s3,
+                                "service_config": {"personalize": {"endpoint_url": running.url}}}}  # fmt: skip
+        settings = {"STORAGE_ROOT": root.as_uri(), "PERSONALIZE_S3_URI": f"s3://{s3_bucket}/personalize",
+                    "PERSONALIZE_ROLE_ARN": ROLE, "PERSONALIZE_SOLUTION_ARN": arns["solution"],
+                    "PERSONALIZE_CAMPAIGN_ARN": fake.campaign, "PERSONALIZE_POLL_SECONDS": "0.2"}  # fmt: skip
+        settings |= {f"PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+        for key, value in settings.items():
+            monkeypatch.setenv(f"RECSYS_{key}", value)
+        fake.bucket, fake.root = s3_bucket, root
+        yield fake
+
+
+@pytest.fixture
+def dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.dags["recsys_personalize"]
+
+
+def states(run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in run.get_task_instances() if ti.map_index < 1}
+
+
+def report(fake: PersonalizeFake) -> dict:
+    (path,) = (fake.root / "personalize" / "runs").glob("*/report.json")
+    return json.loads(path.read_text())
+
+
+def test_full_retrain_imports_trains_scores_and_updates_the_campaign(dag, personalize):
+    fake = personalize
+    run = dag.test(run_conf={**DAY, "training_mode": "FULL"})
+    assert run.state == "success", states(run)
+    imports = fake.created("import")
+    assert sorted(j.fields["importMode"] for j in imports) == ["FULL", "FULL", "FULL"]
+    interactions = next(j for j in imports if j.fields["datasetArn"].endswith("/INTERACTIONS"))
+    assert fake.datasets[interactions.fields["datasetArn"]]["rows"] > 1000  # the whole 8-day window
+    (version,) = [v for v in fake.created("solution_version") if v.name != "initial-full"]
+    assert version.fields["trainingMode"] == "FULL" and fake.status(version) == "ACTIVE"
+    assert fake.campaigns[fake.campaign]["solutionVersionArn"] == version.arn
+    (batch,) = fake.created("batch")
+    out = batch.fields["jobOutput"]["s3DataDestination"]["path"]
+    key = out.removeprefix(f"s3://{fake.bucket}/") + "users.jsonl.out"
+    lines = fake._s3().get_object(Bucket=fake.bucket, Key=key)["Body"].read().decode().splitlines()
+    assert lines and json.loads(lines[0])["output"]["recommendedItems"]
+    written = report(fake)
+    assert written["solution_version"] == version.arn and written["training"]["mode"] == "FULL"
+    assert written["task_states"]["update_campaign"] == "success" and len(written["imports"]) == 3
+
+
+def test_incremental_update_then_a_rerun_reattaches_to_every_job(dag, personalize):
+    fake = personalize
+    logical = datetime(2026, 11, 10, 4, tzinfo=UTC)
+    conf = {**DAY, "training_mode": "UPDATE", "datasets": ["interactions"]}
+    run = dag.test(run_after=logical, logical_date=logical, run_conf=conf)
+    assert run.state == "success", states(run)
+    (imported,) = fake.created("import")
+    assert imported.fields["importMode"] == "INCREMENTAL"
+    folder = imported.fields["dataSource"]["dataLocation"]
+    assert [key.rsplit("/", 1)[-1] for key, _ in fake._read_objects(folder)] == ["2026-11-09.csv"]  # the day only
+    new_versions = [v for v in fake.created("solution_version") if v.name != "initial-full"]
+    assert [v.fields["trainingMode"] for v in new_versions] == ["UPDATE"]
+    created = {kind: len(fake.created(kind)) for kind in ("import", "solution_version", "batch")}
+
+    again = dag.test(run_after=logical, logical_date=logical, run_conf=conf)  # the same run, run again
+    assert again.state == "success", states(again)
+    assert {kind: len(fake.created(kind)) for kind in created} == created  # same names: nothing duplicated
+    assert [op for op, _ in fake.calls].count("UpdateCampaign") == 1
+
+
+def test_update_falls_back_to_full_without_an_active_full_version(dag, personalize):
+    fake = personalize
+    for job in list(fake.jobs.values()):  # no trained version at all (a fresh solution)
+        del fake.jobs[job.arn]
+    fake.campaigns.clear()
+    monkey = {**DAY, "training_mode": "UPDATE", "update_campaign": False}
+    run = dag.test(run_conf=monkey)
+    assert run.state == "success", states(run)
+    (version,) = fake.created("solution_version")
+    assert version.fields["trainingMode"] == "FULL"
+    assert report(fake)["training"]["reason"] == "no ACTIVE FULL solution version yet"
+
+
+def test_a_regression_stops_before_publishing(dag, personalize):
+    fake = personalize
+    fake.metrics = [{"normalized_discounted_cumulative_gain_at_10": 0.05, "coverage": 0.3}]  # initial: 0.1
+    serving = fake.campaigns[fake.campaign]["solutionVersionArn"]
+    run = dag.test(run_conf={**DAY, "training_mode": "FULL"})
+    assert run.state == "success"
+    assert states(run)["compare_metrics"] == "success"
+    assert states(run)["batch_inference"] == "skipped" and states(run)["update_campaign"] == "skipped"
+    assert fake.campaigns[fake.campaign]["solutionVersionArn"] == serving and not fake.created("batch")
+    assert report(fake)["metrics"]["regressed"] is True
+
+
+def test_an_outage_day_fails_without_starting_anything(dag, personalize):
+    run = dag.test(run_conf={"end_day": "2026-11-05", "window_days": 1, "training_mode": "FULL"})  # no data that day
+    assert run.state == "failed" and states(run)["upload"] == "failed"
+    assert not personalize.created("import")
+
+
+def test_dry_run_starts_nothing(dag, personalize):
+    run = dag.test(run_conf={**DAY, "dry_run": True})
+    assert run.state == "success" and states(run)["upload"] == "skipped"
+    assert not personalize.created("import") and not personalize.calls
+
+
+@pytest.mark.parametrize(("conf", "message"), [({"training_mode": "PARTIAL"}, "is not one of"),
+                                               ({"datasets": ["clicks"]}, "is not one of"),
+                                               ({"window_days": 0}, "less than the minimum of 1")])  # fmt: skip
+def test_invalid_params_are_rejected(dag, conf, message):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=message):
+        dag.test(run_conf=conf)
+
+
+def test_schedules_daily_update_and_weekly_full(dag):
+    from airflow.sdk.definitions.timetables.trigger import MultipleCronTriggerTimetable
+
+    assert isinstance(dag.timetable, MultipleCronTriggerTimetable)
+    assert sorted(t.expression for t in dag.timetable.timetables) == ["0 4 * * 0", "0 4 * * 1-6"]
+    assert {t.interval.days for t in dag.timetable.timetables} == {1}  # each run covers the previous day
+    assert dag.max_active_runs == 1 and dag.catchup is False
