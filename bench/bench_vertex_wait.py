@@ -19,7 +19,6 @@ Writes ``bench/results/bench_vertex_wait.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -46,31 +45,16 @@ def synchronous(fake, hook, endpoint_id: str, model: str) -> dict:
 
 
 def deferrable(fake, endpoint_id: str, model: str, poll_interval: float) -> dict:
-    from airflow.sdk.exceptions import TaskDeferred
+    from deferral_timing import run_deferred
     from vertex.operators import DeferrableDeployModelOperator
 
     operator = DeferrableDeployModelOperator(task_id="deploy", project_id=PROJECT, region=REGION,
                                              gcp_conn_id="vertex_bench", endpoint_id=endpoint_id,
                                              deployed_model={"model": model}, traffic_split={"0": 100},
                                              poll_interval=poll_interval)  # fmt: skip
-    started = time.monotonic()
-    try:
-        operator.execute(context={})
-        raise AssertionError("the operator did not defer")
-    except TaskDeferred as deferral:
-        trigger = deferral.trigger
-    start_slot = time.monotonic() - started
-
-    async def wait():
-        async for event in trigger.run():
-            return event.payload
-
-    event = asyncio.run(wait())
-    seen = time.monotonic()
-    operator.execute_complete({}, event)
-    finish_slot = time.monotonic() - seen
-    return {"worker_slot_s": round(start_slot + finish_slot, 3),
-            "detection_delay_s": round(seen - _done_at(fake, trigger.resource), 3),
+    run = run_deferred(operator)
+    return {"worker_slot_s": run["worker_slot_s"],
+            "detection_delay_s": round(run["seen_at"] - _done_at(fake, run["trigger"].resource), 3),
             "poll_interval_s": poll_interval}  # fmt: skip
 
 

@@ -55,6 +55,8 @@ class Job:
     arn: str
     started: float
     fields: dict
+    pending: float = 0.0  # seconds in (CREATE) PENDING, then...
+    running: float = 0.0  # ...seconds in progress; fixed when the job is created
     failure: str | None = None
     stuck: bool = False
     stopped_at: float | None = None
@@ -135,7 +137,7 @@ class PersonalizeFake:
         stuck = kind in self._stuck
         if stuck:
             self._stuck.remove(kind)
-        job = Job(kind, name, arn, time.time(), fields, failure=failure, stuck=stuck)
+        job = Job(kind, name, arn, time.time(), fields, self.pending_seconds, self.job_seconds, failure, stuck)
         self.jobs[arn] = job
         return job
 
@@ -143,10 +145,10 @@ class PersonalizeFake:
         batch = job.kind == "batch"
         age = time.time() - job.started
         if job.stopped_at is not None:
-            return "CREATE STOPPED" if time.time() - job.stopped_at >= self.pending_seconds else "CREATE STOPPING"
-        if age < self.pending_seconds:
+            return "CREATE STOPPED" if time.time() - job.stopped_at >= job.pending else "CREATE STOPPING"
+        if age < job.pending:
             return "PENDING" if batch else "CREATE PENDING"
-        if job.stuck or age < self.pending_seconds + self.job_seconds:
+        if job.stuck or age < job.pending + job.running:
             return "IN PROGRESS" if batch else "CREATE IN_PROGRESS"
         if job.failure:
             return "CREATE FAILED"
