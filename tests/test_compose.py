@@ -60,8 +60,11 @@ def test_official_airflow_3_services(config):
     services = config["services"]
     expected = {"postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                 "airflow-worker", "airflow-triggerer", "airflow-init", "airflow-cli", "flower", "source-db",
-                "source-seed"}  # fmt: skip
+                "source-seed", "recsys-serving"}  # fmt: skip
     assert set(services) == expected
+    serving = services["recsys-serving"]
+    assert serving["build"]["dockerfile"] == "docker/serving.Dockerfile"
+    assert serving["environment"]["AIP_STORAGE_URI"] == "/opt/airflow/recsys-data/models"  # serves the champion
     commands = {name: " ".join(s.get("command") or []) for name, s in services.items()}
     assert commands["airflow-apiserver"] == "api-server"
     assert commands["airflow-dag-processor"] == "dag-processor"

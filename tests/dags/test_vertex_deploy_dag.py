@@ -1,37 +1,36 @@
-"""Run ``recsys_vertex_deploy`` (``dag.test``, triggers inline) against the Vertex fake, whose
-``:predict`` forwards to a real instance of the project's prediction server."""
+"""Run ``recsys_vertex_deploy`` (``dag.test``, triggers inline) against the Vertex fake, which runs the
+project's prediction server for each deployment (Vertex's custom-container contract) and forwards
+``:predict`` to it."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from fakes.ports import free_port
-from fakes.serving_process import PREDICT, Server
 from fakes.vertex import RunningFake, VertexFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PROJECT, REGION = "test-project", "us-central1"
 
 
-@pytest.fixture(scope="module")
-def serving(trained_model, tmp_path_factory):
-    server = Server(trained_model[0], "brute_force", tmp_path_factory.mktemp("deploy-serving"))
-    yield server
-    server.stop()
+SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:1"
 
 
 @pytest.fixture
-def vertex(serving, monkeypatch, tmp_path):
-    fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.2, predict_url=serving.url + PREDICT)
+def vertex(monkeypatch, tmp_path):
+    """The fake runs the serving image's entrypoint (the project's server) for every deployment."""
+    fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.2,
+                      images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})  # fmt: skip
     with RunningFake(fake, free_port()) as running:
         extra = {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True, "project": PROJECT}
         monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
                            json.dumps({"conn_type": "google_cloud_platform", "extra": extra}))  # fmt: skip
         monkeypatch.setenv("RECSYS_VERTEX_PROJECT", PROJECT)
         monkeypatch.setenv("RECSYS_VERTEX_REGION", REGION)
-        monkeypatch.setenv("RECSYS_SERVING_IMAGE_URI", "europe-docker.pkg.dev/p/recsys/serving:1")
+        monkeypatch.setenv("RECSYS_SERVING_IMAGE_URI", SERVING_IMAGE)
         monkeypatch.setenv("RECSYS_VERTEX_POLL_SECONDS", "0.2")
         monkeypatch.setenv("RECSYS_STORAGE_ROOT", (tmp_path / "storage").as_uri())
         yield fake
@@ -82,6 +81,8 @@ def test_first_rollout_then_canary_promotion(deploy_dag, vertex, trained_model):
     splits = [split for _, split in vertex.traffic_history[history_before:]]
     assert splits == [{new: 20, live: 80}, {new: 100}, {new: 100}], splits  # canary, promote, undeploy old
     assert new != live and endpoint["trafficSplit"] == {new: 100}
+    # the new model's server answers; the previous one was stopped when it was undeployed
+    assert vertex.containers[new][0].poll() is None and vertex.containers[live][0].wait(timeout=30) is not None
 
 
 def test_failed_canary_rolls_back_and_the_old_model_keeps_serving(deploy_dag, vertex, trained_model, monkeypatch):

@@ -28,3 +28,5 @@ class RunningFake:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        if hasattr(self.fake, "close"):
+            self.fake.close()  # child processes the fake started

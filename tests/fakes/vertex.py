@@ -6,7 +6,11 @@ start. Faults are injected per method: ``fake.fail_next("deployModel", status=42
 next call with that HTTP error; ``fake.fail_operation("deployModel", "message")`` makes the next such
 operation end with an error; ``fake.stall("deployModel")`` makes the next such operation never finish.
 ``traffic_history`` records every traffic split an endpoint had, in order.
-``:predict`` is forwarded to ``predict_url`` (a real local instance of the project's server).
+``:predict`` is forwarded to the deployed model's container: when the model's serving image is in
+``images``, ``deployModel`` starts it as a local process under Vertex's custom-container contract
+(``AIP_HTTP_PORT``, ``AIP_HEALTH_ROUTE``, ``AIP_PREDICT_ROUTE``, ``AIP_STORAGE_URI`` = artifact URI)
+and the operation finishes only once its health route answers 200 (it fails if the process dies);
+``undeployModel`` stops it. Otherwise predictions go to ``predict_url`` (a server the test started).
 
 Custom jobs run for real: ``images`` maps an image URI to the command its container would run
 (its ENTRYPOINT), started as a local process with the job's args and env plus the ``AIP_*``
@@ -36,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from fakes.ports import free_port
 from fakes.running import RunningFake  # noqa: F401 - re-exported for the tests
 
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
@@ -54,6 +59,7 @@ class _Operation:
     response: dict | None = None
     error: dict | None = None
     on_done: object = None
+    ready: object = None  # () -> None while starting, "" when ready, or an error message
     stalled: bool = False
     finished: bool = False
     metadata_type: str = "UploadModelOperationMetadata"
@@ -68,6 +74,7 @@ class VertexFake:
     images: dict = field(default_factory=dict)  # image URI -> the container's entrypoint command
     job_pending_seconds: float = 0.2
     jobs: dict = field(default_factory=dict)  # job id -> CustomJob dict
+    containers: dict = field(default_factory=dict)  # deployed model id -> (process, url, predict route)
     job_logs: dict = field(default_factory=dict)  # job id -> combined stdout/stderr of its process
     models: dict = field(default_factory=dict)  # model id -> list of version dicts
     endpoints: dict = field(default_factory=dict)  # endpoint id -> endpoint dict
@@ -125,6 +132,11 @@ class VertexFake:
     def _operation_state(self, name: str) -> dict:
         op = self.operations[name]
         done = not op.stalled and time.monotonic() - op.started >= self.operation_seconds
+        if done and op.ready and not op.finished and not op.error:
+            state = op.ready()
+            done = state is not None
+            if state:
+                op.error = {"code": 3, "message": state}
         body = {"name": name, "done": done, "metadata": {"@type": TYPE + op.metadata_type, "genericMetadata": {}}}
         if done:
             if op.error:
@@ -207,8 +219,42 @@ class VertexFake:
             endpoint["deployedModels"].append(deployed)
             self._set_split(endpoint, {(deployed["id"] if k == "0" else k): v for k, v in split.items()})
 
-        return self._operation("deployModel", endpoint["name"],
-                               {"@type": TYPE + "DeployModelResponse", "deployedModel": deployed}, commit)  # fmt: skip
+        response = {"@type": TYPE + "DeployModelResponse", "deployedModel": deployed}
+        operation = self._operation("deployModel", endpoint["name"], response, commit)
+        op, model = self.operations[operation["name"]], self.get_model(deployed["model"].rsplit("/", 1)[-1])
+        if model and model.get("containerSpec", {}).get("imageUri") in self.images and not (op.error or op.stalled):
+            op.ready = self._start_container(deployed["id"], model)
+        return operation
+
+    def _start_container(self, deployed_id: str, model: dict):
+        """Run the model's serving image like Vertex does; return the deploy operation's readiness check."""
+        spec = model["containerSpec"]
+        port = free_port()
+        health, predict = spec.get("healthRoute", "/health"), spec.get("predictRoute", "/predict")
+        env = {**os.environ, **{e["name"]: e["value"] for e in spec.get("env", [])}, "AIP_HTTP_PORT": str(port),
+               "AIP_HEALTH_ROUTE": health, "AIP_PREDICT_ROUTE": predict, "AIP_STORAGE_URI": model["artifactUri"],
+               "RECSYS_SERVING_HOST": "127.0.0.1"}  # fmt: skip
+        log = tempfile.NamedTemporaryFile(prefix=f"vertex-fake-serving-{deployed_id}-", suffix=".log", delete=False)
+        process = subprocess.Popen(self.images[spec["imageUri"]], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        self.containers[deployed_id] = (process, url, predict, log.name)
+
+        def ready():
+            if process.poll() is not None:
+                return f"Model server exited with status {process.returncode} (log: {log.name})"
+            try:
+                return "" if httpx.get(url + health, timeout=1).status_code == 200 else None
+            except httpx.HTTPError:
+                return None
+
+        return ready
+
+    def close(self) -> None:
+        """Stop every serving container still running."""
+        for process, *_ in self.containers.values():
+            process.terminate()
+        for process, *_ in self.containers.values():
+            process.wait(timeout=30)
 
     def undeploy(self, endpoint_id: str, body: dict) -> dict:
         endpoint = self._endpoint(endpoint_id)
@@ -218,6 +264,8 @@ class VertexFake:
         split = body.get("trafficSplit")
 
         def commit():
+            if deployed_id in self.containers:
+                self.containers[deployed_id][0].terminate()
             endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
             remaining = split or {k: v for k, v in endpoint["trafficSplit"].items() if k != deployed_id}
             self._set_split(endpoint, remaining)
@@ -378,13 +426,20 @@ class VertexFake:
 
     async def _predict(self, endpoint_id: str, body: dict) -> JSONResponse:
         endpoint = self._endpoint(endpoint_id)
-        if not endpoint["deployedModels"] or not self.predict_url:
+        if not endpoint["deployedModels"] or not endpoint["trafficSplit"]:
+            return _error(400, "the endpoint has no deployed model")
+        served_by = max(endpoint["trafficSplit"].items(), key=lambda kv: kv[1])[0]
+        if served_by in self.containers:
+            _, url, route, _ = self.containers[served_by]
+            target = url + route
+        elif self.predict_url:
+            target = self.predict_url
+        else:
             return _error(400, "the endpoint has no deployed model")
         async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.post(self.predict_url, json=body)
+            answer = await client.post(target, json=body)
         if answer.status_code != 200:
             return JSONResponse(answer.json(), status_code=answer.status_code)
-        served_by = max(endpoint["trafficSplit"].items(), key=lambda kv: kv[1])[0]
         return JSONResponse({**answer.json(), "deployedModelId": served_by})
 
 

@@ -175,3 +175,11 @@ def test_null_stored_features_use_the_training_defaults(trained_model, tmp_path)
     with_null = predictor.predict(parse_request({"instances": [user]}, predictor.k_max))[0]
     explicit = predictor.predict(parse_request({"instances": [{"user_id": user, "age": 0}]}, predictor.k_max))[0]
     assert with_null["item_ids"] == explicit["item_ids"] and with_null["fallback"] is None
+
+
+def test_a_models_root_serves_its_champion(tmp_path):
+    from recsys.serving.__main__ import champion_or
+
+    (tmp_path / "champion.json").write_text(json.dumps({"model_dir": "file:///models/v7"}))
+    assert champion_or(str(tmp_path)) == "file:///models/v7"
+    assert champion_or(str(tmp_path / "v7")) == str(tmp_path / "v7")  # a model dir is served as it is

@@ -10,6 +10,7 @@ requests for up to ``RECSYS_SERVING_GRACEFUL_SECONDS`` (default 20) before exiti
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -17,6 +18,19 @@ import uvicorn
 
 from recsys.serving.app import configure_logging
 from recsys.serving.predictor import fetch_model
+
+
+def champion_or(model_dir: str) -> str:
+    """A models root (with ``champion.json``, as the gate writes it) means: serve its current champion."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(model_dir)
+    pointer = path.rstrip("/") + "/champion.json"
+    if fs.exists(pointer):
+        champion = json.loads(fs.cat_file(pointer))["model_dir"]
+        print(f"serving the champion of {model_dir}: {champion}", file=sys.stderr)
+        return champion
+    return model_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print("serving: --model-dir or AIP_STORAGE_URI is required", file=sys.stderr)
         return 2
     configure_logging()
-    os.environ["RECSYS_SERVING_MODEL_DIR"] = str(fetch_model(args.model_dir))
+    os.environ["RECSYS_SERVING_MODEL_DIR"] = str(fetch_model(champion_or(args.model_dir)))
     os.environ["RECSYS_SERVING_INDEX"] = args.index
     uvicorn.run(
         "recsys.serving.app:create_app",
