@@ -71,6 +71,7 @@ class PersonalizeFake:
     s3_endpoint: str | None = None
     pending_seconds: float = 0.1
     job_seconds: float = 0.4
+    job_seconds_by_kind: dict = field(default_factory=dict)  # e.g. {"solution_version": 30}: overrides job_seconds
     recipe: str = "aws-user-personalization-v2"
     jobs: dict = field(default_factory=dict)  # arn -> Job
     datasets: dict = field(default_factory=dict)  # arn -> {"type", "rows", "items": Counter}
@@ -137,7 +138,8 @@ class PersonalizeFake:
         stuck = kind in self._stuck
         if stuck:
             self._stuck.remove(kind)
-        job = Job(kind, name, arn, time.time(), fields, self.pending_seconds, self.job_seconds, failure, stuck)
+        running = self.job_seconds_by_kind.get(kind, self.job_seconds)
+        job = Job(kind, name, arn, time.time(), fields, self.pending_seconds, running, failure, stuck)
         self.jobs[arn] = job
         return job
 

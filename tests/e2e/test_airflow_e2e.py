@@ -1,0 +1,215 @@
+"""The DAGs under a real Airflow 3 (api-server, scheduler, dag-processor, triggerer; LocalExecutor;
+PostgreSQL metadata DB), driven only through REST API v2 — no ``dag.test()``.
+
+One stack for the module; the tests run in order and build on each other like a week of operations:
+catch-up of the nightly extraction with a data outage, UI-style triggering, a backfill once the late
+rows arrive, the nightly chain extraction -> training -> Vertex deploy, two trainings triggered at
+once, and a Personalize retrain whose deferred wait survives a triggerer restart. The Vertex AI and
+Personalize fakes, moto (S3) and the serving containers the Vertex fake starts are real HTTP servers.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from fakes.airflow_stack import AirflowStack
+from fakes.personalize import PersonalizeFake
+from fakes.ports import free_port
+from fakes.running import RunningFake
+from fakes.vertex import VertexFake
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+TODAY = datetime.now(UTC).date()
+FIRST_DAY = date(2026, 11, 1)  # recsys_extract's start_date: catch-up begins here
+OUTAGE = [TODAY - timedelta(days=5), TODAY - timedelta(days=4)]
+SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:e2e"
+DAGS = {"recsys_extract", "recsys_two_tower", "recsys_vertex_deploy", "recsys_personalize"}
+
+
+def day_bounds(day: date) -> tuple[str, str]:
+    return f"{day} 00:00:00", f"{day + timedelta(days=1)} 00:00:00"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, moto_s3):
+    """Fakes + a seeded source + a running Airflow; yields a namespace of all of them."""
+    import boto3
+
+    home = tmp_path_factory.mktemp("airflow-e2e")
+    source = home / "data" / "source.db"
+    source.parent.mkdir(parents=True)
+    days = (TODAY - FIRST_DAY).days
+    subprocess.run([sys.executable, "-m", "recsys.data.seed", "--url", f"sqlite:///{source}", "--end",
+                    TODAY.isoformat(), "synthetic", "--days", str(days), "--users", "400", "--items", "300",
+                    "--interactions", str(1500 * days)], check=True, capture_output=True)  # fmt: skip
+    with sqlite3.connect(source) as db:  # the outage: these days' rows arrive late
+        db.execute("CREATE TABLE late_interactions AS SELECT * FROM interactions WHERE 0")
+        for day in OUTAGE:
+            start, end = day_bounds(day)
+            db.execute("INSERT INTO late_interactions SELECT * FROM interactions WHERE occurred_at >= ? "
+                       "AND occurred_at < ?", (start, end))  # fmt: skip
+            db.execute("DELETE FROM interactions WHERE occurred_at >= ? AND occurred_at < ?", (start, end))
+
+    bucket = "recsys-e2e"
+    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="t",
+                 aws_secret_access_key="t").create_bucket(Bucket=bucket)  # fmt: skip
+    personalize = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0,
+                                  job_seconds_by_kind={"solution_version": 40})  # fmt: skip
+    arns = personalize.create_dataset_group()
+    campaign = personalize.create_campaign(arns["solution"])
+    vertex = VertexFake(operation_seconds=1.0, images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})
+    with RunningFake(personalize, free_port()) as p_running, RunningFake(vertex, free_port()) as v_running:
+        aws = {"conn_type": "aws", "login": "t", "password": "t",
+               "extra": {"region_name": "us-east-1", "endpoint_url": moto_s3,
+                         "service_config": {"personalize": {"endpoint_url": p_running.url}}}}  # fmt: skip
+        gcp = {"conn_type": "google_cloud_platform",
+               "extra": {"api_endpoint": v_running.url, "api_transport": "rest", "is_anonymous": True,
+                         "project": vertex.project}}  # fmt: skip
+        env = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws), "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(gcp),
+               "RECSYS_STORAGE_ROOT": (home / "recsys-data").as_uri(),
+               "RECSYS_VERTEX_PROJECT": vertex.project, "RECSYS_VERTEX_REGION": vertex.location,
+               "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE, "RECSYS_VERTEX_POLL_SECONDS": "2",
+               "RECSYS_PERSONALIZE_S3_URI": f"s3://{bucket}/personalize",
+               "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3",
+               "RECSYS_PERSONALIZE_SOLUTION_ARN": arns["solution"], "RECSYS_PERSONALIZE_CAMPAIGN_ARN": campaign,
+               "RECSYS_PERSONALIZE_POLL_SECONDS": "2"}  # fmt: skip
+        env |= {f"RECSYS_PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
+        stack = AirflowStack(home, env)
+        try:
+            stack.start()
+            subprocess.run(
+                [sys.executable, "-m", "recsys.demo", "setup"], env=stack.env, check=True, capture_output=True
+            )  # fmt: skip  (the source connection + the Personalize pool)
+            stack.wait_for_dags(DAGS)
+            yield type("World", (), {"stack": stack, "source": source, "personalize": personalize, "vertex": vertex,
+                                     "home": home, "campaign": campaign})  # fmt: skip
+        finally:
+            stack.stop()
+
+
+def partitions(world) -> dict[str, dict]:
+    root = world.home / "recsys-data" / "extract"
+    return {p.parent.name[3:]: json.loads(p.read_text()) for p in sorted(root.glob("dt=*/_manifest.json"))}
+
+
+def source_count(world, day: date) -> int:
+    start, end = day_bounds(day)
+    with sqlite3.connect(world.source) as db:
+        return db.execute("SELECT COUNT(*) FROM interactions WHERE occurred_at >= ? AND occurred_at < ? AND "
+                          "user_id IS NOT NULL AND item_id IS NOT NULL", (start, end)).fetchone()[0]  # fmt: skip
+
+
+def wait_all(stack, dag_id: str, expected: int, timeout: float = 900) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = stack.runs(dag_id)
+        if len(runs) >= expected and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        time.sleep(3)
+    raise TimeoutError(f"{dag_id}: {[(r['dag_run_id'], r['state']) for r in stack.runs(dag_id)]}")
+
+
+def test_invalid_params_are_rejected_through_the_rest_api(world):
+    answer = world.stack.api("POST", "/dags/recsys_extract/dagRuns",
+                             json={"logical_date": None, "conf": {"max_bad_fraction": 5}})  # fmt: skip
+    assert answer.status_code == 400
+    assert "max_bad_fraction" in answer.json()["detail"] and "maximum of 1" in answer.json()["detail"]
+    answer = world.stack.api("POST", "/dags/recsys_personalize/dagRuns",
+                             json={"logical_date": None, "conf": {"training_mode": "PARTIAL"}})  # fmt: skip
+    assert answer.status_code == 400 and "is not one of" in answer.json()["detail"]
+
+
+def test_catch_up_records_the_outage_days_as_empty(world):
+    stack = world.stack
+    stack.set_paused("recsys_extract", False)  # catch-up from the start date, one run per day
+    runs = wait_all(stack, "recsys_extract", (TODAY - FIRST_DAY).days)
+    assert {r["state"] for r in runs} == {"success"}, [(r["dag_run_id"], r["state"]) for r in runs]
+    found = partitions(world)
+    assert len(found) == (TODAY - FIRST_DAY).days
+    for day in OUTAGE:
+        assert found[day.isoformat()]["status"] == "empty"
+
+
+def test_backfill_after_the_late_rows_arrive_re_extracts_exactly_those_days(world):
+    stack, before = world.stack, partitions(world)
+    with sqlite3.connect(world.source) as db:
+        db.execute("INSERT INTO interactions SELECT * FROM late_interactions")
+    answer = stack.api("POST", "/backfills", json={
+        "dag_id": "recsys_extract", "from_date": f"{OUTAGE[0]}T00:00:00Z", "to_date": f"{OUTAGE[-1]}T00:00:00Z",
+        "reprocess_behavior": "completed", "max_active_runs": 2})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    backfill_id = answer.json()["id"]
+    deadline = time.monotonic() + 600
+    while stack.api("GET", f"/backfills/{backfill_id}").json()["completed_at"] is None:
+        assert time.monotonic() < deadline, stack.log_tail("scheduler")
+        time.sleep(3)
+    runs = [r for r in stack.runs("recsys_extract") if r["run_type"] == "backfill"]
+    assert len(runs) == len(OUTAGE) and {r["state"] for r in runs} == {"success"}
+    after = partitions(world)
+    assert set(after) == set(before)  # every partition exists once
+    for day, manifest in after.items():
+        versions = list((world.home / "recsys-data" / "extract" / f"dt={day}").glob("v=*"))
+        assert len(versions) == 1, (day, versions)  # no duplicate data left behind
+        if date.fromisoformat(day) in OUTAGE:
+            assert manifest["status"] == "ok" and manifest["counts"]["valid"] > 0
+            assert manifest["counts"]["valid"] + manifest["counts"]["quarantined"] == source_count(
+                world, date.fromisoformat(day)
+            )
+        else:
+            assert manifest["version"] == before[day]["version"]  # untouched
+
+
+def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
+    stack = world.stack
+    for dag_id in ("recsys_two_tower", "recsys_vertex_deploy"):
+        stack.set_paused(dag_id, False)
+    # a UI-style manual extraction of yesterday -> asset event -> training -> blessed -> deploy
+    answer = stack.api("POST", "/dags/recsys_extract/dagRuns",
+                       json={"logical_date": None, "conf": {"extract_date": str(TODAY - timedelta(days=1))}},
+                       )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    assert stack.wait_for_run("recsys_extract", answer.json()["dag_run_id"])["state"] == "success"
+    # plus two trainings triggered at once from the UI
+    for _ in range(2):
+        assert stack.api("POST", "/dags/recsys_two_tower/dagRuns",
+                         json={"logical_date": None, "conf": {"window_days": 14}}).status_code == 200  # fmt: skip
+    trainings = wait_all(stack, "recsys_two_tower", 3)
+    assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
+    spans = sorted((r["start_date"], r["end_date"]) for r in trainings)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), (
+        spans
+    )  # one at a time
+    deploys = wait_all(stack, "recsys_vertex_deploy", 1)
+    assert deploys[0]["state"] == "success", stack.task_states("recsys_vertex_deploy", deploys[0]["dag_run_id"])
+    (endpoint,) = world.vertex.endpoints.values()
+    assert len(endpoint["deployedModels"]) == 1 and list(endpoint["trafficSplit"].values()) == [100]
+
+
+def test_personalize_wait_survives_a_triggerer_restart(world):
+    stack, fake = world.stack, world.personalize
+    answer = stack.api("POST", "/dags/recsys_personalize/dagRuns", json={
+        "logical_date": None, "conf": {"training_mode": "FULL", "window_days": 7}})  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    run_id = answer.json()["dag_run_id"]
+    stack.set_paused("recsys_personalize", False)
+    deadline = time.monotonic() + 300
+    while stack.task_states("recsys_personalize", run_id).get("solution_version") != "deferred":
+        assert time.monotonic() < deadline, stack.task_states("recsys_personalize", run_id)
+        time.sleep(1)
+    stack.stop_component("triggerer")  # the training goes on at "AWS" while no triggerer runs
+    time.sleep(5)
+    stack.start_component("triggerer")
+    run = stack.wait_for_run("recsys_personalize", run_id, timeout=600)
+    assert run["state"] == "success", stack.task_states("recsys_personalize", run_id)
+    xcom = stack.api("GET", f"/dags/recsys_personalize/dagRuns/{run_id}/taskInstances/solution_version/xcomEntries/"
+                            "return_value").json()  # fmt: skip
+    arn = xcom["value"].strip('"')
+    (version,) = [v for v in fake.created("solution_version") if v.arn == arn]
+    assert fake.status(version) == "ACTIVE"
+    assert [v.name for v in fake.created("solution_version")].count(version.name) == 1  # not started twice
