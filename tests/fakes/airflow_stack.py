@@ -72,8 +72,10 @@ class AirflowStack:
 
     def start_component(self, name: str) -> None:
         log = (self.home / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen([sys.executable, "-m", "airflow", *COMPONENTS[name]], env=self.env,
-                                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        command = [sys.executable, "-m", "airflow", *COMPONENTS[name]]
+        self.processes[name] = subprocess.Popen(
+            command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )  # its own group: stop() kills its children
 
     def stop_component(self, name: str, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop(name)
