@@ -153,8 +153,9 @@ def start_server(model_dir: Path, index: str, port: int, log: Path) -> subproces
 
 def main() -> int:
     from bench_quality import DEFAULT_DATA
-    from fakes.ports import free_port
     from results_file import write_results
+
+    from recsys.emulators.ports import free_port
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=DEFAULT_DATA)

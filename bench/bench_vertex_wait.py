@@ -62,10 +62,11 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0, 20.0])
     args = parser.parse_args()
-    from fakes.ports import free_port
-    from fakes.vertex import RunningFake, VertexFake
     from results_file import write_results
     from vertex.hooks import VertexEndpointServiceHook, VertexModelServiceHook
+
+    from recsys.emulators.ports import free_port
+    from recsys.emulators.vertex import RunningFake, VertexFake
 
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.05)
     runs = []
@@ -89,7 +90,7 @@ def main() -> int:
                 line += (f" | deferrable poll {d['poll_interval_s']:>4.0f}s: slot {d['worker_slot_s']:.3f}s "
                          f"detect +{d['detection_delay_s']:.2f}s")  # fmt: skip
             print(line, flush=True)
-    write_results("bench_vertex_wait", {"fake": "tests/fakes/vertex.py over loopback HTTP, REST transport",
+    write_results("bench_vertex_wait", {"fake": "recsys.emulators.vertex over loopback HTTP, REST transport",
                                         "runs": runs})  # fmt: skip
     return 0
 

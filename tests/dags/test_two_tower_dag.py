@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes.ports import free_port
-from fakes.vertex import RunningFake, VertexFake
 
+from recsys.emulators.ports import free_port
+from recsys.emulators.vertex import RunningFake, VertexFake
 from recsys.training.gate import read_champion
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"

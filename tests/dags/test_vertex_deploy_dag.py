@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes.ports import free_port
-from fakes.vertex import RunningFake, VertexFake
+
+from recsys.emulators.ports import free_port
+from recsys.emulators.vertex import RunningFake, VertexFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PROJECT, REGION = "test-project", "us-central1"

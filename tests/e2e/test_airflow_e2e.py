@@ -19,10 +19,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from fakes.airflow_stack import AirflowStack
-from fakes.personalize import PersonalizeFake
-from fakes.ports import free_port
-from fakes.running import RunningFake
-from fakes.vertex import VertexFake
+
+from recsys.emulators.personalize import PersonalizeFake
+from recsys.emulators.ports import free_port
+from recsys.emulators.running import RunningFake
+from recsys.emulators.vertex import VertexFake
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 TODAY = datetime.now(UTC).date()

@@ -8,9 +8,10 @@ import json
 import boto3
 import pytest
 from fakes.deferral import deferred, run_trigger
-from fakes.personalize import PersonalizeFake
-from fakes.ports import free_port
-from fakes.running import RunningFake
+
+from recsys.emulators.personalize import PersonalizeFake
+from recsys.emulators.ports import free_port
+from recsys.emulators.running import RunningFake
 
 ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
 FAST = {"waiter_delay": 0.2, "waiter_max_attempts": 50}

@@ -6,8 +6,9 @@ import json
 
 import pytest
 from fakes.deferral import deferred, run_trigger
-from fakes.ports import free_port
-from fakes.vertex import RunningFake, VertexFake
+
+from recsys.emulators.ports import free_port
+from recsys.emulators.vertex import RunningFake, VertexFake
 
 PROJECT, REGION = "test-project", "us-central1"
 

@@ -40,8 +40,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from fakes.ports import free_port
-from fakes.running import RunningFake  # noqa: F401 - re-exported for the tests
+from recsys.emulators.ports import free_port
+from recsys.emulators.running import RunningFake  # noqa: F401 - re-exported for the tests
 
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 METADATA_TYPES = {
