@@ -19,11 +19,12 @@ export PATH := $(BIN):$(PATH)
 
 DEMO_DAYS ?= 14
 
-.PHONY: help install demo test lint format airflow-home constraints clean serve
+.PHONY: help install demo test lint format airflow-home constraints clean serve airflow
 
 help:
 	@echo "make demo   - install, seed the embedded source DB, extract the last $(DEMO_DAYS) days, train, show the result"
-	@echo "make test   - install and run the whole test suite (ruff + pytest)"
+	@echo "make test   - install and run the whole test suite (ruff + pytest, incl. the real-Airflow e2e tests)"
+	@echo "make airflow - airflow standalone on this repo (UI :8080) to trigger the DAGs from their forms"
 	@echo "make serve MODEL=<dir|gs://|s3://> - run the prediction server on :8080 (default: the champion)"
 	@echo "make lint   - ruff check + format check"
 	@echo "make clean  - remove .venv and the local AIRFLOW_HOME"
@@ -44,14 +45,25 @@ airflow-home: install
 	$(BIN)/python -m recsys.demo setup
 
 demo: airflow-home
-	@echo "== seeding the embedded source database (synthetic, 30 days)"
+	@echo "== [1/6] seeding the embedded source database (synthetic, 30 days)"
 	$(BIN)/python -m recsys.data.seed --url sqlite:///$(AIRFLOW_HOME)/data/source.db --replace synthetic --days 30 --malformed-fraction 0.002
-	@echo "== running recsys_extract for the last $(DEMO_DAYS) days"
+	@echo "== [2/6] running recsys_extract for the last $(DEMO_DAYS) days"
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo extract --days $(DEMO_DAYS)
 	$(BIN)/python -m recsys.demo summary
-	@echo "== training the two-tower model on those $(DEMO_DAYS) days (recsys_two_tower)"
+	@echo "== [3/6] training, evaluating, gating and exporting the two-tower model (recsys_two_tower)"
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo train --days $(DEMO_DAYS) 2> $(AIRFLOW_HOME)/train.log \
 		|| (tail -30 $(AIRFLOW_HOME)/train.log; exit 1)
+	@echo "== [4/6] serving the champion with the prediction server (the serving container's entrypoint)"
+	$(BIN)/python -m recsys.demo_cloud serve 2> $(AIRFLOW_HOME)/serve.log || (tail -30 $(AIRFLOW_HOME)/serve.log; exit 1)
+	@echo "== [5/6] + [6/6] recsys_vertex_deploy and recsys_personalize against EMULATED Vertex AI / Personalize / S3"
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo_cloud emulated 2> $(AIRFLOW_HOME)/emulated.log \
+		|| (tail -30 $(AIRFLOW_HOME)/emulated.log; exit 1)
+	@echo "== done: make airflow opens the UI on this state"
+
+# The whole stack in one process (SimpleAuthManager; the admin password is printed), UI on :8080.
+airflow: airflow-home
+	@echo "== airflow standalone: UI on http://localhost:8080 (AIRFLOW_HOME=$(AIRFLOW_HOME); DAGs paused at creation)"
+	$(BIN)/airflow standalone
 
 test: install
 	$(BIN)/ruff check .

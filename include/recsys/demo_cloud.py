@@ -1,0 +1,150 @@
+"""Demo stages after training: the prediction server, then the cloud DAGs against local emulators.
+
+    python -m recsys.demo_cloud serve      # start the serving container's entrypoint, ask it for recommendations
+    python -m recsys.demo_cloud emulated   # recsys_vertex_deploy + recsys_personalize on the emulators
+
+Everything cloud-side here is EMULATED (``recsys.emulators`` + a moto S3 server on loopback); the
+DAGs, hooks, operators and triggers are the real ones, through the same connections a real
+deployment uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+
+from recsys.config import load_settings
+from recsys.emulators.ports import free_port
+
+SERVING_IMAGE = "local/recsys-serving:demo"
+
+
+def _champion() -> dict:
+    from recsys.training.gate import read_champion
+
+    champion = read_champion(load_settings().models_root)
+    if champion is None:
+        raise SystemExit("no champion model yet: run the training stage first")
+    return champion
+
+
+def _start(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 120) -> subprocess.Popen:
+    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{command[0:3]} exited: see {log}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code < 500:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise SystemExit(f"{command[0:3]} did not become ready in {timeout:.0f} s: see {log}")
+
+
+def serve() -> None:
+    """Start the prediction server on the champion and print recommendations for a few users."""
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+    champion, port = _champion(), free_port()
+    env = {**os.environ, "AIP_STORAGE_URI": load_settings().models_root, "AIP_HTTP_PORT": str(port),
+           "RECSYS_SERVING_HOST": "127.0.0.1"}  # fmt: skip
+    log = Path(os.environ["AIRFLOW_HOME"]) / "serving.log"
+    url = f"http://127.0.0.1:{port}"
+    server = _start([sys.executable, "-m", "recsys.serving"], env, url + "/health", log)
+    try:
+        while httpx.get(url + "/health", timeout=5).status_code != 200:
+            time.sleep(0.5)
+        with (ObjectStoragePath(champion["model_dir"]) / "holdout.parquet").open("rb") as handle:
+            users = pd.read_parquet(handle)["user_id"].astype(str).drop_duplicates().head(3).tolist()
+        body = {"instances": [*users, "someone-new"], "parameters": {"k": 5}}
+        answer = httpx.post(url + "/predict", json=body, timeout=30)
+        answer.raise_for_status()
+        print(f"[serve] {url}/predict (model {champion['version']}, log {log}):")
+        for prediction in answer.json()["predictions"]:
+            note = " (unknown user: most popular items)" if prediction["fallback"] else ""
+            titles = ", ".join(t or i for t, i in zip(prediction["titles"], prediction["item_ids"], strict=True))
+            print(f"  {prediction['user_id']:<12} {titles}{note}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def emulated() -> int:
+    """Run the Vertex deploy and the Personalize retrain DAGs against local emulators."""
+    from recsys.demo import _dag
+    from recsys.emulators.personalize import PersonalizeFake
+    from recsys.emulators.running import RunningFake
+    from recsys.emulators.vertex import VertexFake
+
+    home, champion = Path(os.environ["AIRFLOW_HOME"]), _champion()
+    moto_port = free_port()
+    moto_url = f"http://127.0.0.1:{moto_port}"
+    moto = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]
+    with ExitStack() as stack:
+        s3 = _start(moto, dict(os.environ), moto_url + "/moto-api/", home / "moto.log")
+        stack.callback(s3.terminate)
+        import boto3
+
+        boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="demo",
+                     aws_secret_access_key="demo").create_bucket(Bucket="recsys-demo")  # fmt: skip
+        personalize = PersonalizeFake(s3_endpoint=moto_url, pending_seconds=0.5, job_seconds=1.5)
+        arns = personalize.create_dataset_group()
+        campaign = personalize.create_campaign(arns["solution"])
+        vertex = VertexFake(project="demo-project", operation_seconds=1.0,
+                            images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})  # fmt: skip
+        p_url = stack.enter_context(RunningFake(personalize, free_port())).url
+        v_url = stack.enter_context(RunningFake(vertex, free_port())).url
+        os.environ.update({
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "demo", "password": "demo", "extra": {
+                "region_name": "us-east-1", "endpoint_url": moto_url,
+                "service_config": {"personalize": {"endpoint_url": p_url}}}}),
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({"conn_type": "google_cloud_platform", "extra": {
+                "api_endpoint": v_url, "api_transport": "rest", "is_anonymous": True, "project": vertex.project}}),
+            "RECSYS_VERTEX_PROJECT": vertex.project, "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
+            "RECSYS_VERTEX_POLL_SECONDS": "1", "RECSYS_PERSONALIZE_POLL_SECONDS": "1",
+            "RECSYS_PERSONALIZE_S3_URI": "s3://recsys-demo/personalize",
+            "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3Access",
+            "RECSYS_PERSONALIZE_SOLUTION_ARN": arns["solution"], "RECSYS_PERSONALIZE_CAMPAIGN_ARN": campaign,
+            **{f"RECSYS_PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")},
+        })  # fmt: skip
+        dags = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")
+        print(f"[vertex] EMULATED Vertex AI at {v_url}: recsys_vertex_deploy for model {champion['version']}")
+        run = _dag("recsys_vertex_deploy", dags).test(run_conf={"model_dir": champion["model_dir"]})
+        (endpoint,) = vertex.endpoints.values() or [{}]
+        print(f"[vertex] {run.state}: endpoint {endpoint.get('displayName')} traffic {endpoint.get('trafficSplit')}, "
+              f"model versions {[v['versionId'] for vs in vertex.models.values() for v in vs]}")  # fmt: skip
+        print(f"[personalize] EMULATED Amazon Personalize at {p_url}, S3 (moto) at {moto_url}: recsys_personalize")
+        run2 = _dag("recsys_personalize", dags).test(run_conf={"training_mode": "FULL", "window_days": 14})
+        reports = sorted((Path(load_settings().storage_root.removeprefix("file://")) / "personalize").glob(
+            "runs/*/report.json"), key=lambda p: p.stat().st_mtime)  # fmt: skip
+        report = json.loads(reports[-1].read_text()) if reports else {}
+        print(f"[personalize] {run2.state}: {len(report.get('imports', []))} imports, solution version "
+              f"{report.get('solution_version')}, {(report.get('metrics') or {}).get('summary', '')}; "
+              f"batch output {report.get('batch_output')}; report {reports[-1] if reports else '-'}")  # fmt: skip
+        return 0 if run.state == run2.state == "success" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recsys.demo_cloud")
+    parser.add_argument("stage", choices=["serve", "emulated"])
+    args = parser.parse_args(argv)
+    if args.stage == "serve":
+        serve()
+        return 0
+    return emulated()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
