@@ -20,7 +20,6 @@ Writes ``bench/results/bench_personalize_wait.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -76,7 +75,7 @@ def main() -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from results_file import write_results
 
-    from recsys.emulators.personalize import PersonalizeFake
+    from recsys.emulators.personalize import PersonalizeFake, airflow_connection
     from recsys.emulators.ports import free_port
     from recsys.emulators.running import RunningFake
 
@@ -85,10 +84,7 @@ def main() -> int:
     next(d for d in fake.datasets.values() if d["type"] == "interactions")["rows"] = 100_000
     rows = []
     with RunningFake(fake, free_port()) as running:
-        extra = {"region_name": "us-east-1", "service_config": {"personalize": {"endpoint_url": running.url}}}
-        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
-            {"conn_type": "aws", "login": "bench", "password": "bench", "extra": extra}
-        )
+        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = airflow_connection(running.url, None)
         for seconds in args.seconds:
             fake.job_seconds = seconds
             row = {"job_seconds": seconds, "deferrable": [deferrable(fake, seconds, d) for d in (2.0, 10.0)]}

@@ -19,7 +19,6 @@ Writes ``bench/results/bench_vertex_wait.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -66,13 +65,12 @@ def main() -> int:
     from vertex.hooks import VertexEndpointServiceHook, VertexModelServiceHook
 
     from recsys.emulators.ports import free_port
-    from recsys.emulators.vertex import RunningFake, VertexFake
+    from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.05)
     runs = []
     with RunningFake(fake, free_port()) as running:
-        extra = {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True, "project": PROJECT}
-        os.environ["AIRFLOW_CONN_VERTEX_BENCH"] = json.dumps({"conn_type": "google_cloud_platform", "extra": extra})
+        os.environ["AIRFLOW_CONN_VERTEX_BENCH"] = airflow_connection(running.url, PROJECT)
         models, endpoints = VertexModelServiceHook("vertex_bench"), VertexEndpointServiceHook("vertex_bench")
         model = models.upload_model(project_id=PROJECT, region=REGION,
                                     model={"display_name": "m"}).result(timeout=30).model  # fmt: skip

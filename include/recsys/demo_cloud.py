@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -23,6 +22,7 @@ import httpx
 
 from recsys.config import load_settings
 from recsys.emulators.ports import free_port
+from recsys.emulators.running import start_process
 
 SERVING_IMAGE = "local/recsys-serving:demo"
 
@@ -36,22 +36,6 @@ def _champion() -> dict:
     return champion
 
 
-def _start(command: list[str], env: dict, ready_url: str, log: Path, timeout: float = 120) -> subprocess.Popen:
-    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{command[0:3]} exited: see {log}")
-        try:
-            if httpx.get(ready_url, timeout=2).status_code < 500:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.terminate()
-    raise SystemExit(f"{command[0:3]} did not become ready in {timeout:.0f} s: see {log}")
-
-
 def serve() -> None:
     """Start the prediction server on the champion and print recommendations for a few users."""
     import pandas as pd
@@ -62,7 +46,7 @@ def serve() -> None:
            "RECSYS_SERVING_HOST": "127.0.0.1"}  # fmt: skip
     log = Path(os.environ["AIRFLOW_HOME"]) / "serving.log"
     url = f"http://127.0.0.1:{port}"
-    server = _start([sys.executable, "-m", "recsys.serving"], env, url + "/health", log)
+    server = start_process([sys.executable, "-m", "recsys.serving"], url + "/health", log, env)
     try:
         while httpx.get(url + "/health", timeout=5).status_code != 200:
             time.sleep(0.5)
@@ -85,15 +69,17 @@ def emulated() -> int:
     """Run the Vertex deploy and the Personalize retrain DAGs against local emulators."""
     from recsys.demo import _dag
     from recsys.emulators.personalize import PersonalizeFake
+    from recsys.emulators.personalize import airflow_connection as personalize_connection
     from recsys.emulators.running import RunningFake
     from recsys.emulators.vertex import VertexFake
+    from recsys.emulators.vertex import airflow_connection as vertex_connection
 
     home, champion = Path(os.environ["AIRFLOW_HOME"]), _champion()
     moto_port = free_port()
     moto_url = f"http://127.0.0.1:{moto_port}"
     moto = [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)]
     with ExitStack() as stack:
-        s3 = _start(moto, dict(os.environ), moto_url + "/moto-api/", home / "moto.log")
+        s3 = start_process(moto, moto_url + "/moto-api/", home / "moto.log")
         stack.callback(s3.terminate)
         import boto3
 
@@ -107,11 +93,8 @@ def emulated() -> int:
         p_url = stack.enter_context(RunningFake(personalize, free_port())).url
         v_url = stack.enter_context(RunningFake(vertex, free_port())).url
         os.environ.update({
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "demo", "password": "demo", "extra": {
-                "region_name": "us-east-1", "endpoint_url": moto_url,
-                "service_config": {"personalize": {"endpoint_url": p_url}}}}),
-            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps({"conn_type": "google_cloud_platform", "extra": {
-                "api_endpoint": v_url, "api_transport": "rest", "is_anonymous": True, "project": vertex.project}}),
+            "AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_url, moto_url),
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_url, vertex.project),
             "RECSYS_VERTEX_PROJECT": vertex.project, "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
             "RECSYS_VERTEX_POLL_SECONDS": "1", "RECSYS_PERSONALIZE_POLL_SECONDS": "1",
             "RECSYS_PERSONALIZE_S3_URI": "s3://recsys-demo/personalize",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.emulators.personalize import PersonalizeFake
+from recsys.emulators.personalize import PersonalizeFake, airflow_connection
 from recsys.emulators.ports import free_port
 from recsys.emulators.running import RunningFake
 
@@ -31,14 +31,11 @@ def personalize(airflow_db, synthetic_lake, moto_s3, s3_bucket, tmp_path, monkey
     arns = fake.create_dataset_group()
     fake.campaign = fake.create_campaign(arns["solution"])
     with RunningFake(fake, free_port()) as running:
-        connection = {"conn_type": "aws", "login": "test", "password": "test",
-                      "extra": {"region_name": "us-east-1", "endpoint_url": moto_s3,
-                                "service_config": {"personalize": {"endpoint_url": running.url}}}}  # fmt: skip
         settings = {"STORAGE_ROOT": root.as_uri(), "PERSONALIZE_S3_URI": f"s3://{s3_bucket}/personalize",
                     "PERSONALIZE_ROLE_ARN": ROLE, "PERSONALIZE_SOLUTION_ARN": arns["solution"],
                     "PERSONALIZE_CAMPAIGN_ARN": fake.campaign, "PERSONALIZE_POLL_SECONDS": "0.2"}  # fmt: skip
         settings |= {f"PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
         for key, value in settings.items():
             monkeypatch.setenv(f"RECSYS_{key}", value)
         fake.bucket, fake.root = s3_bucket, root

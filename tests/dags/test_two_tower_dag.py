@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake
+from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 from recsys.training.gate import read_champion
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -104,9 +104,7 @@ def vertex_training(two_tower, gcs_bucket, monkeypatch):
     """The Vertex fake runs the trainer image's entrypoint as a local process; GCS is fake-gcs-server."""
     fake = VertexFake(job_pending_seconds=0.1, images={TRAINER: [sys.executable, "-m", "recsys.training.train"]})
     with RunningFake(fake, free_port()) as running:
-        extra = {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True, "project": fake.project}
-        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
-                           json.dumps({"conn_type": "google_cloud_platform", "extra": extra}))  # fmt: skip
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", airflow_connection(running.url, fake.project))
         monkeypatch.setenv("RECSYS_VERTEX_PROJECT", fake.project)
         monkeypatch.setenv("RECSYS_VERTEX_REGION", fake.location)
         monkeypatch.setenv("RECSYS_TRAINER_IMAGE_URI", TRAINER)

@@ -4,14 +4,13 @@ project's prediction server for each deployment (Vertex's custom-container contr
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake
+from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PROJECT, REGION = "test-project", "us-central1"
@@ -26,9 +25,7 @@ def vertex(monkeypatch, tmp_path):
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.2,
                       images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})  # fmt: skip
     with RunningFake(fake, free_port()) as running:
-        extra = {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True, "project": PROJECT}
-        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
-                           json.dumps({"conn_type": "google_cloud_platform", "extra": extra}))  # fmt: skip
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", airflow_connection(running.url, PROJECT))
         monkeypatch.setenv("RECSYS_VERTEX_PROJECT", PROJECT)
         monkeypatch.setenv("RECSYS_VERTEX_REGION", REGION)
         monkeypatch.setenv("RECSYS_SERVING_IMAGE_URI", SERVING_IMAGE)

@@ -21,9 +21,11 @@ import pytest
 from fakes.airflow_stack import AirflowStack
 
 from recsys.emulators.personalize import PersonalizeFake
+from recsys.emulators.personalize import airflow_connection as personalize_connection
 from recsys.emulators.ports import free_port
 from recsys.emulators.running import RunningFake
 from recsys.emulators.vertex import VertexFake
+from recsys.emulators.vertex import airflow_connection as vertex_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 TODAY = datetime.now(UTC).date()
@@ -66,13 +68,8 @@ def world(tmp_path_factory, moto_s3):
     campaign = personalize.create_campaign(arns["solution"])
     vertex = VertexFake(operation_seconds=1.0, images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})
     with RunningFake(personalize, free_port()) as p_running, RunningFake(vertex, free_port()) as v_running:
-        aws = {"conn_type": "aws", "login": "t", "password": "t",
-               "extra": {"region_name": "us-east-1", "endpoint_url": moto_s3,
-                         "service_config": {"personalize": {"endpoint_url": p_running.url}}}}  # fmt: skip
-        gcp = {"conn_type": "google_cloud_platform",
-               "extra": {"api_endpoint": v_running.url, "api_transport": "rest", "is_anonymous": True,
-                         "project": vertex.project}}  # fmt: skip
-        env = {"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws), "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": json.dumps(gcp),
+        env = {"AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_running.url, moto_s3),
+               "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_running.url, vertex.project),
                "RECSYS_STORAGE_ROOT": (home / "recsys-data").as_uri(),
                "RECSYS_VERTEX_PROJECT": vertex.project, "RECSYS_VERTEX_REGION": vertex.location,
                "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE, "RECSYS_VERTEX_POLL_SECONDS": "2",

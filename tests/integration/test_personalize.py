@@ -9,7 +9,7 @@ import boto3
 import pytest
 from fakes.deferral import deferred, run_trigger
 
-from recsys.emulators.personalize import PersonalizeFake
+from recsys.emulators.personalize import PersonalizeFake, airflow_connection
 from recsys.emulators.ports import free_port
 from recsys.emulators.running import RunningFake
 
@@ -22,10 +22,7 @@ def personalize(moto_s3, s3_bucket, monkeypatch):
     fake = PersonalizeFake(s3_endpoint=moto_s3)
     fake.resources = fake.create_dataset_group()
     with RunningFake(fake, free_port()) as running:
-        connection = {"conn_type": "aws", "login": "test", "password": "test",
-                      "extra": {"region_name": "us-east-1", "endpoint_url": moto_s3,
-                                "service_config": {"personalize": {"endpoint_url": running.url}}}}  # fmt: skip
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
         fake.bucket = s3_bucket
         yield fake
 

@@ -8,7 +8,7 @@ import pytest
 from fakes.deferral import deferred, run_trigger
 
 from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake
+from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 PROJECT, REGION = "test-project", "us-central1"
 
@@ -17,10 +17,7 @@ PROJECT, REGION = "test-project", "us-central1"
 def vertex(monkeypatch):
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.3)
     with RunningFake(fake, free_port()) as running:
-        monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", json.dumps({
-            "conn_type": "google_cloud_platform",
-            "extra": {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True,
-                      "project": PROJECT}}))  # fmt: skip
+        monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", airflow_connection(running.url, PROJECT))
         yield fake
 
 

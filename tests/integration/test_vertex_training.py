@@ -3,7 +3,6 @@ client (REST) and the window staged to GCS (fake-gcs-server, real gcsfs)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import date
 
@@ -11,7 +10,7 @@ import pytest
 from fakes.deferral import deferred, run_trigger
 
 from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake
+from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 PROJECT, REGION = "test-project", "us-central1"
 EXIT_WITH = "import sys; sys.exit(int(sys.argv[1]))"  # a "trainer image" whose exit status is its first arg
@@ -22,10 +21,7 @@ IMAGES = {"trainer:exit": [sys.executable, "-c", EXIT_WITH]}
 def vertex(monkeypatch):
     fake = VertexFake(project=PROJECT, location=REGION, job_pending_seconds=0.1, images=IMAGES)
     with RunningFake(fake, free_port()) as running:
-        monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", json.dumps({
-            "conn_type": "google_cloud_platform",
-            "extra": {"api_endpoint": running.url, "api_transport": "rest", "is_anonymous": True,
-                      "project": PROJECT}}))  # fmt: skip
+        monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", airflow_connection(running.url, PROJECT))
         yield fake
 
 

@@ -413,3 +413,13 @@ class PersonalizeFake:
                 return JSONResponse({"__type": error.code, "message": error.message}, status_code=error.status,
                                     headers={"x-amzn-ErrorType": error.code},
                                     media_type="application/x-amz-json-1.1")  # fmt: skip
+
+
+def airflow_connection(personalize_url: str | None, s3_endpoint: str | None, region: str = "us-east-1") -> str:
+    """The Airflow AWS connection (``AIRFLOW_CONN_<ID>`` JSON): S3 on ``s3_endpoint`` (moto), Personalize here."""
+    extra: dict = {"region_name": region}
+    if s3_endpoint:
+        extra["endpoint_url"] = s3_endpoint
+    if personalize_url:
+        extra["service_config"] = {"personalize": {"endpoint_url": personalize_url}}
+    return json.dumps({"conn_type": "aws", "login": "emulated", "password": "emulated", "extra": extra})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -30,3 +31,24 @@ class RunningFake:
         self.thread.join(timeout=10)
         if hasattr(self.fake, "close"):
             self.fake.close()  # child processes the fake started
+
+
+def start_process(command: list[str], ready_url: str, log_path, env: dict | None = None,
+                  timeout: float = 120) -> subprocess.Popen:  # fmt: skip
+    """Start a local server process (output to ``log_path``); return once ``ready_url`` answers below 500."""
+    import httpx
+
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[0]} exited with {process.returncode}: see {log_path}")
+        try:
+            if httpx.get(ready_url, timeout=2).status_code < 500:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.terminate()
+    raise RuntimeError(f"{command[0]} did not answer {ready_url} within {timeout:.0f} s: see {log_path}")

@@ -466,3 +466,11 @@ def _now() -> str:
 def _not_found(what: str) -> JSONResponse:
     return JSONResponse({"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}},
                         status_code=404)  # fmt: skip
+
+
+def airflow_connection(url: str, project: str) -> str:
+    """The Airflow connection (``AIRFLOW_CONN_<ID>`` JSON) that points the project's Vertex hooks here."""
+    import json
+
+    extra = {"api_endpoint": url, "api_transport": "rest", "is_anonymous": True, "project": project}
+    return json.dumps({"conn_type": "google_cloud_platform", "extra": extra})
