@@ -93,12 +93,7 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
         return self.execute(context, busy_since=busy_since)
 
     def execute_complete(self, context, event: dict | None = None) -> str:
-        from airflow.providers.amazon.aws.utils import validate_execute_complete_event
-
-        event = validate_execute_complete_event(event)
-        if event["status"] != "success":
-            raise AirflowException(event["message"].split("\nWaiter")[0])
-        return event["arn"]
+        return triggers.arn_from_event(event)
 
 
 class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):

@@ -47,12 +47,7 @@ class _PersonalizeSensor(AwsBaseSensor[PersonalizeHook]):
         )  # fmt: skip
 
     def execute_complete(self, context, event: dict | None = None) -> str:
-        from airflow.providers.amazon.aws.utils import validate_execute_complete_event
-
-        event = validate_execute_complete_event(event)
-        if event["status"] != "success":
-            raise AirflowException(event["message"].split("\nWaiter")[0])
-        return event["arn"]
+        return triggers.arn_from_event(event)
 
 
 class PersonalizeDatasetImportJobSensor(_PersonalizeSensor):

@@ -13,6 +13,18 @@ from airflow.providers.amazon.aws.triggers.base import AwsBaseWaiterTrigger
 from personalize.hooks import PersonalizeHook
 
 
+def arn_from_event(event: dict | None) -> str:
+    """The watched resource's ARN from a successful event; the waiter's failure (with the job's
+    ``failureReason``) as an ``AirflowException`` otherwise."""
+    from airflow.providers.amazon.aws.utils import validate_execute_complete_event
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    event = validate_execute_complete_event(event)
+    if event["status"] != "success":
+        raise AirflowException(event["message"].split("\nWaiter")[0])
+    return event["arn"]
+
+
 class _PersonalizeTrigger(AwsBaseWaiterTrigger):
     aws_hook_class = PersonalizeHook
     waiter: str
