@@ -113,6 +113,24 @@ def wait_all(stack, dag_id: str, expected: int, timeout: float = 900) -> list[di
     raise TimeoutError(f"{dag_id}: {[(r['dag_run_id'], r['state']) for r in stack.runs(dag_id)]}")
 
 
+def wait_quiet(stack, dag_id: str, quiet_seconds: float = 20, timeout: float = 900) -> list[dict]:
+    """All runs finished and no new run for ``quiet_seconds`` (asset-triggered runs appear with a delay)."""
+    deadline, seen, since = time.monotonic() + timeout, None, time.monotonic()
+    while time.monotonic() < deadline:
+        runs = stack.runs(dag_id)
+        key = [(r["dag_run_id"], r["state"]) for r in runs]
+        if key != seen:
+            seen, since = key, time.monotonic()
+        elif (
+            runs
+            and all(r["state"] in ("success", "failed") for r in runs)
+            and time.monotonic() - since >= quiet_seconds
+        ):
+            return runs
+        time.sleep(2)
+    raise TimeoutError(f"{dag_id}: {seen}")
+
+
 def test_invalid_params_are_rejected_through_the_rest_api(world):
     answer = world.stack.api("POST", "/dags/recsys_extract/dagRuns",
                              json={"logical_date": None, "conf": {"max_bad_fraction": 5}})  # fmt: skip
@@ -177,14 +195,16 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     for _ in range(2):
         assert stack.api("POST", "/dags/recsys_two_tower/dagRuns",
                          json={"logical_date": None, "conf": {"window_days": 14}}).status_code == 200  # fmt: skip
-    trainings = wait_all(stack, "recsys_two_tower", 3)
+    wait_all(stack, "recsys_two_tower", 3)
+    trainings = wait_quiet(stack, "recsys_two_tower")
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
     spans = sorted((r["start_date"], r["end_date"]) for r in trainings)
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), (
         spans
     )  # one at a time
-    deploys = wait_all(stack, "recsys_vertex_deploy", 1)
-    assert deploys[0]["state"] == "success", stack.task_states("recsys_vertex_deploy", deploys[0]["dag_run_id"])
+    deploys = wait_quiet(stack, "recsys_vertex_deploy")
+    assert {r["state"] for r in deploys} == {"success"}, [stack.task_states("recsys_vertex_deploy", r["dag_run_id"])
+                                                          for r in deploys]  # fmt: skip
     (endpoint,) = world.vertex.endpoints.values()
     assert len(endpoint["deployedModels"]) == 1 and list(endpoint["trafficSplit"].values()) == [100]
 
