@@ -131,6 +131,12 @@ def wait_quiet(stack, dag_id: str, quiet_seconds: float = 20, timeout: float = 9
     raise TimeoutError(f"{dag_id}: {seen}")
 
 
+def assert_one_at_a_time(runs: list[dict]) -> None:
+    spans = sorted((r["start_date"], r["end_date"]) for r in runs)
+    overlapping = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+    assert not overlapping, overlapping
+
+
 def test_invalid_params_are_rejected_through_the_rest_api(world):
     answer = world.stack.api("POST", "/dags/recsys_extract/dagRuns",
                              json={"logical_date": None, "conf": {"max_bad_fraction": 5}})  # fmt: skip
@@ -198,13 +204,11 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     wait_all(stack, "recsys_two_tower", 3)
     trainings = wait_quiet(stack, "recsys_two_tower")
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
-    spans = sorted((r["start_date"], r["end_date"]) for r in trainings)
-    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False)), (
-        spans
-    )  # one at a time
+    assert_one_at_a_time(trainings)
     deploys = wait_quiet(stack, "recsys_vertex_deploy")
     assert {r["state"] for r in deploys} == {"success"}, [stack.task_states("recsys_vertex_deploy", r["dag_run_id"])
                                                           for r in deploys]  # fmt: skip
+    assert_one_at_a_time(deploys)
     (endpoint,) = world.vertex.endpoints.values()
     assert len(endpoint["deployedModels"]) == 1 and list(endpoint["trafficSplit"].values()) == [100]
 
@@ -231,3 +235,6 @@ def test_personalize_wait_survives_a_triggerer_restart(world):
     (version,) = [v for v in fake.created("solution_version") if v.arn == arn]
     assert fake.status(version) == "ACTIVE"
     assert [v.name for v in fake.created("solution_version")].count(version.name) == 1  # not started twice
+    reports = list((world.home / "recsys-data" / "personalize" / "runs").glob("*/report.json"))
+    mine = [json.loads(r.read_text()) for r in reports if json.loads(r.read_text())["run_id"] == run_id]
+    assert len(mine) == 1 and mine[0]["solution_version"] == arn and mine[0]["batch_output"]
