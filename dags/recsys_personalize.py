@@ -205,10 +205,15 @@ def recsys_personalize():
         mode = pull(task_ids="training_mode") or {}
         body = {"run_id": context["dag_run"].run_id, "plan": planned, "task_states": states,
                 "imports": list(pull(task_ids="import_dataset") or []), "training": mode, "solution_version": version,
-                "metrics": metric_verdict(hook, version, mode.get("previous_version"),
-                                          context["params"]["max_metric_drop"]) if version else None,
+                "metrics": None,
                 "batch_output": (planned["run_uri"] + "/batch-output/") if pull(task_ids="batch_inference") else None,
                 "campaign": pull(task_ids="update_campaign")}  # fmt: skip
+        if version:
+            try:
+                body["metrics"] = metric_verdict(hook, version, mode.get("previous_version"),
+                                                 context["params"]["max_metric_drop"])  # fmt: skip
+            except Exception as exc:  # noqa: BLE001 - the report must be written whatever AWS says
+                body["metrics"] = {"error": str(exc)}
         path = as_path(load_settings(use_airflow_variables=True).storage_root) / "personalize" / "runs"
         atomic_write_text(path / planned["run_key"] / "report.json", json.dumps(body, indent=2, default=str))
         return body
