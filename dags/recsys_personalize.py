@@ -159,7 +159,7 @@ def recsys_personalize():
         reason = "requested"
         if mode == "UPDATE" and not hook.supports_update(solution):
             mode, reason = "FULL", "the solution's recipe does not support UPDATE"
-        elif mode == "UPDATE" and not hook.latest_active_full_version(solution):
+        elif mode == "UPDATE" and not hook.latest_active_version(solution, "FULL"):
             mode, reason = "FULL", "no ACTIVE FULL solution version yet"
         previous = hook.latest_active_version(solution)
         return {"mode": mode, "reason": reason, "previous_version": previous}

@@ -150,6 +150,7 @@ def recsys_two_tower():
         from airflow.sdk.exceptions import AirflowSkipException
         from vertex.training import trainer_job_spec
 
+        from recsys.training import MIN_INTERACTIONS
         from recsys.training.fit import TrainParams
         from recsys.training.staging import stage_window as copy_window
         from recsys.training.staging import window_manifests, window_rows
@@ -157,11 +158,13 @@ def recsys_two_tower():
         params, vertex = get_current_context()["params"], plan["vertex"]
         end_day = date.fromisoformat(plan["end_day"])
         extract_root = load_settings(use_airflow_variables=True).extract_root
-        rows = window_rows(window_manifests(extract_root, end_day, params["window_days"]))
-        if rows < 1000:
-            raise AirflowSkipException(f"only {rows} interactions in the window ending {end_day}; need at least 1000")
+        manifests = window_manifests(extract_root, end_day, params["window_days"])
+        rows = window_rows(manifests)
+        if rows < MIN_INTERACTIONS:
+            raise AirflowSkipException(f"only {rows} interactions in the window ending {end_day}; "
+                                       f"need at least {MIN_INTERACTIONS}")  # fmt: skip
         if vertex["extract_root"] != extract_root:
-            staged = copy_window(extract_root, end_day, params["window_days"], vertex["extract_root"])
+            staged = copy_window(extract_root, manifests, vertex["extract_root"])
         else:
             staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
         train_params = TrainParams(epochs=params["epochs"], embedding_dim=params["embedding_dim"],

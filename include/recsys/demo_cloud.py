@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -46,10 +45,9 @@ def serve() -> None:
            "RECSYS_SERVING_HOST": "127.0.0.1"}  # fmt: skip
     log = Path(os.environ["AIRFLOW_HOME"]) / "serving.log"
     url = f"http://127.0.0.1:{port}"
+    # /health answers 503 until the model is loaded and warmed, so this returns once it serves
     server = start_process([sys.executable, "-m", "recsys.serving"], url + "/health", log, env)
     try:
-        while httpx.get(url + "/health", timeout=5).status_code != 200:
-            time.sleep(0.5)
         with (ObjectStoragePath(champion["model_dir"]) / "holdout.parquet").open("rb") as handle:
             users = pd.read_parquet(handle)["user_id"].astype(str).drop_duplicates().head(3).tolist()
         body = {"instances": [*users, "someone-new"], "parameters": {"k": 5}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 
 from airflow.sdk import ObjectStoragePath
@@ -13,6 +14,13 @@ def as_path(location: str | ObjectStoragePath) -> ObjectStoragePath:
 
 def is_local(path: ObjectStoragePath) -> bool:
     return path.protocol in {"file", "local", ""}
+
+
+def copy_file(source, target) -> None:
+    """Stream one file to another (``pathlib.Path`` or ``ObjectStoragePath``, any store), creating its folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as reader, target.open("wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
 
 
 def atomic_write_text(target: ObjectStoragePath, text: str) -> None:

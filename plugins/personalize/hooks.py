@@ -61,14 +61,11 @@ class PersonalizeHook(AwsBaseHook):
         return self._pick(base_name, [(v.get("name", ""), v["solutionVersionArn"], v["status"]) for v in described])
 
     # ---- solution facts ----------------------------------------------------------------------------
-    def latest_active_full_version(self, solution_arn: str) -> str | None:
+    def latest_active_version(self, solution_arn: str, training_mode: str | None = None) -> str | None:
+        """The newest ACTIVE solution version (trained with ``training_mode``, if given)."""
         versions = self._paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
-        full = [v for v in versions if v["status"] == "ACTIVE" and v.get("trainingMode", "FULL") == "FULL"]
-        return max(full, key=lambda v: v["creationDateTime"])["solutionVersionArn"] if full else None
-
-    def latest_active_version(self, solution_arn: str, exclude: str | None = None) -> str | None:
-        versions = self._paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
-        active = [v for v in versions if v["status"] == "ACTIVE" and v["solutionVersionArn"] != exclude]
+        active = [v for v in versions if v["status"] == "ACTIVE"
+                  and training_mode in (None, v.get("trainingMode", "FULL"))]  # fmt: skip
         return max(active, key=lambda v: v["creationDateTime"])["solutionVersionArn"] if active else None
 
     def supports_update(self, solution_arn: str) -> bool:

@@ -194,12 +194,15 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
 
         return VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
 
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project_id}/locations/{self.region}"
+
     def find_existing(self, client):
         key = self.custom_job.get("labels", {}).get(self.idempotency_label)
         if not key:
             return None
-        parent = f"projects/{self.project_id}/locations/{self.region}"
-        jobs = client.list_custom_jobs(request={"parent": parent,
+        jobs = client.list_custom_jobs(request={"parent": self.parent,
                                                 "filter": f'labels.{self.idempotency_label}="{key}"'})  # fmt: skip
         alive = [job for job in jobs if job.state.name in self.ALIVE]
         return max(alive, key=lambda job: job.create_time, default=None)
@@ -212,8 +215,7 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
         if job is not None:
             self.log.info("reattaching to %s (%s) instead of starting another job", job.name, job.state.name)
         else:
-            parent = f"projects/{self.project_id}/locations/{self.region}"
-            job = client.create_custom_job(parent=parent, custom_job=self.custom_job, retry=quota_retry())
+            job = client.create_custom_job(parent=self.parent, custom_job=self.custom_job, retry=quota_retry())
         self.job_name = job.name
         if job.state.name == "JOB_STATE_SUCCEEDED":
             return self.finish({}, context)

@@ -110,11 +110,11 @@ def test_stage_window_copies_what_training_reads_to_gcs(synthetic_lake, gcs_buck
     from airflow.sdk import ObjectStoragePath
 
     from recsys.training.data import load_window
-    from recsys.training.staging import stage_window
+    from recsys.training.staging import stage_window, window_manifests
 
     extract_root = synthetic_lake + "/extract"
     target = f"gs://{gcs_bucket}/windows/v1/extract"
-    report = stage_window(extract_root, date(2026, 11, 9), 8, target)
+    report = stage_window(extract_root, window_manifests(extract_root, date(2026, 11, 9), 8), target)
     assert report["days"] == 8 and report["days_with_data"] == 7 and report["bytes"] > 0
     original, staged = load_window(extract_root, date(2026, 11, 9), 8), load_window(target, date(2026, 11, 9), 8)
     assert staged.days == original.days and staged.outage_days == ["2026-11-05"]

@@ -12,12 +12,12 @@ Re-running writes the same keys with the same bytes, so a retry is harmless.
 
 from __future__ import annotations
 
-import shutil
 from datetime import date, timedelta
 
 from airflow.sdk import ObjectStoragePath
 
 from recsys.data.partitions import PartitionStore
+from recsys.storage import copy_file
 
 MIN_FULL_INTERACTIONS = 1000  # Personalize refuses to train on fewer
 
@@ -29,13 +29,6 @@ class NothingToImportError(ValueError):
 def with_connection(s3_uri: str, conn_id: str | None) -> ObjectStoragePath:
     """``s3://bucket/key`` as a path that authenticates with the Airflow connection ``conn_id``."""
     return ObjectStoragePath(s3_uri.replace("s3://", f"s3://{conn_id}@", 1) if conn_id else s3_uri)
-
-
-def _copy(source: ObjectStoragePath, target: ObjectStoragePath) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as reader, target.open("wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
-    return target.stat().st_size
 
 
 def stage_personalize_files(extract_root: str, end_day: date, window_days: int, datasets: list[str],
@@ -59,7 +52,7 @@ def stage_personalize_files(extract_root: str, end_day: date, window_days: int, 
         rows = 0
         for manifest in sources:
             name = f"{manifest['partition']}.csv" if dataset == "interactions" else f"{dataset}.csv"
-            _copy(store.file_path(manifest, f"personalize_{dataset}"), with_connection(folder + name, conn_id))
+            copy_file(store.file_path(manifest, f"personalize_{dataset}"), with_connection(folder + name, conn_id))
             rows += manifest["files"][f"personalize_{dataset}"]["rows"]
         if dataset == "interactions" and interactions_mode == "FULL" and rows < MIN_FULL_INTERACTIONS:
             raise NothingToImportError(f"a FULL interactions import needs at least {MIN_FULL_INTERACTIONS} rows; "
@@ -71,5 +64,5 @@ def stage_personalize_files(extract_root: str, end_day: date, window_days: int, 
     batch_input = None
     if "batch_inference_users" in newest["files"]:
         batch_input = f"{run_uri}/batch-input/users.jsonl"
-        _copy(store.file_path(newest, "batch_inference_users"), with_connection(batch_input, conn_id))
+        copy_file(store.file_path(newest, "batch_inference_users"), with_connection(batch_input, conn_id))
     return {"imports": imports, "batch_input": batch_input, "warnings": sorted(set(warnings))}

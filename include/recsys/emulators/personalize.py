@@ -169,6 +169,12 @@ class PersonalizeFake:
             body["failureReason"] = job.failure
         return body
 
+    def _summaries(self, kind: str, arn_key: str, parent_key: str, params: dict, keep: tuple[str, ...]) -> list[dict]:
+        """A List* answer: the summary fields of the jobs of ``kind`` under the requested parent (or all)."""
+        wanted = params.get(parent_key)
+        described = [self._describe(j, arn_key) for j in self.created(kind) if wanted in (None, j.fields[parent_key])]
+        return [{k: d[k] for k in (arn_key, *keep) if k in d} for d in described]
+
     def _job(self, arn: str, kind: str) -> Job:
         job = self.jobs.get(arn)
         if job is None or job.kind != kind:
@@ -242,11 +248,8 @@ class PersonalizeFake:
         }
 
     def ListDatasetImportJobs(self, p: dict) -> dict:  # noqa: N802
-        jobs = [self._describe(j, "datasetImportJobArn") for j in self.created("import")
-                if j.fields["datasetArn"] == p.get("datasetArn", j.fields["datasetArn"])]  # fmt: skip
-        keep = ("datasetImportJobArn", "jobName", "status", "creationDateTime", "lastUpdatedDateTime", "failureReason",
-                "importMode")  # fmt: skip
-        return {"datasetImportJobs": [{k: j[k] for k in keep if k in j} for j in jobs]}
+        keep = ("jobName", "status", "creationDateTime", "lastUpdatedDateTime", "failureReason", "importMode")
+        return {"datasetImportJobs": self._summaries("import", "datasetImportJobArn", "datasetArn", p, keep)}
 
     def CreateSolutionVersion(self, p: dict) -> dict:  # noqa: N802
         solution = self.solutions.get(p["solutionArn"])
@@ -279,11 +282,8 @@ class PersonalizeFake:
         return {"solutionVersion": body}
 
     def ListSolutionVersions(self, p: dict) -> dict:  # noqa: N802
-        keep = ("solutionVersionArn", "status", "trainingMode", "creationDateTime", "lastUpdatedDateTime",
-                "failureReason")  # fmt: skip
-        versions = [self._describe(j, "solutionVersionArn") for j in self.created("solution_version")
-                    if j.fields["solutionArn"] == p["solutionArn"]]  # fmt: skip
-        return {"solutionVersions": [{k: v[k] for k in keep if k in v} for v in versions]}
+        keep = ("status", "trainingMode", "creationDateTime", "lastUpdatedDateTime", "failureReason")
+        return {"solutionVersions": self._summaries("solution_version", "solutionVersionArn", "solutionArn", p, keep)}
 
     def StopSolutionVersionCreation(self, p: dict) -> dict:  # noqa: N802
         job = self._job(p["solutionVersionArn"], "solution_version")
@@ -333,14 +333,8 @@ class PersonalizeFake:
                                                     "batchInferenceJobArn")}  # fmt: skip
 
     def ListBatchInferenceJobs(self, p: dict) -> dict:  # noqa: N802
-        jobs = [
-            self._describe(j, "batchInferenceJobArn")
-            for j in self.created("batch")
-            if j.fields["solutionVersionArn"] == p.get("solutionVersionArn", j.fields["solutionVersionArn"])
-        ]
-        keep = ("batchInferenceJobArn", "jobName", "status", "creationDateTime", "lastUpdatedDateTime", "failureReason",
-                "solutionVersionArn")  # fmt: skip
-        return {"batchInferenceJobs": [{k: j[k] for k in keep if k in j} for j in jobs]}
+        keep = ("jobName", "status", "creationDateTime", "lastUpdatedDateTime", "failureReason", "solutionVersionArn")
+        return {"batchInferenceJobs": self._summaries("batch", "batchInferenceJobArn", "solutionVersionArn", p, keep)}
 
     def UpdateCampaign(self, p: dict) -> dict:  # noqa: N802
         campaign = self.campaigns.get(p["campaignArn"])

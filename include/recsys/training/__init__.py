@@ -7,3 +7,5 @@ first imported, so it lives here, ahead of every training module.
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+MIN_INTERACTIONS = 1000  # a window with fewer training interactions is skipped, not trained on

@@ -10,11 +10,10 @@ for ``ObjectStoragePath``; TensorFlow is not needed.
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import date, timedelta
 
 from recsys.data.partitions import MANIFEST, PartitionStore
-from recsys.storage import atomic_write_text
+from recsys.storage import atomic_write_text, copy_file
 
 
 def window_manifests(extract_root: str, end_day: date, window_days: int) -> dict[str, dict]:
@@ -28,10 +27,10 @@ def window_rows(manifests: dict[str, dict]) -> int:
     return sum(m["counts"]["valid"] for m in manifests.values() if m["status"] == "ok")
 
 
-def stage_window(extract_root: str, end_day: date, window_days: int, target_root: str) -> dict:
-    """Copy the window to ``target_root``; return what was copied. Re-staging replaces it exactly."""
+def stage_window(extract_root: str, manifests: dict[str, dict], target_root: str) -> dict:
+    """Copy the window (its :func:`window_manifests`) to ``target_root``; return what was copied.
+    Re-staging replaces it exactly."""
     source, target = PartitionStore(extract_root), PartitionStore(target_root)
-    manifests = window_manifests(extract_root, end_day, window_days)
     ok_days = sorted(d for d, m in manifests.items() if m["status"] == "ok")
     copied_bytes = 0
     for day, manifest in sorted(manifests.items()):
@@ -40,11 +39,8 @@ def stage_window(extract_root: str, end_day: date, window_days: int, target_root
             wanted += ["users", "items"]
         files = {name: manifest["files"][name] for name in wanted}
         for name in files:
-            src = source.file_path(manifest, name)
             dst = target.file_path(manifest, name)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with src.open("rb") as reader, dst.open("wb") as writer:
-                shutil.copyfileobj(reader, writer, 1 << 20)
+            copy_file(source.file_path(manifest, name), dst)
             copied_bytes += dst.stat().st_size
         staged = {**manifest, "files": files, "staged_from": str(source.partition_dir(date.fromisoformat(day)))}
         atomic_write_text(target.partition_dir(date.fromisoformat(day)) / MANIFEST, json.dumps(staged, indent=2))

@@ -20,12 +20,14 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+from recsys.storage import copy_file
+from recsys.training import MIN_INTERACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,7 @@ def upload_dir(local: Path, target: str) -> None:
     root = ObjectStoragePath(target)
     for path in sorted(local.rglob("*")):
         if path.is_file():
-            destination = root / path.relative_to(local).as_posix()
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("rb") as source, destination.open("wb") as sink:
-                shutil.copyfileobj(source, sink, 1 << 20)
+            copy_file(path, root / path.relative_to(local).as_posix())
 
 
 def download_dir(source: str, local: Path) -> Path:
@@ -52,10 +51,7 @@ def download_dir(source: str, local: Path) -> Path:
         return Path(root.path)
     for path in root.rglob("*"):
         if path.is_file():
-            destination = local / str(path.relative_to(root))
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("rb") as src, destination.open("wb") as sink:
-                shutil.copyfileobj(src, sink, 1 << 20)
+            copy_file(path, local / str(path.relative_to(root)))
     return local
 
 
@@ -71,7 +67,7 @@ def train_and_export(
     model_dir: str,
     params,
     *,
-    min_interactions: int = 1000,
+    min_interactions: int = MIN_INTERACTIONS,
     index_k: int = 100,
     min_index_recall: float = 0.95,
     scann_grid: list | None = None,
@@ -205,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--end-day", type=date.fromisoformat, default=datetime.now(UTC).date() - timedelta(days=1))
     parser.add_argument("--window-days", type=int, default=30)
     parser.add_argument("--holdout-days", type=int, default=1)
-    parser.add_argument("--min-interactions", type=int, default=1000)
+    parser.add_argument("--min-interactions", type=int, default=MIN_INTERACTIONS)
     parser.add_argument("--model-dir", default=os.environ.get("AIP_MODEL_DIR"),
                         help="output folder (default: $AIP_MODEL_DIR)")  # fmt: skip
     for name, default in TrainParams().as_dict().items():
