@@ -7,9 +7,13 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
 **Tasks**
 1. `plan` — the window (default: 30 days ending at the newest extracted day) and a new model version.
 2. `train` (`training_backend=local`, the default) — in the worker: TensorFlow Recommenders
-   two-tower model on the window, temporal holdout = the newest `holdout_days`, metrics for the
-   model and a most-popular baseline, export of the query model, a brute-force and (when it
-   qualifies) a tuned ScaNN SavedModel, candidate embeddings, metadata.
+   two-tower model on the window (history-aware query tower: each example sees the user's newest
+   `history_length` events strictly before it), temporal holdout = the newest `holdout_days`.
+   The model and a most-popular baseline are evaluated **as served** (`recsys.policy`: history =
+   window + earlier holdout events, seen items excluded, no-history policy), overall and per
+   segment (seen users / new users with history / no history). Exports the query model, a
+   brute-force and (when it qualifies) a tuned ScaNN SavedModel, candidate embeddings, the
+   history snapshot the server starts from, metadata.
    Too few interactions → the run is **skipped** with the reason.
    `training_backend=vertex` does the same job on Vertex AI instead: `stage_window` copies the
    window to `gs://` (unless the storage root is already there) and `train_on_vertex` runs the
@@ -34,21 +38,51 @@ from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
 from recsys.config import load_settings  # stdlib only: cheap at parse time
 
 PARAMS = {
-    "end_day": Param(None, type=["null", "string"], format="date", title="Last day of the window",
-                     description="YYYY-MM-DD; empty = the newest extracted partition."),
+    "end_day": Param(
+        None,
+        type=["null", "string"],
+        format="date",
+        title="Last day of the window",
+        description="YYYY-MM-DD; empty = the newest extracted partition.",
+    ),
     "window_days": Param(30, type="integer", minimum=2, maximum=365, title="Window (days)"),
     "holdout_days": Param(1, type="integer", minimum=1, maximum=30, title="Holdout (newest days)"),
-    "epochs": Param(2, type="integer", minimum=1, maximum=50),
+    "epochs": Param(8, type="integer", minimum=1, maximum=50),
     "embedding_dim": Param(32, type="integer", minimum=4, maximum=512),
     "learning_rate": Param(0.05, type="number", exclusiveMinimum=0, maximum=1),
     "batch_size": Param(2048, type="integer", minimum=32, maximum=65536),
-    "tolerance": Param(0.01, type="number", minimum=0, maximum=1,
-                       title="Allowed drop vs the champion (absolute top-100 accuracy)"),
+    "history_length": Param(
+        50,
+        type="integer",
+        minimum=1,
+        maximum=500,
+        title="History length",
+        description="How many of a user's newest events the query tower reads.",
+    ),
+    "exclude_seen": Param(
+        True,
+        type="boolean",
+        title="Exclude seen items",
+        description="Never recommend items the user already interacted with (served and evaluated).",
+    ),
+    "no_history": Param(
+        "model",
+        enum=["model", "popular"],
+        title="Users without history get",
+        description="model = the learned no-history query (demographics when known); popular = the most popular items.",
+    ),
+    "tolerance": Param(
+        0.01, type="number", minimum=0, maximum=1, title="Allowed drop vs the champion (absolute top-100 accuracy)"
+    ),
     "force": Param(False, type="boolean", title="Bless even if the gate says no"),
-    "training_backend": Param("local", enum=["local", "vertex"], title="Where to train",
-                              description="local = in the Airflow worker; vertex = a Vertex AI custom job "
-                                          "running the trainer image (needs RECSYS_TRAINER_IMAGE_URI)."),
-}  # fmt: skip
+    "training_backend": Param(
+        "local",
+        enum=["local", "vertex"],
+        title="Where to train",
+        description="local = in the Airflow worker; vertex = a Vertex AI custom job "
+        "running the trainer image (needs RECSYS_TRAINER_IMAGE_URI).",
+    ),
+}
 
 
 @dag(
@@ -131,8 +165,7 @@ def recsys_two_tower():
         from recsys.training.train import train_and_export
 
         params = get_current_context()["params"]
-        train_params = TrainParams(epochs=params["epochs"], embedding_dim=params["embedding_dim"],
-                                   learning_rate=params["learning_rate"], batch_size=params["batch_size"])  # fmt: skip
+        train_params = TrainParams.from_params(params)
         extract_root = load_settings(use_airflow_variables=True).extract_root
         try:
             result = train_and_export(extract_root, date.fromisoformat(plan["end_day"]), params["window_days"],
@@ -167,8 +200,7 @@ def recsys_two_tower():
             staged = copy_window(extract_root, manifests, vertex["extract_root"])
         else:
             staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
-        train_params = TrainParams(epochs=params["epochs"], embedding_dim=params["embedding_dim"],
-                                   learning_rate=params["learning_rate"], batch_size=params["batch_size"])  # fmt: skip
+        train_params = TrainParams.from_params(params)
         job = trainer_job_spec(version=plan["version"], image_uri=vertex["image"], extract_root=vertex["extract_root"],
                                end_day=plan["end_day"], window_days=params["window_days"],
                                holdout_days=params["holdout_days"], train_params=train_params.as_dict(),

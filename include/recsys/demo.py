@@ -99,6 +99,14 @@ def run_training(days: int, dag_folder: str) -> bool:
     for name in ("model", "popularity", "champion"):
         if metrics := result["metrics"].get(name):
             print(f"{name:<12}" + "".join(f"{metrics[f'top_{k}_accuracy']:>9.4f}" for k in ks))
+    print("top-10 / top-100 hit rate per user segment (as served: history, seen items excluded):")
+    for segment, counts in result["metrics"]["model"]["segments"].items():
+        cells = "  ".join(
+            f"{name} {result['metrics'][name]['segments'][segment]['top_10_accuracy']:.3f}/"
+            f"{result['metrics'][name]['segments'][segment]['top_100_accuracy']:.3f}"
+            for name in ("model", "popularity")
+        )
+        print(f"  {segment:<24}{counts['pairs']:>7} pairs  {cells}")
     print(f"gate: {'blessed' if result['gate']['blessed'] else 'not blessed'}; {'; '.join(result['gate']['reasons'])}")
     print(f"serving index: {result['index']['serving']}")
     print(f"model card: {model_dir / 'model_card.md'}\nplot:       {model_dir / 'training_plot.png'}")

@@ -41,8 +41,12 @@ def serve() -> None:
     from airflow.sdk import ObjectStoragePath
 
     champion, port = _champion(), free_port()
-    env = {**os.environ, "AIP_STORAGE_URI": load_settings().models_root, "AIP_HTTP_PORT": str(port),
-           "RECSYS_SERVING_HOST": "127.0.0.1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "AIP_STORAGE_URI": load_settings().models_root,
+        "AIP_HTTP_PORT": str(port),
+        "RECSYS_SERVING_HOST": "127.0.0.1",
+    }
     log = Path(os.environ["AIRFLOW_HOME"]) / "serving.log"
     url = f"http://127.0.0.1:{port}"
     # /health answers 503 until the model is loaded and warmed, so this returns once it serves
@@ -51,16 +55,36 @@ def serve() -> None:
         with (ObjectStoragePath(champion["model_dir"]) / "holdout.parquet").open("rb") as handle:
             users = pd.read_parquet(handle)["user_id"].astype(str).drop_duplicates().head(3).tolist()
         body = {"instances": [*users, "someone-new"], "parameters": {"k": 5}}
-        answer = httpx.post(url + "/predict", json=body, timeout=30)
-        answer.raise_for_status()
         print(f"[serve] {url}/predict (model {champion['version']}, log {log}):")
-        for prediction in answer.json()["predictions"]:
-            note = " (unknown user: most popular items)" if prediction["fallback"] else ""
-            titles = ", ".join(t or i for t, i in zip(prediction["titles"], prediction["item_ids"], strict=True))
-            print(f"  {prediction['user_id']:<12} {titles}{note}")
+        for prediction in _predict(url, body):
+            note = " (new user, no events)" if prediction["user_id"] == "someone-new" else ""
+            print(f"  {prediction['user_id']:<12} {_titles(prediction)}{note}")
+        _show_recent_events(url, users[0])
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _predict(url: str, body: dict) -> list[dict]:
+    answer = httpx.post(url + "/predict", json=body, timeout=30)
+    answer.raise_for_status()
+    return answer.json()["predictions"]
+
+
+def _titles(prediction: dict) -> str:
+    note = " [most popular items]" if prediction["fallback"] else ""
+    return ", ".join(t or i for t, i in zip(prediction["titles"], prediction["item_ids"], strict=True)) + note
+
+
+def _show_recent_events(url: str, user: str) -> None:
+    """One user's recommendations before and after two recent events sent with the request."""
+    before = _predict(url, {"instances": [user], "parameters": {"k": 20}})[0]
+    recent = before["item_ids"][10:12]  # two items the user has not seen, as if just watched
+    after = _predict(url, {"instances": [{"user_id": user, "recent_item_ids": recent}], "parameters": {"k": 5}})[0]
+    titles = dict(zip(before["item_ids"], before["titles"], strict=True))
+    print(f"[serve] {user} before and after two recent events in the request ({', '.join(titles[i] for i in recent)}):")
+    print(f"  before       {_titles({**before, 'item_ids': before['item_ids'][:5], 'titles': before['titles'][:5]})}")
+    print(f"  after        {_titles(after)}")
 
 
 def emulated() -> int:
@@ -81,39 +105,54 @@ def emulated() -> int:
         stack.callback(s3.terminate)
         import boto3
 
-        boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="demo",
-                     aws_secret_access_key="demo").create_bucket(Bucket="recsys-demo")  # fmt: skip
+        boto3.client(
+            "s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo"
+        ).create_bucket(Bucket="recsys-demo")
         personalize = PersonalizeFake(s3_endpoint=moto_url, pending_seconds=0.5, job_seconds=1.5)
         arns = personalize.create_dataset_group()
         campaign = personalize.create_campaign(arns["solution"])
-        vertex = VertexFake(project="demo-project", operation_seconds=1.0,
-                            images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})  # fmt: skip
+        vertex = VertexFake(
+            project="demo-project",
+            operation_seconds=1.0,
+            images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]},
+        )
         p_url = stack.enter_context(RunningFake(personalize, free_port())).url
         v_url = stack.enter_context(RunningFake(vertex, free_port())).url
-        os.environ.update({
-            "AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_url, moto_url),
-            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_url, vertex.project),
-            "RECSYS_VERTEX_PROJECT": vertex.project, "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
-            "RECSYS_VERTEX_POLL_SECONDS": "1", "RECSYS_PERSONALIZE_POLL_SECONDS": "1",
-            "RECSYS_PERSONALIZE_S3_URI": "s3://recsys-demo/personalize",
-            "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3Access",
-            "RECSYS_PERSONALIZE_SOLUTION_ARN": arns["solution"], "RECSYS_PERSONALIZE_CAMPAIGN_ARN": campaign,
-            **{f"RECSYS_PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")},
-        })  # fmt: skip
+        os.environ.update(
+            {
+                "AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_url, moto_url),
+                "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_url, vertex.project),
+                "RECSYS_VERTEX_PROJECT": vertex.project,
+                "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
+                "RECSYS_VERTEX_POLL_SECONDS": "1",
+                "RECSYS_PERSONALIZE_POLL_SECONDS": "1",
+                "RECSYS_PERSONALIZE_S3_URI": "s3://recsys-demo/personalize",
+                "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3Access",
+                "RECSYS_PERSONALIZE_SOLUTION_ARN": arns["solution"],
+                "RECSYS_PERSONALIZE_CAMPAIGN_ARN": campaign,
+                **{f"RECSYS_PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")},
+            }
+        )
         dags = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")
         print(f"[vertex] EMULATED Vertex AI at {v_url}: recsys_vertex_deploy for model {champion['version']}")
         run = _dag("recsys_vertex_deploy", dags).test(run_conf={"model_dir": champion["model_dir"]})
         (endpoint,) = vertex.endpoints.values() or [{}]
-        print(f"[vertex] {run.state}: endpoint {endpoint.get('displayName')} traffic {endpoint.get('trafficSplit')}, "
-              f"model versions {[v['versionId'] for vs in vertex.models.values() for v in vs]}")  # fmt: skip
+        print(
+            f"[vertex] {run.state}: endpoint {endpoint.get('displayName')} traffic {endpoint.get('trafficSplit')}, "
+            f"model versions {[v['versionId'] for vs in vertex.models.values() for v in vs]}"
+        )
         print(f"[personalize] EMULATED Amazon Personalize at {p_url}, S3 (moto) at {moto_url}: recsys_personalize")
         run2 = _dag("recsys_personalize", dags).test(run_conf={"training_mode": "FULL", "window_days": 14})
-        reports = sorted((Path(load_settings().storage_root.removeprefix("file://")) / "personalize").glob(
-            "runs/*/report.json"), key=lambda p: p.stat().st_mtime)  # fmt: skip
+        reports = sorted(
+            (Path(load_settings().storage_root.removeprefix("file://")) / "personalize").glob("runs/*/report.json"),
+            key=lambda p: p.stat().st_mtime,
+        )
         report = json.loads(reports[-1].read_text()) if reports else {}
-        print(f"[personalize] {run2.state}: {len(report.get('imports', []))} imports, solution version "
-              f"{report.get('solution_version')}, {(report.get('metrics') or {}).get('summary', '')}; "
-              f"batch output {report.get('batch_output')}; report {reports[-1] if reports else '-'}")  # fmt: skip
+        print(
+            f"[personalize] {run2.state}: {len(report.get('imports', []))} imports, solution version "
+            f"{report.get('solution_version')}, {(report.get('metrics') or {}).get('summary', '')}; "
+            f"batch output {report.get('batch_output')}; report {reports[-1] if reports else '-'}"
+        )
         return 0 if run.state == run2.state == "success" else 1
 
 

@@ -63,9 +63,32 @@ def test_exclusions_and_unknown_users(server, users):
     again = server.predict({"instances": [users[0]], "parameters": {"k": 10, "exclude_item_ids": excluded}})
     again_ids = again.json()["predictions"][0]["item_ids"]
     assert not set(excluded) & set(again_ids) and again_ids[:7] == first["item_ids"][3:10]
+    # a new user without events: the export's policy answers with the model's learned no-history query
     stranger = server.predict({"instances": ["never-seen-user"], "parameters": {"k": 4}}).json()["predictions"][0]
-    assert stranger["fallback"] == "popular_items" and len(stranger["item_ids"]) == 4
-    assert stranger["scores"] == [None] * 4
+    assert stranger["fallback"] is None and len(stranger["item_ids"]) == 4
+    assert stranger["scores"] == sorted(stranger["scores"], reverse=True)
+
+
+def test_recent_events_are_used_in_the_same_request(server, users, trained_model):
+    """Two events sent with the request change the answer at once, and are never recommended back."""
+    model_dir = Path(trained_model[0].removeprefix("file://"))
+    items = pd.read_parquet(model_dir / "items.parquet")
+    horror = items[items["genres"].str.startswith("Horror")]["item_id"].head(2).tolist()
+
+    def top(instance) -> list[str]:
+        return server.predict({"instances": [instance], "parameters": {"k": 10}}).json()["predictions"][0]["item_ids"]
+
+    for user in (users[0], "brand-new-user"):
+        before = top(user)
+        after = top({"user_id": user, "recent_item_ids": horror})
+        assert after != before and not set(horror) & set(after)
+    # timestamps order the recent events among themselves (and the snapshot): same as sending them sorted
+    stamps = {
+        "user_id": "brand-new-user",
+        "recent_item_ids": horror[::-1],
+        "recent_timestamps": [2_000_000_001, 2_000_000_000],
+    }
+    assert top(stamps) == top({"user_id": "brand-new-user", "recent_item_ids": horror})
 
 
 @pytest.mark.parametrize(
@@ -86,6 +109,23 @@ def test_exclusions_and_unknown_users(server, users):
         ({"instances": ["u1"], "parameters": {"exclude_item_ids": "i1"}}, 400, "list of item id strings"),
         ({"instances": ["u1"], "parameters": {"temperature": 2}}, 400, "unknown parameter"),
         ({"instances": ["u"] * 1001}, 400, "at most 1000 instances"),
+        ({"instances": [{"user_id": "u1", "recent_item_ids": "i1"}]}, 400, "recent_item_ids must be a list"),
+        (
+            {"instances": [{"user_id": "u1", "recent_item_ids": ["i1", 7]}]},
+            400,
+            "recent_item_ids[1] must be a non-empty",
+        ),
+        ({"instances": [{"user_id": "u1", "recent_item_ids": ["i"] * 501}]}, 400, "at most 500"),
+        (
+            {"instances": [{"user_id": "u1", "recent_item_ids": ["i1"], "recent_timestamps": [1, 2]}]},
+            400,
+            "one epoch-seconds value per recent item",
+        ),
+        (
+            {"instances": [{"user_id": "u1", "recent_item_ids": ["i1"], "recent_timestamps": [-5]}]},
+            400,
+            "non-negative integers",
+        ),
         (b"x" * 1_500_001, 413, "limit is 1500000"),
     ],
 )
@@ -140,8 +180,12 @@ def test_model_is_copied_from_object_storage(trained_model, moto_s3, monkeypatch
     from recsys.serving.predictor import Predictor, fetch_model
     from recsys.serving.request import parse_request
 
-    for key, value in {"AWS_ENDPOINT_URL": moto_s3, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_s3,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="models")

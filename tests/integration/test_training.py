@@ -41,8 +41,18 @@ def test_window_reports_outages(synthetic_lake):
 def test_training_beats_popularity_and_exports_everything(trained):
     model_dir, result = trained
     files = {p.name for p in local(model_dir).iterdir()}
-    assert {"query_model", "index_brute_force", "candidates.parquet", "items.parquet", "users.parquet",
-            "holdout.parquet", "metadata.json", "vocabularies.json", "index.json", "metrics.json"} <= files  # fmt: skip
+    assert {
+        "query_model",
+        "index_brute_force",
+        "candidates.parquet",
+        "items.parquet",
+        "users.parquet",
+        "holdout.parquet",
+        "metadata.json",
+        "vocabularies.json",
+        "index.json",
+        "metrics.json",
+    } <= files
     vocab = json.loads((local(model_dir) / "vocabularies.json").read_text())
     known_users = set(pd.read_parquet(local(model_dir) / "users.parquet")["user_id"])
     assert vocab["user_ids"] == sorted(vocab["user_ids"]) and set(vocab["user_ids"]) <= known_users
@@ -58,8 +68,9 @@ def test_training_beats_popularity_and_exports_everything(trained):
 
 def test_training_is_deterministic(synthetic_lake, trained, tmp_path):
     _, first = trained
-    again = train_and_export(synthetic_lake + "/extract", END, 8, 1, tmp_path.as_uri() + "/v2", FAST,
-                             min_interactions=500)  # fmt: skip
+    again = train_and_export(
+        synthetic_lake + "/extract", END, 8, 1, tmp_path.as_uri() + "/v2", FAST, min_interactions=500
+    )
     assert again["loss_per_epoch"] == first["loss_per_epoch"]
     assert again["metrics"]["model"] == first["metrics"]["model"]
 
@@ -82,8 +93,8 @@ def test_exports_reload_in_a_fresh_process_with_the_same_top_k(trained, tmp_path
     """Brute force and an exhaustive ScaNN export, loaded after ``import scann``, agree with numpy."""
     import tensorflow as tf
 
-    from recsys.training.data import user_features
     from recsys.training.export import ScannConfig, build_scann, save_retrieval_model
+    from recsys.training.features import query_features
 
     model_dir, _ = trained
     path = local(model_dir)
@@ -91,8 +102,9 @@ def test_exports_reload_in_a_fresh_process_with_the_same_top_k(trained, tmp_path
     item_ids = candidates["item_id"].tolist()
     embeddings = np.stack(candidates["embedding"].to_numpy()).astype(np.float32)
     users = pd.read_parquet(path / "users.parquet")
+    history = pd.read_parquet(path / "history.parquet").groupby("user_id")["item_id"].agg(list)
     sample = users["user_id"].head(20)
-    features = user_features(sample, users)
+    features = query_features(sample, [history.get(u, []) for u in sample], users, FAST.history_length)
     query_model = tf.saved_model.load(str(path / "query_model")).signatures["serving_default"]
     queries = query_model(**{k: tf.constant(v) for k, v in features.items()})["embedding"].numpy()
     expected = [[item_ids[i] for i in np.argsort(-(q @ embeddings.T), kind="stable")[:10]] for q in queries]
@@ -101,15 +113,21 @@ def test_exports_reload_in_a_fresh_process_with_the_same_top_k(trained, tmp_path
     # Training is deterministic, so re-fitting gives the exported tower again.
     window = load_window(trained[1]["window"]["extract_root"], END, 8)
     holdout_start = pd.Timestamp("2026-11-09", tz="UTC").timestamp()
-    fitted = fit(window.interactions[window.interactions["timestamp"] < holdout_start], window.users, window.items,
-                 FAST)  # fmt: skip
+    fitted = fit(
+        window.interactions[window.interactions["timestamp"] < holdout_start], window.users, window.items, FAST
+    )
     assert np.allclose(fitted.candidate_embeddings(item_ids, window.items), embeddings, atol=1e-5)
     scann = build_scann(fitted.model.query_tower, item_ids, embeddings, 100, ScannConfig(4, 4, 150))
-    save_retrieval_model(scann, path / "exhaustive_scann", use_user_features=True, scann=True)
+    save_retrieval_model(scann, path / "exhaustive_scann", True, FAST.history_length, scann=True)
 
     payload = json.dumps({k: np.asarray(v).tolist() for k, v in features.items()}) + "\n"
-    out = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(path), "index_brute_force", "exhaustive_scann"],
-                         input=payload, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(path), "index_brute_force", "exhaustive_scann"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["index_brute_force"] == expected
@@ -141,24 +159,43 @@ def test_too_little_data_is_a_clear_error(synthetic_lake, tmp_path):
     with pytest.raises(NotEnoughDataError, match="only 0 training interactions"):
         train_and_export(synthetic_lake + "/extract", date(2026, 10, 20), 5, 1, tmp_path.as_uri(), FAST)
     with pytest.raises(NotEnoughDataError, match="no interactions in the 1 holdout"):
-        train_and_export(synthetic_lake + "/extract", date(2026, 11, 5), 4, 1, tmp_path.as_uri(), FAST,
-                         min_interactions=500)  # fmt: skip
+        train_and_export(
+            synthetic_lake + "/extract", date(2026, 11, 5), 4, 1, tmp_path.as_uri(), FAST, min_interactions=500
+        )
 
 
 def test_cli_honours_vertex_environment(synthetic_lake, tmp_path):
-    env = {**os.environ, "AIP_MODEL_DIR": (tmp_path / "model").as_uri(),
-           "AIP_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-           "AIP_TENSORBOARD_LOG_DIR": str(tmp_path / "tb")}  # fmt: skip
-    args = [sys.executable, "-m", "recsys.training.train", "--extract-root", synthetic_lake + "/extract",
-            "--end-day", "2026-11-09", "--window-days", "8",
-            "--epochs", "2", "--batch-size", "512",
-            "--min-interactions", "500"]  # fmt: skip
+    env = {
+        **os.environ,
+        "AIP_MODEL_DIR": (tmp_path / "model").as_uri(),
+        "AIP_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "AIP_TENSORBOARD_LOG_DIR": str(tmp_path / "tb"),
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "recsys.training.train",
+        "--extract-root",
+        synthetic_lake + "/extract",
+        "--end-day",
+        "2026-11-09",
+        "--window-days",
+        "8",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "512",
+        "--min-interactions",
+        "500",
+    ]
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["model_dir"] == env["AIP_MODEL_DIR"]
     assert (tmp_path / "model" / "metrics.json").exists()
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch-001.weights.h5",
-                                                                          "epoch-002.weights.h5"]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch-001.weights.h5",
+        "epoch-002.weights.h5",
+    ]
     assert any((tmp_path / "tb").rglob("*tfevents*"))
     bad = subprocess.run([*args, "--window-days", "1"], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "holdout_days (1) must be smaller than window_days (1)" in bad.stderr

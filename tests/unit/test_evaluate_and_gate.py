@@ -6,23 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.training.evaluate import (
-    evaluate_embeddings,
-    evaluate_popularity,
-    metrics_from_ranks,
-    popularity_order,
-    ranks_from_scores,
-)
+from recsys.policy import Policy, PolicyConfig
+from recsys.training.evaluate import evaluate_holdout, metrics_from_ranks, popularity_order
 from recsys.training.export import scann_grid
 from recsys.training.gate import GatePolicy, decide, promote, read_champion
 
+NO_EXCLUSION = PolicyConfig(exclude_seen=False)
 
-def test_ranks_count_strictly_better_candidates():
-    scores = {"a": np.array([0.9, 0.5, 0.1]), "b": np.array([0.1, 0.2, 0.3])}
-    users = np.array(["a", "a", "b", "b"])
-    targets = np.array([0, 2, 0, -1])  # -1: item outside the catalog
-    ranks = ranks_from_scores(lambda us: np.stack([scores[u] for u in us]), users, targets, batch_users=1)
-    assert ranks.tolist() == [0, 2, 2, 3]
+
+def test_ranks_count_strictly_better_candidates_and_unknown_items_rank_last():
+    embeddings = {"a": [0.9, 0.5, 0.1], "b": [0.1, 0.2, 0.3]}
+    policy = Policy(
+        ["i0", "i1", "i2"],
+        [],
+        NO_EXCLUSION,
+        encoder=lambda f: np.array([embeddings[u] for u in f["user_id"]]),
+        item_embeddings=np.eye(3),
+        known_users=["a", "b"],
+    )
+    batch = policy.batch_from_histories(["a", "a", "b", "b"], [[]] * 4, {})
+    assert policy.ranks(batch, ["i0", "i2", "i0", "elsewhere"]).tolist() == [0, 2, 2, 3]
 
 
 def test_metrics_accuracy_and_per_user_recall():
@@ -34,26 +37,17 @@ def test_metrics_accuracy_and_per_user_recall():
     assert m["top_10_accuracy"] == 0.75 and m["pairs"] == 4 and m["users"] == 2
 
 
-def test_embedding_evaluation_matches_hand_computed_ranks():
-    catalog = ["i0", "i1", "i2"]
-    candidates = np.eye(3, dtype=np.float32)
-    queries = {"u0": [3.0, 2.0, 1.0], "u1": [0.0, 0.0, 1.0]}
-    test = pd.DataFrame({"user_id": ["u0", "u0", "u1"], "item_id": ["i1", "i2", "i2"]})
-    m = evaluate_embeddings(lambda us: np.array([queries[u] for u in us]), candidates, catalog, test, ks=(1, 2))
-    assert (m["top_1_accuracy"], m["top_2_accuracy"]) == (
-        pytest.approx(1 / 3, abs=1e-4),
-        pytest.approx(2 / 3, abs=1e-4),
-    )
-
-
-def test_popularity_baseline():
-    train = pd.DataFrame({"user_id": list("abcdef"), "item_id": ["x", "x", "x", "y", "y", "z"]})
+def test_popularity_baseline_with_and_without_exclusion():
+    train = pd.DataFrame({"user_id": list("abcdef"), "item_id": ["x", "x", "x", "y", "y", "z"], "timestamp": 1})
     assert popularity_order(train) == ["x", "y", "z"]
-    test = pd.DataFrame({"user_id": ["g", "h", "k"], "item_id": ["x", "z", "w"]})
-    m = evaluate_popularity(train, test, ["w", "x", "y", "z"], ks=(1, 3))
-    assert m["top_1_accuracy"] == pytest.approx(1 / 3, abs=1e-4) and m["top_3_accuracy"] == pytest.approx(
-        2 / 3, abs=1e-4
-    )
+    test = pd.DataFrame({"user_id": ["g", "h", "a"], "item_id": ["x", "z", "y"], "timestamp": 2})
+    catalog = ["w", "x", "y", "z"]
+    # ranks: g->x 0, h->z 2; a (who saw x) -> y: 1 without exclusion, 0 with it
+    for config, top_1 in ((NO_EXCLUSION, 1 / 3), (PolicyConfig(), 2 / 3)):
+        policy = Policy(catalog, popularity_order(train), config)
+        m = evaluate_holdout({"p": policy}, test, train, pd.DataFrame(), set(train["user_id"]))["p"]
+        assert m["top_1_accuracy"] == pytest.approx(top_1, abs=1e-4) and m["top_5_accuracy"] == 1.0
+        assert m["segments"]["seen_users"]["pairs"] == 1 and m["segments"]["no_history"]["pairs"] == 2
 
 
 def metrics(value: float) -> dict:

@@ -1,9 +1,11 @@
 """Loads an exported model directory and answers retrieval requests.
 
-The index is the one the export chose (``metadata.json: serving_index``) unless ``index`` names
-``scann`` or ``brute_force``. ScaNN exports need ``import scann`` before loading: done here.
-Known users get the model's top-k; unknown users get the most popular items, flagged
-``"fallback": "popular_items"``.
+Answers with the model's served policy (:mod:`recsys.policy`): the user's history = the exported
+snapshot + the request's ``recent_item_ids``; items the user has seen and ``exclude_item_ids`` are
+excluded; a new user without events gets the model's no-history query or the most popular items
+(``"fallback": "popular_items"``), as the export's policy says. Top-k is exact (``brute_force``)
+or approximate through native ScaNN (``scann``), as the export chose (``metadata.json:
+serving_index``) unless ``index`` says otherwise.
 """
 
 from __future__ import annotations
@@ -64,69 +66,86 @@ class Predictor:
         self.index = metadata["serving_index"] if index == "auto" else index
         if self.index not in {"scann", "brute_force"}:
             raise ValueError(f"index must be auto, scann or brute_force, got {index!r}")
-        if self.index == "scann":
-            import scann  # noqa: F401  (registers the Scann>... ops before the SavedModel loads)
         import tensorflow as tf
 
         _limit_op_threads(tf)
+        from recsys.policy import load_policy
 
-        self._tf = tf
-        self._serve = tf.saved_model.load(str(self.model_dir / f"index_{self.index}")).signatures["serving_default"]
+        self.policy = load_policy(self.model_dir, self.index)
         self.k_max = int(metadata["k"])
         self.uses_user_features = bool(metadata["user_features"])
-        self.popular = list(metadata["popular_items"])
-        vocab = json.loads((self.model_dir / "vocabularies.json").read_text())
-        self.known_users = frozenset(vocab["user_ids"])
         users = pd.read_parquet(self.model_dir / "users.parquet")
         self.user_info = {str(r.user_id): r for r in users.itertuples(index=False)}
+        self.history = _history_snapshot(self.model_dir / "history.parquet")
         items = pd.read_parquet(self.model_dir / "items.parquet")
-        self.titles = dict(zip(items["item_id"].astype(str), items.get("title", items["item_id"]).astype(str),
-                               strict=True))  # fmt: skip
+        self.titles = dict(
+            zip(items["item_id"].astype(str), items.get("title", items["item_id"]).astype(str), strict=True)
+        )
 
-    def _features(self, instances: list[Instance]) -> dict:
-        """Model inputs: the request's features win, then the stored ones, then the training defaults
-        ('' and 0, as ``fillna`` gives at training time; a null in users.parquet reads back as NaN)."""
-        tf = self._tf
-        features = {"user_id": tf.constant([i.user_id for i in instances])}
-        if self.uses_user_features:
-            rows = []
-            for instance in instances:
-                stored = self.user_info.get(instance.user_id)
-                rows.append((
+    def _demographics(self, instances: list[Instance]) -> dict:
+        """The request's features win, then the stored ones, then the training defaults ('' and 0, as
+        ``fillna`` gives at training time; a null in users.parquet reads back as NaN)."""
+        import numpy as np
+
+        if not self.uses_user_features:
+            return {}
+        rows = []
+        for instance in instances:
+            stored = self.user_info.get(instance.user_id)
+            rows.append(
+                (
                     instance.gender or _present(getattr(stored, "gender", None), ""),
                     instance.occupation or _present(getattr(stored, "occupation", None), ""),
                     instance.age if instance.age is not None else int(_present(getattr(stored, "age", None), 0)),
-                ))  # fmt: skip
-            genders, occupations, ages = zip(*rows, strict=True)
-            features |= {"gender": tf.constant(genders), "occupation": tf.constant(occupations),
-                         "age": tf.constant(ages, dtype=tf.int32)}  # fmt: skip
-        return features
+                )
+            )
+        genders, occupations, ages = zip(*rows, strict=True)
+        return {
+            "gender": np.array(genders, dtype=object),
+            "occupation": np.array(occupations, dtype=object),
+            "age": np.array(ages, dtype=np.int32),
+        }
 
-    def _entry(self, user_id: str, item_ids: list[str], scores: list[float | None], fallback: str | None) -> dict:
-        return {"user_id": user_id, "item_ids": item_ids, "titles": [self.titles.get(i, "") for i in item_ids],
-                "scores": scores, "fallback": fallback}  # fmt: skip
+    def history_of(self, instance: Instance) -> list[str]:
+        """The snapshot's events of the user followed by the request's recent events (oldest first).
+
+        An item sent again moves to its newest position; with ``recent_timestamps`` the recent events
+        are placed among the snapshot's by time."""
+        stored = self.history.get(instance.user_id, ([], []))
+        recent = set(instance.recent_item_ids)
+        kept = [(t, i) for i, t in zip(*stored, strict=True) if i not in recent]
+        if instance.recent_timestamps is None:
+            return [i for _, i in kept] + list(instance.recent_item_ids)
+        merged = kept + list(zip(instance.recent_timestamps, instance.recent_item_ids, strict=True))
+        return [i for _, i in sorted(merged, key=lambda pair: pair[0])]
 
     def predict(self, request: PredictRequest) -> list[dict]:
-        known = [i for i in request.instances if i.user_id in self.known_users]
-        retrieved: dict[str, tuple[list[str], list[float]]] = {}
-        if known:
-            out = self._serve(**self._features(known))
-            ids, scores = out["item_ids"].numpy(), out["scores"].numpy()
-            for n, instance in enumerate(known):
-                decoded = ((i.decode(), float(s)) for i, s in zip(ids[n], scores[n], strict=True))
-                pairs = [(i, s) for i, s in decoded if i not in request.exclude_item_ids][: request.k]
-                retrieved[instance.user_id] = ([p[0] for p in pairs], [round(p[1], 6) for p in pairs])
-        predictions = []
-        for instance in request.instances:
-            if instance.user_id in retrieved:
-                item_ids, scores = retrieved[instance.user_id]
-                predictions.append(self._entry(instance.user_id, item_ids, scores, None))
-            else:
-                popular = [i for i in self.popular if i not in request.exclude_item_ids][: request.k]
-                predictions.append(self._entry(instance.user_id, popular, [None] * len(popular), "popular_items"))
-        return predictions
+        instances = request.instances
+        batch = self.policy.batch_from_histories(
+            [i.user_id for i in instances],
+            [self.history_of(i) for i in instances],
+            self._demographics(instances),
+            exclude=[request.exclude_item_ids] * len(instances),
+        )
+        out = []
+        for instance, answer in zip(instances, self.policy.recommend(batch, request.k), strict=True):
+            titles = [self.titles.get(i, "") for i in answer["item_ids"]]
+            out.append({"user_id": instance.user_id, **answer, "titles": titles})
+        return out
 
     def warm_up(self) -> None:
         """One real prediction so the first request does not pay graph tracing and lazy loading."""
-        user = next(iter(self.known_users), "warm-up-user")
+        user = next(iter(self.policy.known_users), "warm-up-user")
         self.predict(PredictRequest([Instance(user)], k=min(10, self.k_max)))
+
+
+def _history_snapshot(path: Path) -> dict[str, tuple[list[str], list[int]]]:
+    """user -> (items, timestamps), oldest first; empty for an export without a snapshot."""
+    import pandas as pd
+
+    if not path.exists():
+        return {}
+    frame = pd.read_parquet(path)
+    grouped = frame.groupby("user_id", sort=False)
+    items, stamps = grouped["item_id"].agg(list), grouped["timestamp"].agg(list)
+    return {str(user): (items[user], stamps[user]) for user in items.index}

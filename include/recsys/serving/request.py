@@ -1,6 +1,9 @@
 """Validation of Vertex AI prediction requests: ``{"instances": [...], "parameters": {...}}``.
 
-An instance is a user id (string) or an object ``{"user_id": ..., "gender"?, "occupation"?, "age"?}``.
+An instance is a user id (string) or an object ``{"user_id": ..., "gender"?, "occupation"?, "age"?,
+"recent_item_ids"?, "recent_timestamps"?}``: ``recent_item_ids`` are the user's newest events not
+yet in the model's history snapshot (newest last, at most ``MAX_RECENT_ITEMS``);
+``recent_timestamps`` (epoch seconds, one per item) optionally orders them among the snapshot.
 Parameters: ``k`` (1..the exported k) and ``exclude_item_ids`` (list of item ids).
 Every problem raises :class:`BadRequest` with a message that says what is wrong and where.
 """
@@ -14,6 +17,7 @@ MAX_BODY_BYTES = 1_500_000  # Vertex AI online prediction request limit (1.5 MB)
 MAX_INSTANCES = 1000
 MAX_EXCLUSIONS = 1000
 MAX_ID_LENGTH = 256
+MAX_RECENT_ITEMS = 500
 DEFAULT_K = 10
 
 
@@ -27,6 +31,8 @@ class Instance:
     gender: str | None = None
     occupation: str | None = None
     age: int | None = None
+    recent_item_ids: tuple[str, ...] = ()
+    recent_timestamps: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,10 @@ def _instance(raw: Any, index: int) -> Instance:
         return Instance(_text(raw, where, required=True))
     if not isinstance(raw, dict):
         raise BadRequest(f"{where} must be a user id string or an object with user_id")
-    unknown = set(raw) - {"user_id", "gender", "occupation", "age"}
+    unknown = set(raw) - {"user_id", "gender", "occupation", "age", "recent_item_ids", "recent_timestamps"}
     if unknown:
         raise BadRequest(f"{where} has unknown field(s) {sorted(unknown)}")
+    recent, stamps = _recent(raw, where)
     age = raw.get("age")
     if age is not None:
         age = _integer(age)
@@ -77,7 +84,28 @@ def _instance(raw: Any, index: int) -> Instance:
         _text(raw.get("gender"), f"{where}.gender", required=False),
         _text(raw.get("occupation"), f"{where}.occupation", required=False),
         age,
+        recent,
+        stamps,
     )
+
+
+def _recent(raw: dict, where: str) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
+    """``recent_item_ids`` (and optional ``recent_timestamps``), validated."""
+    items = raw.get("recent_item_ids", [])
+    if not isinstance(items, list):
+        raise BadRequest(f"{where}.recent_item_ids must be a list of item id strings (newest last)")
+    if len(items) > MAX_RECENT_ITEMS:
+        raise BadRequest(f"{where}.recent_item_ids has {len(items)} items; at most {MAX_RECENT_ITEMS}")
+    items = tuple(_text(item, f"{where}.recent_item_ids[{n}]", required=True) for n, item in enumerate(items))
+    stamps = raw.get("recent_timestamps")
+    if stamps is None:
+        return items, None
+    if not isinstance(stamps, list) or len(stamps) != len(items):
+        raise BadRequest(f"{where}.recent_timestamps must be a list with one epoch-seconds value per recent item")
+    values = tuple(_integer(v) for v in stamps)
+    if any(v is None or v < 0 for v in values):
+        raise BadRequest(f"{where}.recent_timestamps must hold non-negative integers (epoch seconds)")
+    return items, values
 
 
 def parse_request(body: Any, max_k: int) -> PredictRequest:

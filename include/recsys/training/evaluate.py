@@ -1,81 +1,30 @@
-"""Offline retrieval metrics over the whole catalog, computed exactly from ranks.
+"""Offline metrics of served policies on a temporal holdout, overall and per user segment.
 
-* ``top_k_accuracy@k``: share of held-out (user, item) pairs whose item ranks in the user's top k
-  among all candidates (what ``tfrs.metrics.FactorizedTopK`` reports).
-* ``recall@k``: per user, share of that user's distinct held-out items in the top k; averaged over
-  users.
+Each holdout interaction is one query whose history is the user's events strictly before it in the
+log a live system would have: the model's history snapshot (its training window) followed by the
+earlier holdout events. Every policy (the model, the champion, popularity) is ranked the same way,
+by :meth:`recsys.policy.Policy.ranks` — seen-item exclusion and fallback included.
 
-Ranks are counted as the number of candidates scoring strictly higher than the target, so the
-same function scores the model (dot products), a champion, or the popularity baseline.
+* ``top_k_accuracy@k`` (hit rate): share of held-out (user, item) pairs whose item is among the
+  top k the policy returns.
+* ``recall@k``: per user, share of that user's held-out pairs hit; averaged over users.
+
+Segments: ``seen_users`` (in the training data), ``new_users_with_history`` (new since training,
+with earlier events), ``no_history`` (no earlier event at all).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from recsys.policy import Policy, QueryBatch
+from recsys.training.features import demographics
+
 DEFAULT_KS = (1, 5, 10, 50, 100)
-
-
-def ranks_from_scores(
-    score_users: Callable[[np.ndarray], np.ndarray],
-    user_ids: np.ndarray,
-    target_index: np.ndarray,
-    batch_users: int = 1024,
-) -> np.ndarray:
-    """Rank (0 = best) of each target among all candidates.
-
-    ``score_users(unique_user_ids) -> [n_users, n_candidates]`` scores; ``target_index`` is the
-    target item's column in that matrix (-1 for an item outside the catalog: ranked last).
-    """
-    unique, inverse = np.unique(user_ids.astype(str), return_inverse=True)
-    ranks = np.empty(len(user_ids), dtype=np.int64)
-    for start in range(0, len(unique), batch_users):
-        users = unique[start : start + batch_users]
-        scores = np.asarray(score_users(users), dtype=np.float32)
-        rows = np.flatnonzero((inverse >= start) & (inverse < start + len(users)))
-        local = inverse[rows] - start
-        targets = target_index[rows]
-        known = targets >= 0
-        target_scores = np.where(known, scores[local, np.maximum(targets, 0)], np.inf)
-        higher = (scores[local] > target_scores[:, None]).sum(axis=1)
-        ranks[rows] = np.where(known, higher, scores.shape[1])
-    return ranks
-
-
-def metrics_from_ranks(ranks: np.ndarray, user_ids: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict:
-    frame = pd.DataFrame({"user": user_ids.astype(str), "rank": ranks})
-    out = {"pairs": int(len(frame)), "users": int(frame["user"].nunique())}
-    for k in ks:
-        hit = frame["rank"] < k
-        out[f"top_{k}_accuracy"] = round(float(hit.mean()), 5) if len(frame) else 0.0
-        out[f"recall@{k}"] = round(float(hit.groupby(frame["user"]).mean().mean()), 5) if len(frame) else 0.0
-    return out
-
-
-def catalog_index(catalog_ids: Sequence[str], item_ids: np.ndarray) -> np.ndarray:
-    """Column of each item in the catalog, -1 when absent."""
-    position = {item: i for i, item in enumerate(catalog_ids)}
-    return np.fromiter((position.get(str(i), -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
-
-
-def evaluate_embeddings(
-    query_embeddings: Callable[[np.ndarray], np.ndarray],
-    candidate_embeddings: np.ndarray,
-    catalog_ids: Sequence[str],
-    test: pd.DataFrame,
-    ks: Sequence[int] = DEFAULT_KS,
-) -> dict:
-    """Metrics of a dot-product retrieval model over ``catalog_ids``."""
-    user_ids = test["user_id"].to_numpy()
-    ranks = ranks_from_scores(
-        lambda users: query_embeddings(users) @ candidate_embeddings.T,
-        user_ids,
-        catalog_index(catalog_ids, test["item_id"].to_numpy()),
-    )
-    return metrics_from_ranks(ranks, user_ids, ks)
+SEGMENTS = ("seen_users", "new_users_with_history", "no_history")
 
 
 def popularity_order(train: pd.DataFrame) -> list[str]:
@@ -84,16 +33,51 @@ def popularity_order(train: pd.DataFrame) -> list[str]:
     return sorted(counts.index, key=lambda item: (-counts[item], item))
 
 
-def evaluate_popularity(train: pd.DataFrame, test: pd.DataFrame, catalog_ids: Sequence[str],
-                        ks: Sequence[int] = DEFAULT_KS) -> dict:  # fmt: skip
-    """Metrics of recommending the most popular training items to everyone."""
-    order = popularity_order(train)
-    score_of = {item: float(len(order) - i) for i, item in enumerate(order)}
-    scores = np.array([score_of.get(str(item), 0.0) for item in catalog_ids], dtype=np.float32)
-    user_ids = test["user_id"].to_numpy()
-    ranks = ranks_from_scores(
-        lambda users: np.broadcast_to(scores, (len(users), len(scores))),
-        user_ids,
-        catalog_index(catalog_ids, test["item_id"].to_numpy()),
+def metrics_from_ranks(ranks: np.ndarray, user_ids: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict:
+    frame = pd.DataFrame({"user": np.asarray(user_ids, dtype=str), "rank": ranks})
+    out = {"pairs": int(len(frame)), "users": int(frame["user"].nunique())}
+    for k in ks:
+        hit = frame["rank"] < k
+        out[f"top_{k}_accuracy"] = round(float(hit.mean()), 5) if len(frame) else 0.0
+        out[f"recall@{k}"] = round(float(hit.groupby(frame["user"]).mean().mean()), 5) if len(frame) else 0.0
+    return out
+
+
+def segment_rows(batch: QueryBatch, training_users: Iterable[str]) -> np.ndarray:
+    """The segment of each query (see the module docstring)."""
+    seen = frozenset(training_users)
+    is_seen = np.fromiter((u in seen for u in batch.user_ids), dtype=bool, count=len(batch))
+    return np.where(is_seen, SEGMENTS[0], np.where(batch.history_lengths > 0, SEGMENTS[1], SEGMENTS[2]))
+
+
+def evaluate_policy(policy: Policy, batch: QueryBatch, targets: Sequence[str], segment_of_row: np.ndarray) -> dict:
+    """Whole-holdout metrics (top level) plus ``segments``: the same metrics per segment."""
+    ranks = policy.ranks(batch, targets)
+    result = metrics_from_ranks(ranks, batch.user_ids)
+    result["segments"] = {
+        name: metrics_from_ranks(ranks[segment_of_row == name], batch.user_ids[segment_of_row == name])
+        for name in SEGMENTS
+    }
+    return result
+
+
+def evaluate_holdout(
+    policies: dict[str, Policy],
+    holdout: pd.DataFrame,
+    history: pd.DataFrame,
+    users: pd.DataFrame,
+    training_users: Iterable[str],
+) -> dict[str, dict]:
+    """Metrics of each policy on ``holdout``; ``history`` = the events known before it (snapshot)."""
+    log = pd.concat(
+        [history[["user_id", "item_id", "timestamp"]], holdout[["user_id", "item_id", "timestamp"]]], ignore_index=True
     )
-    return metrics_from_ranks(ranks, user_ids, ks)
+    features = demographics(holdout["user_id"].to_numpy(), users)
+    targets = holdout["item_id"].astype(str).to_numpy()
+    out, segment_of_row = {}, None
+    for name, policy in policies.items():
+        batch = policy.batch_from_log(holdout, log, features)
+        if segment_of_row is None:
+            segment_of_row = segment_rows(batch, training_users)
+        out[name] = evaluate_policy(policy, batch, targets, segment_of_row)
+    return out

@@ -1,8 +1,11 @@
 """Export: query model, brute-force and ScaNN retrieval SavedModels, and the index evaluator.
 
-Every exported SavedModel takes raw features (``user_id`` and, when the model uses them,
-``gender``, ``occupation``, ``age``) through its ``serving_default`` signature and returns
-``scores`` and ``item_ids`` in rank order. A process that loads the ScaNN export must
+Every exported SavedModel takes raw features (``user_id``, ``history`` — ``[batch, N]`` item ids,
+oldest first, left-padded with "" — and, when the model uses them, ``gender``, ``occupation``,
+``age``) through its ``serving_default`` signature; the retrieval models return ``scores`` and
+``item_ids`` in rank order, the query model ``embedding``. The prediction server itself serves
+:mod:`recsys.policy` (query model + candidate embeddings + exclusions); the retrieval SavedModels
+are the portable artifacts for other TF serving stacks. A process that loads the ScaNN export must
 ``import scann`` first (it registers the ``Scann>...`` ops).
 
 TFRS's default ScaNN settings give poor recall on real embeddings, so the index evaluator builds a
@@ -53,14 +56,19 @@ def scann_grid(num_candidates: int, k: int) -> list[ScannConfig]:
     return sorted(set(configs), key=lambda c: (c.num_leaves_to_search, c.num_reordering_candidates))
 
 
-def feature_signature(use_user_features: bool):
+def feature_signature(use_user_features: bool, history_length: int):
     import tensorflow as tf
 
-    spec = {"user_id": tf.TensorSpec([None], tf.string, name="user_id")}
+    spec = {
+        "user_id": tf.TensorSpec([None], tf.string, name="user_id"),
+        "history": tf.TensorSpec([None, history_length], tf.string, name="history"),
+    }
     if use_user_features:
-        spec |= {"gender": tf.TensorSpec([None], tf.string, name="gender"),
-                 "occupation": tf.TensorSpec([None], tf.string, name="occupation"),
-                 "age": tf.TensorSpec([None], tf.int32, name="age")}  # fmt: skip
+        spec |= {
+            "gender": tf.TensorSpec([None], tf.string, name="gender"),
+            "occupation": tf.TensorSpec([None], tf.string, name="occupation"),
+            "age": tf.TensorSpec([None], tf.int32, name="age"),
+        }
     return spec
 
 
@@ -95,11 +103,11 @@ def build_scann(query_tower, item_ids: list[str], embeddings: np.ndarray, k: int
     return index
 
 
-def save_retrieval_model(index, path: Path, use_user_features: bool, scann: bool) -> None:
+def save_retrieval_model(index, path: Path, use_user_features: bool, history_length: int, scann: bool) -> None:
     """Save ``index`` with a ``serving_default`` signature: features -> {scores, item_ids}."""
     import tensorflow as tf
 
-    @tf.function(input_signature=[feature_signature(use_user_features)])
+    @tf.function(input_signature=[feature_signature(use_user_features, history_length)])
     def serve(features):
         scores, ids = index(features)
         return {"scores": scores, "item_ids": ids}
@@ -108,10 +116,10 @@ def save_retrieval_model(index, path: Path, use_user_features: bool, scann: bool
     tf.saved_model.save(index, str(path), signatures={"serving_default": serve}, options=options)
 
 
-def save_query_model(query_tower, path: Path, use_user_features: bool) -> None:
+def save_query_model(query_tower, path: Path, use_user_features: bool, history_length: int) -> None:
     import tensorflow as tf
 
-    @tf.function(input_signature=[feature_signature(use_user_features)])
+    @tf.function(input_signature=[feature_signature(use_user_features, history_length)])
     def serve(features):
         return {"embedding": query_tower(features)}
 
@@ -127,7 +135,9 @@ def _compiled(index, queries: dict):
     """The index as a graph function, like the exported serving signature (no eager overhead)."""
     import tensorflow as tf
 
-    signature = {name: tf.TensorSpec([None], value.dtype, name=name) for name, value in queries.items()}
+    signature = {
+        name: tf.TensorSpec([None, *value.shape[1:]], value.dtype, name=name) for name, value in queries.items()
+    }
     return tf.function(lambda features: index(features), input_signature=[signature])
 
 
@@ -165,10 +175,18 @@ def choose_index(
     brute = build_brute_force(query_tower, item_ids, embeddings, k)
     exact = _top_ids(brute, queries, k)
     n_queries = len(next(iter(queries.values())))
-    singles = [{name: value[i : i + 1] for name, value in queries.items()}
-               for i in range(min(latency_queries, n_queries))]  # fmt: skip
-    report = {"k": k, "candidates": len(item_ids), "queries": n_queries, "target_recall": target_recall,
-              "min_recall": min_recall, "brute_force_latency_ms": latency_ms(brute, singles), "grid": []}  # fmt: skip
+    singles = [
+        {name: value[i : i + 1] for name, value in queries.items()} for i in range(min(latency_queries, n_queries))
+    ]
+    report = {
+        "k": k,
+        "candidates": len(item_ids),
+        "queries": n_queries,
+        "target_recall": target_recall,
+        "min_recall": min_recall,
+        "brute_force_latency_ms": latency_ms(brute, singles),
+        "grid": [],
+    }
     if not scann_available():
         report |= {"serving": "brute_force", "reason": "scann is not importable"}
         return brute, None, report
@@ -184,8 +202,13 @@ def choose_index(
         scann = build_scann(query_tower, item_ids, embeddings, k, config)
         build_s = time.perf_counter() - started
         found = _top_ids(scann, queries, k)
-        measured = {**asdict(config), "build_s": round(build_s, 3), "recall@10": _recall(found, exact, 10),
-                    "recall@100": _recall(found, exact, k), "latency_ms": latency_ms(scann, singles)}  # fmt: skip
+        measured = {
+            **asdict(config),
+            "build_s": round(build_s, 3),
+            "recall@10": _recall(found, exact, 10),
+            "recall@100": _recall(found, exact, k),
+            "latency_ms": latency_ms(scann, singles),
+        }
         report["grid"].append(measured)
         if row is None or preference(measured) > preference(row):
             chosen, row = scann, measured
@@ -193,8 +216,11 @@ def choose_index(
         report |= {"serving": "brute_force", "reason": f"best ScaNN recall@10 {row['recall@10']} < {min_recall}"}
         return brute, None, report
     if row["latency_ms"]["p50"] >= report["brute_force_latency_ms"]["p50"]:
-        report |= {"serving": "brute_force", "reason": "ScaNN is not faster than brute force at this catalog size",
-                   "scann": row}  # fmt: skip
+        report |= {
+            "serving": "brute_force",
+            "reason": "ScaNN is not faster than brute force at this catalog size",
+            "scann": row,
+        }
         return brute, chosen, report
     report |= {
         "serving": "scann",

@@ -1,6 +1,8 @@
 """The champion gate: compare a candidate with the current champion on the same holdout.
 
-The champion pointer ``<models_root>/champion.json`` names the blessed model directory; it is
+Every policy is measured as it is served (:mod:`recsys.policy`: history, seen-item exclusion,
+fallback); the champion is loaded exactly as the server loads it. The champion pointer
+``<models_root>/champion.json`` names the blessed model directory; it is
 replaced atomically. A candidate is blessed when it beats the popularity baseline and is not worse
 than the champion by more than ``tolerance`` (absolute, on ``top_{k}_accuracy``), or when an
 operator forces it. The decision and its reasons are recorded either way.
@@ -38,27 +40,14 @@ def promote(models_root: str, pointer: dict) -> None:
     atomic_write_text(as_path(models_root) / CHAMPION, json.dumps(pointer, indent=2))
 
 
-def evaluate_saved_model(model_dir: str, holdout, users, local_cache: Path) -> dict:
-    """Metrics of an exported model (its query SavedModel and candidate embeddings) on ``holdout``."""
-    import numpy as np
-    import pandas as pd
-    import tensorflow as tf
-
-    from recsys.training.data import user_features
-    from recsys.training.evaluate import evaluate_embeddings
+def evaluate_exported(model_dir: str, holdout, history, users, training_users, local_cache: Path) -> dict:
+    """Metrics of an exported model's served policy (as the server loads it) on ``holdout``."""
+    from recsys.policy import load_policy
+    from recsys.training.evaluate import evaluate_holdout
     from recsys.training.train import download_dir
 
-    local = download_dir(model_dir, local_cache)
-    metadata = json.loads((local / "metadata.json").read_text())
-    serve = tf.saved_model.load(str(local / "query_model")).signatures["serving_default"]
-    candidates = pd.read_parquet(local / "candidates.parquet")
-    embeddings = np.stack(candidates["embedding"].to_numpy()).astype(np.float32)
-
-    def query(user_ids):
-        features = user_features(pd.Series(user_ids), users if metadata["user_features"] else pd.DataFrame())
-        return serve(**{k: tf.constant(v) for k, v in features.items()})["embedding"].numpy()
-
-    return evaluate_embeddings(query, embeddings, candidates["item_id"].astype(str).tolist(), holdout)
+    policy = load_policy(download_dir(model_dir, local_cache))
+    return evaluate_holdout({"champion": policy}, holdout, history, users, training_users)["champion"]
 
 
 def decide(candidate: dict, popularity: dict, champion: dict | None, policy: GatePolicy) -> dict:
@@ -73,17 +62,26 @@ def decide(candidate: dict, popularity: dict, champion: dict | None, policy: Gat
     if champion is None:
         reasons.append("no champion yet")
     elif candidate[key] >= champion[key] - policy.tolerance:
-        reasons.append(f"{key} {candidate[key]:.4f} is within {policy.tolerance} of the champion's "
-                       f"{champion[key]:.4f} or better")  # fmt: skip
+        reasons.append(
+            f"{key} {candidate[key]:.4f} is within {policy.tolerance} of the champion's {champion[key]:.4f} or better"
+        )
     else:
         blessed = False
-        reasons.append(f"{key} {candidate[key]:.4f} is worse than the champion's {champion[key]:.4f} "
-                       f"by more than {policy.tolerance}")  # fmt: skip
+        reasons.append(
+            f"{key} {candidate[key]:.4f} is worse than the champion's {champion[key]:.4f} "
+            f"by more than {policy.tolerance}"
+        )
     if policy.force and not blessed:
         reasons.append("forced by the operator")
         blessed = True
-    return {"blessed": blessed, "forced": policy.force, "metric": key, "tolerance": policy.tolerance,
-            "reasons": reasons, "decided_at": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    return {
+        "blessed": blessed,
+        "forced": policy.force,
+        "metric": key,
+        "tolerance": policy.tolerance,
+        "reasons": reasons,
+        "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy) -> dict:
@@ -99,13 +97,17 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
         local = download_dir(model_dir, Path(tmp) / "candidate")
         result = json.loads((local / "metrics.json").read_text())
         holdout = pd.read_parquet(local / "holdout.parquet")
+        history = pd.read_parquet(local / "history.parquet")
         users = pd.read_parquet(local / "users.parquet")
+        training_users = json.loads((local / "vocabularies.json").read_text())["user_ids"]
         champion = read_champion(models_root)
         if champion is not None:
-            result["metrics"]["champion"] = evaluate_saved_model(champion["model_dir"], holdout, users,
-                                                                 Path(tmp) / "champion")  # fmt: skip
-        decision = decide(result["metrics"]["model"], result["metrics"]["popularity"],
-                          result["metrics"].get("champion"), policy)  # fmt: skip
+            result["metrics"]["champion"] = evaluate_exported(
+                champion["model_dir"], holdout, history, users, training_users, Path(tmp) / "champion"
+            )
+        decision = decide(
+            result["metrics"]["model"], result["metrics"]["popularity"], result["metrics"].get("champion"), policy
+        )
         result["gate"] = {**decision, "champion": champion}
         report = Path(tmp) / "report"
         report.mkdir()
@@ -124,5 +126,10 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
                 "previous": champion and champion["version"],
             },
         )
-    return {"version": version, "model_dir": model_dir, **decision,
-            "model": result["metrics"]["model"], "champion_metrics": result["metrics"].get("champion")}  # fmt: skip
+    return {
+        "version": version,
+        "model_dir": model_dir,
+        **decision,
+        "model": result["metrics"]["model"],
+        "champion_metrics": result["metrics"].get("champion"),
+    }

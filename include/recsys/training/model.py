@@ -1,6 +1,7 @@
 """The TensorFlow Recommenders two-tower retrieval model.
 
-Query tower: user id embedding (+ gender, occupation, age bucket embeddings when the data has them).
+Query tower: user id embedding + the pooled embeddings of the user's last N items (time-respecting,
+see ``recsys.training.history``) + gender, occupation, age bucket embeddings when the data has them.
 Candidate tower: item id embedding (+ a multi-hot genre projection when the data has genres).
 Both towers take raw strings, so the exported models need no vocabulary outside themselves.
 
@@ -11,33 +12,14 @@ correction: each example carries its item's training-set sampling probability, p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+from recsys.training.features import QueryConfig, Vocabularies
 
 AGE_BOUNDARIES = [18.0, 25.0, 35.0, 45.0, 50.0, 56.0]
 USER_FEATURES = ("gender", "occupation", "age")
 ITEM_FEATURES = ("genres",)
-
-
-@dataclass(frozen=True)
-class Vocabularies:
-    """Everything the towers must know about the data, taken from the training set."""
-
-    user_ids: list[str]
-    item_ids: list[str]
-    genders: list[str]
-    occupations: list[str]
-    genres: list[str]
-
-    @property
-    def has_user_features(self) -> bool:
-        return bool(self.genders or self.occupations)
-
-    @property
-    def has_item_features(self) -> bool:
-        return bool(self.genres)
 
 
 def _id_embedding(vocabulary: list[str], dim: int, name: str) -> tf.keras.Model:
@@ -50,28 +32,70 @@ def _id_embedding(vocabulary: list[str], dim: int, name: str) -> tf.keras.Model:
     )
 
 
-class QueryTower(tf.keras.Model):
-    """User id (+ demographic features) -> query embedding."""
+class HistoryPooling(tf.keras.layers.Layer):
+    """Pools the embeddings of a ``[batch, N]`` history (oldest first, PAD/unknown ids masked).
 
-    def __init__(self, vocab: Vocabularies, dim: int):
+    ``mean``: plain average. ``recency``: weights ``0.5 ** (age / half_life)`` with age 0 for the
+    newest item, so the latest events dominate. Rows without history give zeros.
+    """
+
+    def __init__(self, pooling: str, half_life: float = 10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pooling, self.half_life = pooling, half_life
+
+    def call(self, embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+        weights = tf.cast(mask, tf.float32)
+        if self.pooling == "recency":
+            length = tf.shape(mask)[1]
+            age = tf.cast(tf.range(length - 1, -1, -1), tf.float32)
+            weights *= tf.pow(0.5, age / self.half_life)[None, :]
+        total = tf.reduce_sum(weights, axis=1, keepdims=True)
+        return tf.reduce_sum(embeddings * weights[:, :, None], axis=1) / tf.maximum(total, 1e-6)
+
+
+class QueryTower(tf.keras.Model):
+    """User id + the user's recent items (+ demographics) -> query embedding.
+
+    The history items are looked up in the candidate tower's item embedding table (shared weights),
+    pooled, and combined with the user id embedding, a "has history" flag and the demographic
+    embeddings by a small MLP. A user unknown at training time maps to the out-of-vocabulary id, so
+    a new user with one event is already personalised through the history.
+    """
+
+    def __init__(self, vocab: Vocabularies, dim: int, item_embedding: tf.keras.Model, config: QueryConfig):
         super().__init__(name="query_tower")
         self.use_features = vocab.has_user_features
+        self.config = config
         self.user = _id_embedding(vocab.user_ids, dim, "user_id")
+        self.item_embedding = item_embedding  # shared with the candidate tower
+        self.pool = HistoryPooling(config.pooling, config.half_life, name="history_pooling")
         if self.use_features:
             self.gender = _id_embedding(vocab.genders, 4, "gender")
             self.occupation = _id_embedding(vocab.occupations, 8, "occupation")
             self.age = tf.keras.Sequential(
                 [tf.keras.layers.Discretization(AGE_BOUNDARIES), tf.keras.layers.Embedding(len(AGE_BOUNDARIES) + 1, 4)]
             )
-            self.project = tf.keras.layers.Dense(dim, name="query_projection")
+        self.hidden = tf.keras.layers.Dense(config.hidden_units, activation="relu", name="query_hidden")
+        self.project = tf.keras.layers.Dense(dim, name="query_projection")
 
-    def call(self, features: dict) -> tf.Tensor:
-        embedding = self.user(features["user_id"])
-        if not self.use_features:
-            return embedding
-        extra = [self.gender(features["gender"]), self.occupation(features["occupation"]),
-                 self.age(tf.cast(features["age"], tf.float32))]  # fmt: skip
-        return self.project(tf.concat([embedding, *extra], axis=1))
+    def call(self, features: dict, training: bool = False) -> tf.Tensor:
+        user_ids = features["user_id"]
+        if training and self.config.user_id_dropout > 0:
+            # train the out-of-vocabulary id too: users new since training query with it
+            drop = tf.random.uniform(tf.shape(user_ids)) < self.config.user_id_dropout
+            user_ids = tf.where(drop, tf.constant(""), user_ids)
+        history = features["history"]
+        known = self.item_embedding.layers[0](history) > 0  # PAD and unknown items are no history
+        pooled = self.pool(self.item_embedding(history), known)
+        has_history = tf.cast(tf.reduce_any(known, axis=1, keepdims=True), tf.float32)
+        parts = [self.user(user_ids), pooled, has_history]
+        if self.use_features:
+            parts += [
+                self.gender(features["gender"]),
+                self.occupation(features["occupation"]),
+                self.age(tf.cast(features["age"], tf.float32)),
+            ]
+        return self.project(self.hidden(tf.concat(parts, axis=1)))
 
 
 class CandidateTower(tf.keras.Model):
@@ -94,15 +118,15 @@ class CandidateTower(tf.keras.Model):
 
 
 class TwoTowerModel(tfrs.Model):
-    def __init__(self, vocab: Vocabularies, dim: int, logq_correction: bool = True):
+    def __init__(self, vocab: Vocabularies, dim: int, query: QueryConfig, logq_correction: bool = True):
         super().__init__()
-        self.query_tower = QueryTower(vocab, dim)
         self.candidate_tower = CandidateTower(vocab, dim)
+        self.query_tower = QueryTower(vocab, dim, self.candidate_tower.item, query)
         self.logq_correction = logq_correction
         self.task = tfrs.tasks.Retrieval()  # no metrics: top-k is computed only at evaluation
 
     def compute_loss(self, features: dict, training: bool = False) -> tf.Tensor:
-        query = self.query_tower(features)
+        query = self.query_tower(features, training=training)
         candidate = self.candidate_tower(features)
         return self.task(
             query,

@@ -13,6 +13,38 @@ def _row(name: str, metrics: dict | None) -> str:
     return f"| {name} | " + " | ".join(f"{metrics[f'top_{k}_accuracy']:.4f}" for k in DEFAULT_KS) + " |"
 
 
+def _policy_lines(policy: dict | None) -> list[str]:
+    if not policy:
+        return []
+    no_history = "the model's no-history query" if policy["no_history"] == "model" else "popular items"
+    return [
+        f"Measured as served: history = the user's newest {policy['history_length']} earlier events "
+        f"(window snapshot + earlier holdout events); seen items "
+        f"{'excluded' if policy['exclude_seen'] else 'not excluded'}; new users without history get {no_history}.",
+        "",
+    ]
+
+
+def _segment_table(metrics: dict) -> list[str]:
+    """Top-10 / top-100 hit rate per user segment for each evaluated policy."""
+    policies = [(name, metrics[name]) for name in ("model", "popularity", "champion") if metrics.get(name)]
+    if "segments" not in metrics["model"]:
+        return []
+    lines = [
+        "## Metrics per user segment (top-10 / top-100 hit rate, holdout pairs)",
+        "",
+        "| segment | pairs | " + " | ".join(name for name, _ in policies) + " |",
+        "|---" * (len(policies) + 2) + "|",
+    ]
+    for segment, counts in metrics["model"]["segments"].items():
+        cells = []
+        for _, m in policies:
+            seg = m.get("segments", {}).get(segment)
+            cells.append(f"{seg['top_10_accuracy']:.4f} / {seg['top_100_accuracy']:.4f}" if seg else "–")
+        lines.append(f"| {segment.replace('_', ' ')} | {counts['pairs']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def model_card(version: str, result: dict, decision: dict, champion: dict | None) -> str:
     window, params, index = result["window"], result["params"], result["index"]
     metrics = result["metrics"]
@@ -49,15 +81,20 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         f"Recall@10 {metrics['model']['recall@10']:.4f}, recall@100 {metrics['model']['recall@100']:.4f} "
         f"(per-user average over {metrics['model']['users']} users).",
         "",
+        *_policy_lines(result.get("policy")),
+        *_segment_table(metrics),
+        "",
         "## Serving index",
         f"- Serving export: **{index['serving']}**" + (f" ({index['reason']})" if index.get("reason") else ""),
         f"- Brute-force single-query latency p50 {index['brute_force_latency_ms']['p50']} ms",
     ]
     if index.get("scann"):
         s = index["scann"]
-        lines.append(f"- ScaNN settings: leaves {s['num_leaves']}, search {s['num_leaves_to_search']}, "
-                     f"reorder {s['num_reordering_candidates']}; recall@10 {s['recall@10']}, "
-                     f"recall@100 {s['recall@100']}, p50 {s['latency_ms']['p50']} ms")  # fmt: skip
+        lines.append(
+            f"- ScaNN settings: leaves {s['num_leaves']}, search {s['num_leaves_to_search']}, "
+            f"reorder {s['num_reordering_candidates']}; recall@10 {s['recall@10']}, "
+            f"recall@100 {s['recall@100']}, p50 {s['latency_ms']['p50']} ms"
+        )
     lines += ["", "![training plot](training_plot.png)", ""]
     return "\n".join(lines)
 

@@ -8,7 +8,8 @@ The same entrypoint runs in the Airflow worker and inside the trainer container 
 ``AIP_TENSORBOARD_LOG_DIR`` (TensorBoard logs) are honoured when set.
 
 Output (``--model-dir``): ``query_model/``, ``index_brute_force/``, ``index_scann/`` (when chosen),
-``candidates.parquet`` (item embeddings for external vector indexes), ``vocabularies.json``, ``items.parquet``,
+``candidates.parquet`` (item embeddings), ``history.parquet`` (each user's newest events of the
+window: the server's history snapshot), ``vocabularies.json``, ``items.parquet``,
 ``users.parquet``, ``holdout.parquet`` (the evaluation set, for the champion gate),
 ``metadata.json``, ``index.json`` and ``metrics.json``.
 """
@@ -30,6 +31,7 @@ from recsys.storage import copy_file
 from recsys.training import MIN_INTERACTIONS
 
 log = logging.getLogger(__name__)
+POPULAR_ITEMS = 5000  # popular items exported for the fallback (enough to survive any exclusion)
 
 
 def upload_dir(local: Path, target: str) -> None:
@@ -73,13 +75,15 @@ def train_and_export(
     scann_grid: list | None = None,
 ) -> dict:
     """The whole training job; returns the metrics written to ``metrics.json``."""
-    import numpy as np
     import pandas as pd
 
+    from recsys.policy import Policy
     from recsys.training import export
-    from recsys.training.data import NotEnoughDataError, load_window, temporal_split, user_features
-    from recsys.training.evaluate import evaluate_embeddings, evaluate_popularity, popularity_order
+    from recsys.training.data import NotEnoughDataError, load_window, temporal_split
+    from recsys.training.evaluate import evaluate_holdout, popularity_order
+    from recsys.training.features import demographics
     from recsys.training.fit import fit
+    from recsys.training.history import snapshot
 
     if holdout_days >= window_days:
         raise ValueError(f"holdout_days ({holdout_days}) must be smaller than window_days ({window_days})")
@@ -99,49 +103,84 @@ def train_and_export(
         fitted = fit(train, window.users, window.items, params, callbacks=_aip_callbacks(Path(aip_tmp)))
     catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
     candidate_embeddings = fitted.candidate_embeddings(catalog, window.items)
-    query = lambda users: fitted.query_embeddings(users, window.users)  # noqa: E731
-    metrics = {
-        "model": evaluate_embeddings(query, candidate_embeddings, catalog, holdout),
-        "popularity": evaluate_popularity(train, holdout, catalog),
-    }
+    config = params.policy_config()
+    popular = popularity_order(train)
+    history = snapshot(train)
+    metrics = evaluate_holdout(
+        {
+            "model": Policy(
+                catalog,
+                popular,
+                config,
+                encoder=fitted.encode_queries,
+                item_embeddings=candidate_embeddings,
+                known_users=fitted.vocab.user_ids,
+            ),
+            "popularity": Policy(catalog, popular, config),
+        },
+        holdout,
+        history,
+        window.users,
+        fitted.vocab.user_ids,
+    )
 
     with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
         out = Path(tmp)
         use_user_features = fitted.vocab.has_user_features
-        sample_users = holdout["user_id"].astype(str).drop_duplicates().head(1000)
-        queries = {k: np.asarray(v) for k, v in user_features(sample_users, window.users).items()}
-        if not use_user_features:
-            queries = {"user_id": queries["user_id"]}
+        events = pd.concat([history, holdout], ignore_index=True)
+        sample = Policy(catalog, popular, config).batch_from_log(
+            holdout.drop_duplicates("user_id").head(1000), events, {}
+        )
+        queries = {"user_id": sample.user_ids, "history": sample.histories}
+        if use_user_features:
+            queries |= demographics(sample.user_ids, window.users)
         brute, scann, index_report = export.choose_index(
-            fitted.model.query_tower, catalog, candidate_embeddings, _tensors(queries),
-            k=index_k, min_recall=min_index_recall, grid=scann_grid,
-        )  # fmt: skip
-        export.save_query_model(fitted.model.query_tower, out / "query_model", use_user_features)
-        export.save_retrieval_model(brute, out / "index_brute_force", use_user_features, scann=False)
+            fitted.model.query_tower,
+            catalog,
+            candidate_embeddings,
+            _tensors(queries),
+            k=index_k,
+            min_recall=min_index_recall,
+            grid=scann_grid,
+        )
+        length = params.history_length
+        export.save_query_model(fitted.model.query_tower, out / "query_model", use_user_features, length)
+        export.save_retrieval_model(brute, out / "index_brute_force", use_user_features, length, scann=False)
         if scann is not None:
-            export.save_retrieval_model(scann, out / "index_scann", use_user_features, scann=True)
-        _write_parquet(pd.DataFrame({"item_id": catalog, "embedding": list(candidate_embeddings)}),
-                       out / "candidates.parquet")  # fmt: skip
+            export.save_retrieval_model(scann, out / "index_scann", use_user_features, length, scann=True)
+        _write_parquet(
+            pd.DataFrame({"item_id": catalog, "embedding": list(candidate_embeddings)}), out / "candidates.parquet"
+        )
         _write_parquet(window.items.astype({"item_id": str}), out / "items.parquet")
         _write_parquet(window.users.astype({"user_id": str}), out / "users.parquet")
         _write_parquet(holdout, out / "holdout.parquet")
+        _write_parquet(history, out / "history.parquet")
         result = {
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "window": {**window.describe(), "extract_root": extract_root, "end_day": end_day.isoformat(),
-                       "window_days": window_days,
-                       "holdout_days": holdout_days, "train_rows": len(train), "holdout_rows": len(holdout)},
+            "window": {
+                **window.describe(),
+                "extract_root": extract_root,
+                "end_day": end_day.isoformat(),
+                "window_days": window_days,
+                "holdout_days": holdout_days,
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+            },
             "params": params.as_dict(),
+            "policy": dataclasses.asdict(config),
             "loss_per_epoch": fitted.loss_per_epoch,
             "train_seconds": round(fitted.seconds, 2),
             "metrics": metrics,
             "index": index_report,
-        }  # fmt: skip
+        }
         metadata = {
             "user_features": use_user_features,
             "item_features": fitted.vocab.has_item_features,
             "vocabulary_sizes": {"users": len(fitted.vocab.user_ids), "items": len(fitted.vocab.item_ids)},
             "embedding_dim": params.embedding_dim,
-            "popular_items": popularity_order(train)[:index_k],
+            "history_length": length,
+            "policy": dataclasses.asdict(config),
+            "popular_items": popular[:POPULAR_ITEMS],
             "serving_index": index_report["serving"],
             "k": index_k,
         }
@@ -150,7 +189,7 @@ def train_and_export(
         (out / "index.json").write_text(json.dumps(index_report, indent=2))
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         upload_dir(out, model_dir)
-    log.info("exported model to %s: %s", model_dir, metrics["model"])
+    log.info("exported model to %s: %s", model_dir, {k: v for k, v in metrics["model"].items() if k != "segments"})
     return result
 
 
@@ -202,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window-days", type=int, default=30)
     parser.add_argument("--holdout-days", type=int, default=1)
     parser.add_argument("--min-interactions", type=int, default=MIN_INTERACTIONS)
-    parser.add_argument("--model-dir", default=os.environ.get("AIP_MODEL_DIR"),
-                        help="output folder (default: $AIP_MODEL_DIR)")  # fmt: skip
+    parser.add_argument(
+        "--model-dir", default=os.environ.get("AIP_MODEL_DIR"), help="output folder (default: $AIP_MODEL_DIR)"
+    )
     for name, default in TrainParams().as_dict().items():
         kind = (lambda v: v.lower() in {"1", "true", "yes"}) if isinstance(default, bool) else type(default)
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
@@ -222,13 +262,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = TrainParams(**{k: getattr(args, k) for k in TrainParams().as_dict()})
         started = time.perf_counter()
-        result = train_and_export(args.extract_root, args.end_day, args.window_days, args.holdout_days,
-                                  args.model_dir, params, min_interactions=args.min_interactions)  # fmt: skip
+        result = train_and_export(
+            args.extract_root,
+            args.end_day,
+            args.window_days,
+            args.holdout_days,
+            args.model_dir,
+            params,
+            min_interactions=args.min_interactions,
+        )
     except (NotEnoughDataError, ValueError) as exc:
         print(f"train failed: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"model_dir": args.model_dir, "seconds": round(time.perf_counter() - started, 1),
-                      "model": result["metrics"]["model"], "index": result["index"]["serving"]}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model_dir": args.model_dir,
+                "seconds": round(time.perf_counter() - started, 1),
+                "model": result["metrics"]["model"],
+                "index": result["index"]["serving"],
+            }
+        )
+    )
     return 0
 
 
