@@ -74,8 +74,9 @@ def main() -> int:
 
     import recsys.training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from recsys.training import export
-    from recsys.training.data import user_features
+    from recsys.training.features import query_features
     from recsys.training.fit import TrainParams, fit
+    from recsys.training.history import snapshot
 
     interactions, users, items = load(args.data)
     fitted = fit(interactions, users, items, TrainParams())
@@ -86,7 +87,9 @@ def main() -> int:
     embeddings = real[repeat] + rng.normal(0, args.noise, (args.candidates, real.shape[1])) * real.std(axis=0)
     embeddings = embeddings.astype(np.float32)
     item_ids = [f"{real_ids[r]}#{i}" for i, r in enumerate(repeat)]
-    features = {k: np.asarray(v) for k, v in user_features(users["user_id"], users).items()}
+    history = snapshot(interactions, TrainParams().history_length).groupby("user_id")["item_id"].agg(list)
+    user_ids = users["user_id"].astype(str)
+    features = query_features(user_ids, [history.get(u, []) for u in user_ids], users, TrainParams().history_length)
     queries = {k: tf.constant(v) for k, v in features.items()}
     print(f"{args.candidates:,} candidates x {real.shape[1]} dims, {len(users)} real queries", flush=True)
 
@@ -119,7 +122,7 @@ def main() -> int:
         batch = {k: v[:1000] for k, v in queries.items()}
         for name, (index, is_scann, build_s) in to_save.items():
             path = Path(tmp) / name
-            export.save_retrieval_model(index, path, use_user_features=True, scann=is_scann)
+            export.save_retrieval_model(index, path, True, TrainParams().history_length, scann=is_scann)
             serve = tf.saved_model.load(str(path)).signatures["serving_default"]
             exported[name] = {"build_s": round(build_s, 2), "size_mib": _dir_mib(path),
                               "single_query": _time_single(serve, singles),

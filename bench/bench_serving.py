@@ -3,8 +3,8 @@
 Builds the MovieLens 100K model with the real pipeline (seed re-timed onto 30 days -> 30 extracted
 partitions -> ``train_and_export`` with a pinned high-recall ScaNN configuration, so both a ScaNN
 and a brute-force export exist). For each export it starts ``python -m recsys.serving`` on loopback
-and sends ``{"instances": [user], "parameters": {"k": 10}}`` (a random known user each time) from
-keep-alive clients at concurrency 1, 8 and 32 (p50/p99 latency, requests/s), then makes the same
+and sends one instance per request (a random known user, k=10) — the user id alone, and with 5
+``recent_item_ids`` (history merged in the request) — from keep-alive clients at concurrency 1, 8 and 32 (p50/p99 latency, requests/s), then makes the same
 calls in-process through ``Predictor.predict``. The load generator shares the 2 cores with the
 server: ``wrk`` (``apt-get install wrk``) is used when installed because a Python client saturates
 the CPU itself at high concurrency; otherwise the httpx fallback runs, and the results say which.
@@ -57,24 +57,46 @@ def build_model(data_dir: str, work: Path) -> Path:
         day = date.fromordinal(end.toordinal() - offset)
         publish_partition(stage_partition(engine, Interval.for_day(day), settings), settings, QualityPolicy())
     model_dir = work / "model"
-    train_and_export(settings.extract_root, date.fromordinal(end.toordinal() - 1), 30, 1, model_dir.as_uri(),
-                     TrainParams(), scann_grid=[ScannConfig(41, 20, 500)])  # fmt: skip
+    train_and_export(
+        settings.extract_root,
+        date.fromordinal(end.toordinal() - 1),
+        30,
+        1,
+        model_dir.as_uri(),
+        TrainParams(),
+        scann_grid=[ScannConfig(41, 20, 500)],
+    )
     return model_dir
 
 
 def summarize(latencies_ms: list[float], seconds: float) -> dict:
-    return {"requests": len(latencies_ms), "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
-            "requests_per_s": round(len(latencies_ms) / seconds, 1)}  # fmt: skip
+    return {
+        "requests": len(latencies_ms),
+        "p50_ms": round(float(np.percentile(latencies_ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(latencies_ms, 99)), 3),
+        "requests_per_s": round(len(latencies_ms) / seconds, 1),
+    }
 
 
+RECENT = 5  # recent events sent with each request of the "with recent events" kind
 WRK_SCRIPT = """
 users = {%s}
+items = {%s}
+recent = %d
 request = function()
-  local body = '{"instances": ["' .. users[math.random(#users)] .. '"], "parameters": {"k": 10}}'
+  local events = {}
+  for i = 1, recent do events[i] = '"' .. items[math.random(#items)] .. '"' end
+  local body = '{"instances": [{"user_id": "' .. users[math.random(#users)] .. '", "recent_item_ids": ['
+    .. table.concat(events, ",") .. ']}], "parameters": {"k": 10}}'
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 """
+
+
+def body_for(users: list[str], items: list[str], n: int, recent: int) -> dict:
+    """One known user per request, with ``recent`` recent events (0: the user id only)."""
+    events = [items[(n * 7 + i * 13) % len(items)] for i in range(recent)]
+    return {"instances": [{"user_id": users[n % len(users)], "recent_item_ids": events}], "parameters": {"k": 10}}
 
 
 def _wrk_ms(text: str, label: str) -> float:
@@ -83,19 +105,29 @@ def _wrk_ms(text: str, label: str) -> float:
     return round(number / 1000 if unit == "us" else number * 1000 if unit == "s" else number, 3)
 
 
-def wrk_load(url: str, users: list[str], concurrency: int, seconds: int, workdir: Path) -> dict:
+def wrk_load(
+    url: str, users: list[str], items: list[str], recent: int, concurrency: int, seconds: int, workdir: Path
+) -> dict:
     """wrk (C, one thread) with a random known user per request: the client costs little CPU."""
     script = workdir / "predict.lua"
-    script.write_text(WRK_SCRIPT % ", ".join(f'"{u}"' for u in users[:500]))
-    out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    quoted = lambda values: ", ".join(f'"{v}"' for v in values[:500])  # noqa: E731
+    script.write_text(WRK_SCRIPT % (quoted(users), quoted(items), recent))
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "Non-2xx" not in out, out
-    return {"p50_ms": _wrk_ms(out, "50%"), "p99_ms": _wrk_ms(out, "99%"),
-            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", out).group(1))}  # fmt: skip
+    return {
+        "p50_ms": _wrk_ms(out, "50%"),
+        "p99_ms": _wrk_ms(out, "99%"),
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+    }
 
 
-async def python_load(url: str, users: list[str], concurrency: int, total: int) -> dict:
+async def python_load(url: str, users: list[str], items: list[str], recent: int, concurrency: int, total: int) -> dict:
     """Fallback generator (httpx, asyncio): it competes with the server for the 2 cores."""
     import httpx
 
@@ -106,7 +138,7 @@ async def python_load(url: str, users: list[str], concurrency: int, total: int) 
 
         async def worker():
             for n in counter:
-                body = {"instances": [users[n % len(users)]], "parameters": {"k": 10}}
+                body = body_for(users, items, n, recent)
                 started = time.perf_counter()
                 response = await client.post(url, json=body)
                 latencies.append((time.perf_counter() - started) * 1000)
@@ -117,12 +149,12 @@ async def python_load(url: str, users: list[str], concurrency: int, total: int) 
         return summarize(latencies, time.perf_counter() - started)
 
 
-def in_process_load(predictor, users: list[str], concurrency: int, total: int) -> dict:
+def in_process_load(predictor, users: list[str], items: list[str], recent: int, concurrency: int, total: int) -> dict:
     from recsys.serving.request import parse_request
 
     def call(n: int) -> float:
         started = time.perf_counter()
-        predictor.predict(parse_request({"instances": [users[n % len(users)]], "parameters": {"k": 10}}, 100))
+        predictor.predict(parse_request(body_for(users, items, n, recent), 100))
         return (time.perf_counter() - started) * 1000
 
     started = time.perf_counter()
@@ -135,8 +167,12 @@ def start_server(model_dir: Path, index: str, port: int, log: Path) -> subproces
     import httpx
 
     env = {**os.environ, "AIP_HTTP_PORT": str(port), "RECSYS_SERVING_HOST": "127.0.0.1"}
-    process = subprocess.Popen([sys.executable, "-m", "recsys.serving", "--model-dir", str(model_dir),
-                                "--index", index], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recsys.serving", "--model-dir", str(model_dir), "--index", index],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     last = None
     for _ in range(600):
         try:
@@ -151,11 +187,45 @@ def start_server(model_dir: Path, index: str, port: int, log: Path) -> subproces
     raise RuntimeError(f"{index} server not ready: {last and last.text}\n" + "\n".join(errors[-20:]))
 
 
+def measure(model_dir: Path, index: str, users, items, recent: int, generator: str, args, tmp: Path) -> dict:
+    """HTTP at each concurrency, then the same calls in-process, for one index and request kind."""
+    from recsys.emulators.ports import free_port
+    from recsys.serving.predictor import Predictor
+
+    port = free_port()
+    server = start_server(model_dir, index, port, tmp / f"{index}.log")
+    try:
+        url = f"http://127.0.0.1:{port}/predict"
+        asyncio.run(python_load(url, users, items, recent, 8, 100))  # warm up
+        if generator == "wrk":
+            http = {c: wrk_load(url, users, items, recent, c, args.seconds, tmp) for c in CONCURRENCY}
+        else:
+            http = {c: asyncio.run(python_load(url, users, items, recent, c, args.requests)) for c in CONCURRENCY}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    predictor = Predictor(model_dir, index)
+    predictor.warm_up()
+    local = {c: in_process_load(predictor, users, items, recent, c, args.requests) for c in CONCURRENCY}
+    label = f"{index} recent={recent}"
+    for c in CONCURRENCY:
+        h, p = http[c], local[c]
+        print(
+            f"{label:<22} c={c:<3} HTTP p50 {h['p50_ms']:7.2f} ms p99 {h['p99_ms']:7.2f} ms "
+            f"{h['requests_per_s']:8.1f} req/s | in-process p50 {p['p50_ms']:6.2f} ms "
+            f"p99 {p['p99_ms']:6.2f} ms {p['requests_per_s']:8.1f} calls/s",
+            flush=True,
+        )
+    return {
+        "http": http,
+        "in_process": local,
+        "http_overhead_p50_ratio_c1": round(http[1]["p50_ms"] / local[1]["p50_ms"], 2),
+    }
+
+
 def main() -> int:
     from bench_quality import DEFAULT_DATA
     from results_file import write_results
-
-    from recsys.emulators.ports import free_port
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--data", default=DEFAULT_DATA)
@@ -167,8 +237,9 @@ def main() -> int:
         return 2
     import json
 
+    import pandas as pd
+
     import recsys.training  # noqa: F401
-    from recsys.serving.predictor import Predictor
 
     generator = "wrk" if shutil.which("wrk") else "python-httpx"
     print(f"load generator: {generator}", flush=True)
@@ -176,35 +247,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         model_dir = build_model(args.data, Path(tmp))
         users = json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
+        items = pd.read_parquet(model_dir / "candidates.parquet")["item_id"].astype(str).tolist()
         index_report = json.loads((model_dir / "index.json").read_text())
         for index in ("brute_force", "scann"):
-            port = free_port()
-            server = start_server(model_dir, index, port, Path(tmp) / f"{index}.log")
-            try:
-                url = f"http://127.0.0.1:{port}/predict"
-                asyncio.run(python_load(url, users, 8, 100))  # warm up
-                if generator == "wrk":
-                    http = {c: wrk_load(url, users, c, args.seconds, Path(tmp)) for c in CONCURRENCY}
-                else:
-                    http = {c: asyncio.run(python_load(url, users, c, args.requests)) for c in CONCURRENCY}
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
-            predictor = Predictor(model_dir, index)
-            predictor.warm_up()
-            local = {c: in_process_load(predictor, users, c, args.requests) for c in CONCURRENCY}
-            runs[index] = {"http": http, "in_process": local,
-                           "http_overhead_p50_ratio_c1": round(http[1]["p50_ms"] / local[1]["p50_ms"], 2)}  # fmt: skip
-            for c in CONCURRENCY:
-                h, p = http[c], local[c]
-                print(f"{index:<12} c={c:<3} HTTP p50 {h['p50_ms']:7.2f} ms p99 {h['p99_ms']:7.2f} ms "
-                      f"{h['requests_per_s']:8.1f} req/s | in-process p50 {p['p50_ms']:6.2f} ms "
-                      f"p99 {p['p99_ms']:6.2f} ms {p['requests_per_s']:8.1f} calls/s", flush=True)  # fmt: skip
-            print(f"{index:<12} HTTP overhead (p50, c=1): {runs[index]['http_overhead_p50_ratio_c1']}x", flush=True)
-    write_results("bench_serving", {"model": "MovieLens 100K via the pipeline (30 days, 1 holdout day)",
-                                    "scann_recall": index_report["grid"][0], "request": "1 instance, k=10",
-                                    "server": "uvicorn, 1 worker process, thread pool", "load_generator": generator,
-                                    "runs": runs})  # fmt: skip
+            for kind, recent in (("user_id", 0), ("with_recent_events", RECENT)):
+                runs[f"{index}/{kind}"] = measure(model_dir, index, users, items, recent, generator, args, Path(tmp))
+    write_results(
+        "bench_serving",
+        {
+            "model": "MovieLens 100K via the pipeline (30 days, 1 holdout day)",
+            "scann_recall": index_report["grid"][0],
+            "request": f"1 instance, k=10; user_id only, or with {RECENT} recent_item_ids",
+            "server": "uvicorn, 1 worker process, thread pool",
+            "load_generator": generator,
+            "runs": runs,
+        },
+    )
     return 0
 
 

@@ -70,7 +70,7 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         *[f"- `{k}`: {v}" for k, v in params.items()],
         f"- Training time: {result['train_seconds']} s; loss per epoch: {result['loss_per_epoch']}",
         "",
-        "## Holdout metrics (top-k accuracy over the whole catalog)",
+        "## Holdout metrics (top-k hit rate over the whole catalog, as served)",
         "",
         "| model | " + " | ".join(f"top-{k}" for k in DEFAULT_KS) + " |",
         "|---" * (len(DEFAULT_KS) + 1) + "|",
