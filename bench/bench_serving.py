@@ -4,7 +4,8 @@ Builds the MovieLens 100K model with the real pipeline (seed re-timed onto 30 da
 partitions -> ``train_and_export`` with a pinned high-recall ScaNN configuration, so both a ScaNN
 and a brute-force export exist). For each export it starts ``python -m recsys.serving`` on loopback
 and sends one instance per request (a random known user, k=10) — the user id alone, and with 5
-``recent_item_ids`` (history merged in the request) — from keep-alive clients at concurrency 1, 8 and 32 (p50/p99 latency, requests/s), then makes the same
+``recent_item_ids`` (history merged in the request) — from keep-alive clients at concurrency 1, 8
+and 32 (p50/p99 latency, requests/s), then makes the same
 calls in-process through ``Predictor.predict``. The load generator shares the 2 cores with the
 server: ``wrk`` (``apt-get install wrk``) is used when installed because a Python client saturates
 the CPU itself at high concurrency; otherwise the httpx fallback runs, and the results say which.

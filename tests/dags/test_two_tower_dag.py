@@ -13,7 +13,7 @@ from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 from recsys.training.gate import read_champion
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-FAST = {"window_days": 8, "batch_size": 512, "end_day": "2026-11-09"}
+FAST = {"window_days": 8, "batch_size": 512, "epochs": 2, "end_day": "2026-11-09"}
 
 
 @pytest.fixture
