@@ -19,12 +19,18 @@ Sunday 04:00 a full retrain (`FULL`) on the window. Also from the UI with the fo
 5. `solution_version` — trains; killing the task stops the training.
 6. `compare_metrics` — `GetSolutionMetrics` against the previous ACTIVE version; a drop beyond
    `max_metric_drop` stops the run before anything is published (when `stop_on_regression`).
-7. `batch_inference` (`run_batch_inference`) — recommendations for the newest day's users, output
-   under the run's prefix; `update_campaign` (`update_campaign`) — the campaign serves the new version.
-8. `report` — always: `<storage_root>/personalize/runs/<run>/report.json`.
+7. `batch_inference` (`run_batch_inference`) — recommendations for the newest day's users (with the
+   `personalize_filter_arn` filter, if set), output under the run's prefix; `deliver` — items the user
+   already interacted with and items gone from the catalog dropped, top `deliver_top_k` kept, the
+   `personalize` rows of the application's `recommendations` table replaced atomically.
+8. `update_campaign` (`update_campaign`) — the campaign serves the new version; `smoke_test` —
+   GetRecommendations for the `smoke_test_users` most active users and an unknown one must return
+   catalog items, else `rollback_campaign` puts the previous version back and `rolled_back` fails
+   the run with the reason.
+9. `report` — always: `<storage_root>/personalize/runs/<run>/report.json`.
 
-AWS resources (dataset ARNs, solution, campaign, role, bucket) come from settings
-(`RECSYS_PERSONALIZE_*` / Variables) and the `aws_default` connection — never from code.
+AWS resources (dataset ARNs, solution, campaign, filter, role, bucket) come from the Variables
+`recsys_personalize_setup` records (or `RECSYS_PERSONALIZE_*`) and the `aws_default` connection.
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ PARAMS = {
     "stop_on_regression": Param(True, type="boolean"),
     "max_metric_drop": Param(0.05, type="number", minimum=0, maximum=1,
                              title="Allowed relative drop of normalized_discounted_cumulative_gain_at_10"),
+    "deliver_top_k": Param(25, type="integer", minimum=0, maximum=500,
+                           title="Recommendations per user published to the application table (0 = none)"),
+    "smoke_test_users": Param(5, type="integer", minimum=0, maximum=100,
+                              title="Known users asked after the campaign update (0 = no smoke test)"),
     "dry_run": Param(False, type="boolean", title="Plan only: start no AWS job"),
 }  # fmt: skip
 
@@ -115,6 +125,7 @@ def recsys_personalize():
                 "import_mode": import_mode, "run_key": key, "run_uri": run_uri,
                 "dataset_arns": arns, "role_arn": settings.personalize_role_arn,
                 "solution_arn": settings.personalize_solution_arn, "campaign_arn": settings.personalize_campaign_arn,
+                "filter_arn": settings.personalize_filter_arn,
                 "aws_conn_id": settings.aws_conn_id, "poll_seconds": settings.personalize_poll_seconds,
                 "dry_run": params["dry_run"]}  # fmt: skip
 
@@ -162,7 +173,10 @@ def recsys_personalize():
         elif mode == "UPDATE" and not hook.latest_active_version(solution, "FULL"):
             mode, reason = "FULL", "no ACTIVE FULL solution version yet"
         previous = hook.latest_active_version(solution)
-        return {"mode": mode, "reason": reason, "previous_version": previous}
+        serving = None
+        if planned["campaign_arn"]:
+            serving = hook.conn.describe_campaign(campaignArn=planned["campaign_arn"])["campaign"]["solutionVersionArn"]
+        return {"mode": mode, "reason": reason, "previous_version": previous, "serving_version": serving}
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def compare_metrics(planned: dict, mode: dict, version_arn: str) -> bool:
@@ -187,6 +201,49 @@ def recsys_personalize():
         return bool(get_current_context()["params"]["update_campaign"] and planned["campaign_arn"])
 
     @task(multiple_outputs=False)
+    def deliver(planned: dict, version_arn: str) -> dict | None:
+        """Post-process the batch output and replace the table's ``personalize`` rows."""
+        from datetime import date
+
+        from recsys.delivery.personalize import deliver
+
+        params = get_current_context()["params"]
+        if not params["deliver_top_k"]:
+            return None
+        settings = load_settings(use_airflow_variables=True)
+        return deliver(planned["run_uri"] + "/batch-output/", planned["aws_conn_id"], settings.extract_root,
+                       date.fromisoformat(planned["end_day"]), params["window_days"], settings.delivery_conn_id,
+                       params["deliver_top_k"], version_arn)  # fmt: skip
+
+    @task.branch
+    def smoke_test(planned: dict) -> list[str]:
+        """Ask the updated campaign; on failure go to ``rollback_campaign`` (the reason is in the XCom)."""
+        from datetime import date
+
+        from personalize.hooks import PersonalizeRuntimeHook
+
+        from recsys.personalize.smoke import smoke_inputs, smoke_test
+
+        context = get_current_context()
+        wanted = context["params"]["smoke_test_users"]
+        if not wanted:
+            return []
+        users, catalog = smoke_inputs(load_settings(use_airflow_variables=True).extract_root,
+                                      date.fromisoformat(planned["end_day"]), wanted)  # fmt: skip
+        verdict = smoke_test(PersonalizeRuntimeHook(aws_conn_id=planned["aws_conn_id"]), planned["campaign_arn"],
+                             users, catalog)  # fmt: skip
+        context["ti"].xcom_push(key="verdict", value=verdict)
+        print(verdict)
+        return [] if verdict["ok"] else ["rollback_campaign"]
+
+    @task
+    def rolled_back() -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        verdict = get_current_context()["ti"].xcom_pull(task_ids="smoke_test", key="verdict")
+        raise AirflowFailException(f"the campaign failed its smoke test and was rolled back: {verdict['problems']}")
+
+    @task(multiple_outputs=False)
     def report(planned: dict) -> dict:
         """What this run did, whatever happened: written to storage and returned."""
         import json
@@ -207,7 +264,9 @@ def recsys_personalize():
                 "imports": list(pull(task_ids="import_dataset") or []), "training": mode, "solution_version": version,
                 "metrics": None,
                 "batch_output": (planned["run_uri"] + "/batch-output/") if pull(task_ids="batch_inference") else None,
-                "campaign": pull(task_ids="update_campaign")}  # fmt: skip
+                "campaign": pull(task_ids="update_campaign"),
+                "smoke_test": pull(task_ids="smoke_test", key="verdict"),
+                "rolled_back_to": pull(task_ids="rollback_campaign"), "delivery": pull(task_ids="deliver")}  # fmt: skip
         if version:
             try:
                 body["metrics"] = metric_verdict(hook, version, mode.get("previous_version"),
@@ -244,7 +303,7 @@ def recsys_personalize():
         task_id="batch_inference", job_name="{{ ti.xcom_pull(task_ids='plan')['names']['batch'] }}",
         solution_version_arn=version.output,
         input_path="{{ ti.xcom_pull(task_ids='upload', key='batch_input') }}",
-        output_path=planned_value("run_uri") + "/batch-output/",
+        output_path=planned_value("run_uri") + "/batch-output/", filter_arn=planned_value("filter_arn"),
         role_arn=planned_value("role_arn"), **aws)  # fmt: skip
     campaign = PersonalizeUpdateCampaignOperator(
         task_id="update_campaign", campaign_arn=planned_value("campaign_arn"), solution_version_arn=version.output,
@@ -252,10 +311,16 @@ def recsys_personalize():
 
     changes_allowed(planned) >> uploaded
     imports >> mode >> version
-    [compared, uploaded] >> batch_wanted() >> batch
-    compared >> campaign_wanted(planned) >> campaign
+    rollback = PersonalizeUpdateCampaignOperator(
+        task_id="rollback_campaign", campaign_arn=planned_value("campaign_arn"),
+        solution_version_arn="{{ ti.xcom_pull(task_ids='training_mode')['serving_version'] }}", **aws)  # fmt: skip
+    delivered = deliver(planned, version.output)
+    smoked = smoke_test(planned)
+
+    [compared, uploaded] >> batch_wanted() >> batch >> delivered
+    compared >> campaign_wanted(planned) >> campaign >> smoked >> rollback >> rolled_back()
     # a teardown: it always runs, and the run still fails when a task failed (a plain all_done leaf would hide it)
-    [batch, campaign] >> report(planned).as_teardown()
+    [delivered, rollback] >> report(planned).as_teardown()
 
 
 recsys_personalize()

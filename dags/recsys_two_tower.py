@@ -23,6 +23,9 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
    popularity and is not worse than the champion by more than `tolerance` (or `force`); writes
    `model_card.md`, `training_plot.png`, `metrics.json`; moves `models/champion.json` atomically.
 4. `publish` — emits the `recsys_blessed_model` asset event, only for a blessed model.
+5. `deliver` — the blessed model's top `deliver_top_k` for every user of its history snapshot (the
+   served policy, batched; ScaNN when exported with it) replaces the `two_tower` rows of the
+   application's `recommendations` table (`delivery_conn_id`, staging table + one-transaction swap).
 
 Output: `<storage_root>/models/<version>/`. Outage days (partitions with status `empty`) in the
 window are listed in the model card.
@@ -75,6 +78,15 @@ PARAMS = {
         0.01, type="number", minimum=0, maximum=1, title="Allowed drop vs the champion (absolute top-100 accuracy)"
     ),
     "force": Param(False, type="boolean", title="Bless even if the gate says no"),
+    "deliver_top_k": Param(
+        25,
+        type="integer",
+        minimum=0,
+        maximum=500,
+        title="Recommendations per user published to the application table (0 = none)",
+        description="After a blessed model: the top k of every user in its history snapshot, as served, "
+        "replace the table's two_tower rows (delivery_conn_id).",
+    ),
     "training_backend": Param(
         "local",
         enum=["local", "vertex"],
@@ -231,6 +243,17 @@ def recsys_two_tower():
         get_current_context()["outlet_events"][BLESSED_MODEL].extra = event
         return event
 
+    @task(multiple_outputs=False)
+    def deliver(event: dict) -> dict | None:
+        """The blessed model's batch top-k, replacing the two_tower rows of the recommendations table."""
+        from recsys.delivery.two_tower import deliver
+
+        k = get_current_context()["params"]["deliver_top_k"]
+        if not k:
+            return None
+        settings = load_settings(use_airflow_variables=True)
+        return deliver(event["model_dir"], event["version"], settings.delivery_conn_id, k)
+
     from airflow.providers.standard.operators.empty import EmptyOperator
     from vertex.operators import DeferrableCustomJobOperator
 
@@ -250,7 +273,9 @@ def recsys_two_tower():
     decision = gate(planned)
     choose_backend(planned) >> [local, staged]
     [local, on_vertex] >> model_exported >> decision
-    blessed(decision) >> publish(decision)
+    published = publish(decision)
+    blessed(decision) >> published
+    deliver(published)
 
 
 recsys_two_tower()

@@ -134,6 +134,14 @@ def sqlite_source(tmp_path) -> SourceDB:
     engine.dispose()
 
 
+@pytest.fixture(autouse=True)
+def app_db(tmp_path, monkeypatch) -> Path:
+    """The application database recommendations are delivered to (connection ``recsys_app``): SQLite."""
+    path = tmp_path / "app.db"
+    monkeypatch.setenv("AIRFLOW_CONN_RECSYS_APP", json.dumps({"conn_type": "sqlite", "host": str(path)}))
+    return path
+
+
 @pytest.fixture
 def storage_root(tmp_path, monkeypatch) -> str:
     """A fresh ``file://`` storage root, also exported as RECSYS_STORAGE_ROOT for tasks."""

@@ -56,7 +56,7 @@ class Settings:
     vertex_training_machine_type: str = "n1-standard-8"
     vertex_service_account: str = ""  # the job's identity; empty = the project's default Vertex service agent
     vertex_training_timeout_seconds: float = 4 * 3600.0
-    # Amazon Personalize (recsys_personalize): resources are created once by the platform team (IaC).
+    # Amazon Personalize: recsys_personalize_setup records the ARNs below as Variables (or set them by hand / IaC).
     personalize_s3_uri: str = ""  # s3://bucket/prefix the role can read (CSVs, batch input) and write (output)
     personalize_role_arn: str = ""  # the role Personalize assumes to read/write that prefix
     personalize_interactions_dataset_arn: str = ""
@@ -64,7 +64,13 @@ class Settings:
     personalize_items_dataset_arn: str = ""
     personalize_solution_arn: str = ""  # its recipe decides whether UPDATE training exists
     personalize_campaign_arn: str = ""  # empty = no campaign to update
+    personalize_dataset_group_arn: str = ""
+    personalize_event_tracker_arn: str = ""
+    personalize_tracking_id: str = ""  # the event tracker's id the application sends PutEvents with
+    personalize_filter_arn: str = ""  # batch inference filter; empty = none
     personalize_poll_seconds: float = 60.0
+    # The application database the recommendations table is published to (an Airflow SQL connection).
+    delivery_conn_id: str = "recsys_app"
 
     @property
     def extract_root(self) -> str:

@@ -24,12 +24,21 @@ def demo_source_db() -> Path:
     return Path(os.environ["AIRFLOW_HOME"]) / "data" / "source.db"
 
 
+def demo_app_db() -> Path:
+    """The application database the recommendations table is delivered to."""
+    return Path(os.environ["AIRFLOW_HOME"]) / "data" / "app.db"
+
+
 def setup_connections() -> None:
     """Create or update the embedded-default connections (no secrets involved)."""
     from airflow.models.connection import Connection
     from airflow.utils.session import create_session
 
-    wanted = [Connection(conn_id=load_settings().source_conn_id, conn_type="sqlite", host=str(demo_source_db()))]
+    settings = load_settings()
+    wanted = [
+        Connection(conn_id=settings.source_conn_id, conn_type="sqlite", host=str(demo_source_db())),
+        Connection(conn_id=settings.delivery_conn_id, conn_type="sqlite", host=str(demo_app_db())),
+    ]
     with create_session() as session:
         for conn in wanted:
             existing = session.query(Connection).filter(Connection.conn_id == conn.conn_id).one_or_none()

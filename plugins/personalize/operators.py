@@ -29,9 +29,17 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
     trigger_class: type[triggers._PersonalizeTrigger]
     template_fields: Sequence[str] = aws_template_fields("waiter_delay")
 
-    def __init__(self, *, deferrable: bool = True, wait_for_completion: bool = True, waiter_delay: int = 30,
-                 waiter_max_attempts: int = 240, busy_retry_seconds: float = 60, busy_timeout_seconds: float = 3600,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        deferrable: bool = True,
+        wait_for_completion: bool = True,
+        waiter_delay: int = 30,
+        waiter_max_attempts: int = 240,
+        busy_retry_seconds: float = 60,
+        busy_timeout_seconds: float = 3600,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.deferrable, self.wait_for_completion = deferrable, wait_for_completion
         self.waiter_delay, self.waiter_max_attempts = waiter_delay, waiter_max_attempts
@@ -45,6 +53,10 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
 
     def create(self, attempt: int) -> str:
         raise NotImplementedError
+
+    def trigger_kwargs(self) -> dict:
+        """Extra arguments of ``trigger_class`` besides the ARN (a resource trigger needs its kind)."""
+        return {}
 
     # ---- the flow --------------------------------------------------------------------------------
     def execute(self, context, event=None, busy_since: float | None = None):
@@ -61,18 +73,32 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
         if not self.wait_for_completion:
             return arn
         trigger = self.trigger_class(
-            arn=arn, waiter_delay=self.waiter_delay, waiter_max_attempts=self.waiter_max_attempts,
-            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-            botocore_config=self.botocore_config)  # fmt: skip
+            arn=arn,
+            **self.trigger_kwargs(),
+            waiter_delay=self.waiter_delay,
+            waiter_max_attempts=self.waiter_max_attempts,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+        )
         if self.deferrable:
-            self.defer(trigger=trigger, method_name="execute_complete",
-                       timeout=timedelta(seconds=self.waiter_delay * self.waiter_max_attempts + 300))  # fmt: skip
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.waiter_delay * self.waiter_max_attempts + 300),
+            )
         from airflow.providers.amazon.aws.utils.waiter_with_logging import wait
 
-        wait(waiter=self.hook.get_waiter(trigger.waiter_name), waiter_delay=self.waiter_delay,
-             waiter_max_attempts=self.waiter_max_attempts, args=trigger.waiter_args,
-             failure_message=trigger.failure_message, status_message=trigger.status_message,
-             status_args=trigger.status_queries)  # fmt: skip
+        wait(
+            waiter=self.hook.get_waiter(trigger.waiter_name),
+            waiter_delay=self.waiter_delay,
+            waiter_max_attempts=self.waiter_max_attempts,
+            args=trigger.waiter_args,
+            failure_message=trigger.failure_message,
+            status_message=trigger.status_message,
+            status_args=trigger.status_queries,
+        )
         return arn
 
     def _wait_until_not_busy(self, context, error, busy_since: float):
@@ -82,13 +108,17 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
             raise error
         if waited >= self.busy_timeout_seconds:
             raise AirflowException(f"still {code} after {waited:.0f} s, giving up: {error}") from error
-        self.log.warning("%s (%s); trying again in %s s without using a task retry", code, error,
-                         self.busy_retry_seconds)  # fmt: skip
+        self.log.warning(
+            "%s (%s); trying again in %s s without using a task retry", code, error, self.busy_retry_seconds
+        )
         if self.deferrable:
             from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
-            self.defer(trigger=TimeDeltaTrigger(timedelta(seconds=self.busy_retry_seconds)), method_name="execute",
-                       kwargs={"busy_since": busy_since})  # fmt: skip
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=self.busy_retry_seconds)),
+                method_name="execute",
+                kwargs={"busy_since": busy_since},
+            )
         time.sleep(self.busy_retry_seconds)
         return self.execute(context, busy_since=busy_since)
 
@@ -100,11 +130,13 @@ class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):
     """Import a CSV file or folder (``data_location``, ``s3://.../``) into a dataset."""
 
     template_fields: Sequence[str] = aws_template_fields(
-        "waiter_delay", "job_name", "dataset_arn", "data_location", "role_arn", "import_mode")  # fmt: skip
+        "waiter_delay", "job_name", "dataset_arn", "data_location", "role_arn", "import_mode"
+    )
     trigger_class = triggers.DatasetImportJobTrigger
 
-    def __init__(self, *, job_name: str, dataset_arn: str, data_location: str, role_arn: str,
-                 import_mode: str = "FULL", **kwargs):  # fmt: skip
+    def __init__(
+        self, *, job_name: str, dataset_arn: str, data_location: str, role_arn: str, import_mode: str = "FULL", **kwargs
+    ):
         super().__init__(**kwargs)
         self.job_name, self.dataset_arn, self.data_location = job_name, dataset_arn, data_location
         self.role_arn, self.import_mode = role_arn, import_mode
@@ -114,9 +146,12 @@ class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):
 
     def create(self, attempt: int) -> str:
         return self.hook.conn.create_dataset_import_job(
-            jobName=attempt_name(self.job_name, attempt), datasetArn=self.dataset_arn,
-            dataSource={"dataLocation": self.data_location}, roleArn=self.role_arn, importMode=self.import_mode,
-        )["datasetImportJobArn"]  # fmt: skip
+            jobName=attempt_name(self.job_name, attempt),
+            datasetArn=self.dataset_arn,
+            dataSource={"dataLocation": self.data_location},
+            roleArn=self.role_arn,
+            importMode=self.import_mode,
+        )["datasetImportJobArn"]
 
 
 class PersonalizeCreateSolutionVersionOperator(_PersonalizeJobOperator):
@@ -146,35 +181,47 @@ class PersonalizeCreateSolutionVersionOperator(_PersonalizeJobOperator):
 
 
 class PersonalizeCreateBatchInferenceJobOperator(_PersonalizeJobOperator):
-    """Batch recommendations: JSON lines ``{"userId": ...}`` in ``input_path``, results under ``output_path``."""
+    """Batch recommendations: JSON lines ``{"userId": ...}`` in ``input_path``, results under ``output_path``;
+    ``filter_arn`` (optional, templated; empty = none) applies a Personalize filter."""
 
     template_fields: Sequence[str] = aws_template_fields(
-        "waiter_delay", "job_name", "solution_version_arn", "input_path", "output_path", "role_arn")  # fmt: skip
+        "waiter_delay", "job_name", "solution_version_arn", "input_path", "output_path", "role_arn", "filter_arn"
+    )
     trigger_class = triggers.BatchInferenceJobTrigger
 
-    def __init__(self, *, job_name: str, solution_version_arn: str, input_path: str, output_path: str,
-                 role_arn: str, num_results: int = 25, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        job_name: str,
+        solution_version_arn: str,
+        input_path: str,
+        output_path: str,
+        role_arn: str,
+        num_results: int = 25,
+        filter_arn: str | None = None,
+        **kwargs,
+    ):
         kwargs.setdefault("waiter_delay", 60)
         kwargs.setdefault("waiter_max_attempts", 720)
         super().__init__(**kwargs)
         self.job_name, self.solution_version_arn = job_name, solution_version_arn
-        self.input_path, self.output_path, self.role_arn, self.num_results = (
-            input_path,
-            output_path,
-            role_arn,
-            num_results,
-        )
+        self.input_path, self.output_path, self.role_arn = input_path, output_path, role_arn
+        self.num_results, self.filter_arn = num_results, filter_arn
 
     def find(self):
         return self.hook.find_batch_inference_job(self.solution_version_arn, self.job_name)
 
     def create(self, attempt: int) -> str:
+        extra = {"filterArn": self.filter_arn} if self.filter_arn else {}
         return self.hook.conn.create_batch_inference_job(
-            jobName=attempt_name(self.job_name, attempt), solutionVersionArn=self.solution_version_arn,
+            jobName=attempt_name(self.job_name, attempt),
+            solutionVersionArn=self.solution_version_arn,
             jobInput={"s3DataSource": {"path": self.input_path}},
             jobOutput={"s3DataDestination": {"path": self.output_path}},
-            roleArn=self.role_arn, numResults=self.num_results,
-        )["batchInferenceJobArn"]  # fmt: skip
+            roleArn=self.role_arn,
+            numResults=self.num_results,
+            **extra,
+        )["batchInferenceJobArn"]
 
 
 class PersonalizeUpdateCampaignOperator(_PersonalizeJobOperator):
@@ -183,8 +230,9 @@ class PersonalizeUpdateCampaignOperator(_PersonalizeJobOperator):
     template_fields: Sequence[str] = aws_template_fields("waiter_delay", "campaign_arn", "solution_version_arn")
     trigger_class = triggers.CampaignUpdateTrigger
 
-    def __init__(self, *, campaign_arn: str, solution_version_arn: str, min_provisioned_tps: int | None = None,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self, *, campaign_arn: str, solution_version_arn: str, min_provisioned_tps: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.campaign_arn, self.solution_version_arn = campaign_arn, solution_version_arn
         self.min_provisioned_tps = min_provisioned_tps
@@ -208,3 +256,32 @@ class PersonalizeUpdateCampaignOperator(_PersonalizeJobOperator):
         return self.hook.conn.update_campaign(
             campaignArn=self.campaign_arn, solutionVersionArn=self.solution_version_arn, **extra
         )["campaignArn"]
+
+
+class PersonalizeCreateDatasetExportJobOperator(_PersonalizeJobOperator):
+    """Export a dataset's records to ``output_path`` (``ingestion_mode`` PUT: what the event tracker and
+    PutUsers/PutItems recorded; BULK: what was imported; ALL: both)."""
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "waiter_delay", "job_name", "dataset_arn", "output_path", "role_arn", "ingestion_mode"
+    )
+    trigger_class = triggers.DatasetExportJobTrigger
+
+    def __init__(
+        self, *, job_name: str, dataset_arn: str, output_path: str, role_arn: str, ingestion_mode: str = "PUT", **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.job_name, self.dataset_arn, self.output_path = job_name, dataset_arn, output_path
+        self.role_arn, self.ingestion_mode = role_arn, ingestion_mode
+
+    def find(self):
+        return self.hook.find_dataset_export_job(self.dataset_arn, self.job_name)
+
+    def create(self, attempt: int) -> str:
+        return self.hook.conn.create_dataset_export_job(
+            jobName=attempt_name(self.job_name, attempt),
+            datasetArn=self.dataset_arn,
+            ingestionMode=self.ingestion_mode,
+            roleArn=self.role_arn,
+            jobOutput={"s3DataDestination": {"path": self.output_path}},
+        )["datasetExportJobArn"]

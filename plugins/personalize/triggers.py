@@ -74,3 +74,21 @@ class SolutionVersionTrigger(_PersonalizeTrigger):
         async with await hook.get_async_conn() as client:
             self.log.warning("task killed: stopping %s", self.return_value)
             await client.stop_solution_version_creation(solutionVersionArn=self.return_value)
+
+
+class DatasetExportJobTrigger(_PersonalizeTrigger):
+    waiter, arn_argument, resource = "dataset_export_job_active", "datasetExportJobArn", "datasetExportJob"
+
+
+class ResourceTrigger(_PersonalizeTrigger):
+    """Wait until a long-lived resource (``kind`` of :data:`personalize.resources.RESOURCES`) is ACTIVE
+    (``action="create"``) or gone (``action="delete"``)."""
+
+    def __init__(self, *, kind: str, arn: str, action: str = "create", **kwargs):
+        from personalize.resources import RESOURCES
+
+        resource = RESOURCES[kind]
+        self.waiter = f"{kind}_{'active' if action == 'create' else 'deleted'}"
+        self.arn_argument, self.resource = resource.arn_key, resource.response_key
+        super().__init__(arn=arn, **kwargs)
+        self.serialized_fields |= {"kind": kind, "action": action}

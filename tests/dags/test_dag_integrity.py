@@ -13,11 +13,30 @@ import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if not p.name.startswith("_"))
-HEAVY = ("tensorflow", "tensorflow_recommenders", "scann", "pandas", "pyarrow", "boto3", "botocore", "google.cloud",
-         "sqlalchemy_utils", "numpy")  # fmt: skip
+HEAVY = (
+    "tensorflow",
+    "tensorflow_recommenders",
+    "scann",
+    "pandas",
+    "pyarrow",
+    "boto3",
+    "botocore",
+    "google.cloud",
+    "sqlalchemy_utils",
+    "numpy",
+)
 # The Personalize operators extend the amazon provider's AwsBaseOperator / AwsBaseSensor, as the provider's own
 # services do; those base modules import boto3 at module level (+0.1 s per parse, see bench/bench_parse.py).
-ALLOWED = {"recsys_personalize.py": ("boto3", "botocore", "s3transfer")}
+AWS_BASE = ("boto3", "botocore", "s3transfer")
+ALLOWED = {
+    name: AWS_BASE
+    for name in (
+        "recsys_personalize.py",
+        "recsys_personalize_setup.py",
+        "recsys_personalize_teardown.py",
+        "recsys_personalize_events.py",
+    )
+}
 
 
 @pytest.fixture(scope="module")

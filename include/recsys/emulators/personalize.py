@@ -13,10 +13,15 @@ imports in progress (``LimitExceededException``), a second solution version or c
 while one is in progress (``ResourceInUseException``), UPDATE without an ACTIVE FULL version or
 with a recipe other than User-Personalization, fewer than 1000 interactions.
 
+The provisioning API (dataset groups, schemas, datasets, solutions, campaigns, event trackers,
+filters) is in :mod:`recsys.emulators.personalize_resources`; the real-time services (personalize-events,
+personalize-runtime, REST-JSON on ``/events``, ``/users``, ``/items``, ``/recommendations`` of the same
+server) and dataset export jobs in :mod:`recsys.emulators.personalize_realtime`.
+
 Faults: ``fail_next(op, code, status)`` answers the next call of ``op`` with that error;
 ``fail_job(kind, reason)`` makes the next job of ``kind`` end ``CREATE FAILED`` with that
 ``failureReason``; ``stick(kind)`` keeps the next job of ``kind`` in progress forever. Kinds:
-``import``, ``solution_version``, ``batch``, ``campaign_update``.
+``import``, ``solution_version``, ``batch``, ``campaign_update``, ``export`` and the resource kinds.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ import json
 import re
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -36,9 +40,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from recsys.emulators.personalize_realtime import RealtimeOperations
+from recsys.emulators.personalize_resources import RECIPE_PREFIX, ResourceOperations
+
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
 HEADERS = {"interactions": ["USER_ID", "ITEM_ID", "TIMESTAMP"], "users": ["USER_ID"], "items": ["ITEM_ID"]}
 MIN_INTERACTIONS = 1000
+SERVICES = ("personalize", "personalize-events", "personalize-runtime")  # all answered by this one server
+REST_ROUTES = {
+    "/events": "PutEvents",
+    "/users": "PutUsers",
+    "/items": "PutItems",
+    "/recommendations": "GetRecommendations",
+}
 DEFAULT_METRICS = {"coverage": 0.3, "precision_at_25": 0.05, "normalized_discounted_cumulative_gain_at_10": 0.1}
 
 
@@ -62,10 +76,11 @@ class Job:
     stopped_at: float | None = None
     finished: bool = False
     on_active: object = None
+    deleted_at: float | None = None
 
 
 @dataclass
-class PersonalizeFake:
+class PersonalizeFake(ResourceOperations, RealtimeOperations):
     region: str = "us-east-1"
     account: str = "123456789012"
     s3_endpoint: str | None = None
@@ -74,48 +89,75 @@ class PersonalizeFake:
     job_seconds_by_kind: dict = field(default_factory=dict)  # e.g. {"solution_version": 30}: overrides job_seconds
     recipe: str = "aws-user-personalization-v2"
     jobs: dict = field(default_factory=dict)  # arn -> Job
-    datasets: dict = field(default_factory=dict)  # arn -> {"type", "rows", "items": Counter}
-    solutions: dict = field(default_factory=dict)
-    campaigns: dict = field(default_factory=dict)
+    datasets: dict = field(default_factory=dict)  # arn -> {"type", "rows", "items": Counter, "seen", "records", ...}
+    campaigns: dict = field(default_factory=dict)  # arn -> what it serves (the resource itself is a Job)
     calls: list = field(default_factory=list)  # (operation, params)
     metrics: list = field(default_factory=list)  # metrics for the next solution versions, in order
     _faults: dict = field(default_factory=dict)
     _job_faults: dict = field(default_factory=dict)
     _stuck: list = field(default_factory=list)
+    _broken: set = field(default_factory=set)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
-    # ---- set-up ----------------------------------------------------------------------------------
+    error = ApiError
+
+    # ---- set-up (what a platform team created earlier, ACTIVE at once) --------------------------------
     def arn(self, kind: str, name: str) -> str:
         return f"arn:aws:personalize:{self.region}:{self.account}:{kind}/{name}"
 
     def create_dataset_group(self, name: str = "recsys") -> dict:
         """A dataset group with interactions/users/items datasets and one solution; returns their ARNs."""
-        group = self.arn("dataset-group", name)
-        arns = {"dataset_group": group}
+        schema = json.dumps({"type": "record", "name": "Any", "fields": [{"name": "ID", "type": "string"}]})
+        arns = {"dataset_group": self._ready(self.CreateDatasetGroup({"name": name})["datasetGroupArn"])}
+        arns["schema"] = self.CreateSchema({"name": f"{name}-schema", "schema": schema})["schemaArn"]
         for kind in HEADERS:
-            arns[kind] = f"{group}/{kind.upper()}"
-            self.datasets[arns[kind]] = {"type": kind, "rows": 0, "items": Counter()}
-        arns["solution"] = self.arn("solution", f"{name}-solution")
-        self.solutions[arns["solution"]] = {"name": f"{name}-solution", "solutionArn": arns["solution"],
-                                            "recipeArn": f"arn:aws:personalize:::recipe/{self.recipe}",
-                                            "datasetGroupArn": group, "status": "ACTIVE"}  # fmt: skip
+            arns[kind] = self._ready(
+                self.CreateDataset(
+                    {
+                        "name": f"{name}-{kind}",
+                        "schemaArn": arns["schema"],
+                        "datasetGroupArn": arns["dataset_group"],
+                        "datasetType": kind.upper(),
+                    }
+                )["datasetArn"]
+            )
+        arns["solution"] = self._ready(
+            self.CreateSolution(
+                {
+                    "name": f"{name}-solution",
+                    "performAutoTraining": False,
+                    "datasetGroupArn": arns["dataset_group"],
+                    "recipeArn": RECIPE_PREFIX + self.recipe,
+                }
+            )["solutionArn"]
+        )
         return arns
 
     def create_campaign(self, solution_arn: str, name: str = "recsys-campaign") -> str:
         """A campaign serving a FULL version trained at once (as after the first full retrain)."""
-        version = self._new_job("solution_version", "initial-full", f"{solution_arn}/initial",
-                                {"name": "initial-full", "solutionArn": solution_arn, "trainingMode": "FULL",
-                                 "_metrics": dict(DEFAULT_METRICS)})  # fmt: skip
-        version.started -= 3600
-        arn = self.arn("campaign", name)
-        self.campaigns[arn] = {"name": name, "campaignArn": arn, "solutionVersionArn": version.arn,
-                               "minProvisionedTPS": 1, "status": "ACTIVE", "creationDateTime": time.time()}  # fmt: skip
+        version = self._new_job(
+            "solution_version",
+            "initial-full",
+            f"{solution_arn}/initial",
+            {
+                "name": "initial-full",
+                "solutionArn": solution_arn,
+                "trainingMode": "FULL",
+                "_metrics": dict(DEFAULT_METRICS),
+            },
+        )
+        self._ready(version.arn)
+        return self._ready(self.CreateCampaign({"name": name, "solutionVersionArn": version.arn})["campaignArn"])
+
+    def _ready(self, arn: str) -> str:
+        self.jobs[arn].started -= 3600
         return arn
 
     # ---- fault injection -------------------------------------------------------------------------
-    def fail_next(self, operation: str, code: str = "ThrottlingException", status: int = 400,
-                  message: str = "injected") -> None:  # fmt: skip
+    def fail_next(
+        self, operation: str, code: str = "ThrottlingException", status: int = 400, message: str = "injected"
+    ) -> None:
         self._faults.setdefault(operation, []).append(ApiError(code, message, status))
 
     def fail_job(self, kind: str, reason: str) -> None:
@@ -146,6 +188,8 @@ class PersonalizeFake:
     def status(self, job: Job) -> str:
         batch = job.kind == "batch"
         age = time.time() - job.started
+        if job.deleted_at is not None:
+            return "DELETE PENDING"
         if job.stopped_at is not None:
             return "CREATE STOPPED" if time.time() - job.stopped_at >= job.pending else "CREATE STOPPING"
         if age < job.pending:
@@ -163,8 +207,13 @@ class PersonalizeFake:
         return self.status(job) in ("CREATE PENDING", "CREATE IN_PROGRESS", "PENDING", "IN PROGRESS", "CREATE STOPPING")
 
     def _describe(self, job: Job, arn_key: str) -> dict:
-        body = {**job.fields, arn_key: job.arn, "status": self.status(job), "creationDateTime": job.started,
-                "lastUpdatedDateTime": time.time()}  # fmt: skip
+        body = {
+            **job.fields,
+            arn_key: job.arn,
+            "status": self.status(job),
+            "creationDateTime": job.started,
+            "lastUpdatedDateTime": time.time(),
+        }
         if body["status"] == "CREATE FAILED":
             body["failureReason"] = job.failure
         return body
@@ -185,62 +234,94 @@ class PersonalizeFake:
     def _s3(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=self.region, aws_access_key_id="fake",
-                            aws_secret_access_key="fake")  # fmt: skip
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name=self.region,
+            aws_access_key_id="fake",
+            aws_secret_access_key="fake",
+        )
 
     def _read_objects(self, location: str) -> list[tuple[str, str]]:
         bucket, _, key = location.removeprefix("s3://").partition("/")
         s3 = self._s3()
-        keys = ([o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])]
-                if key.endswith("/") or not key else [key])  # fmt: skip
+        keys = (
+            [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])]
+            if key.endswith("/") or not key
+            else [key]
+        )
         return [(k, s3.get_object(Bucket=bucket, Key=k)["Body"].read().decode()) for k in keys if not k.endswith("/")]
 
     # ---- operations ------------------------------------------------------------------------------
     def CreateDatasetImportJob(self, p: dict) -> dict:  # noqa: N802 - the API's operation names
-        dataset = self.datasets.get(p["datasetArn"])
-        if dataset is None:
-            raise ApiError("ResourceNotFoundException", f"dataset {p['datasetArn']} not found")
+        dataset = self.datasets[self._resource(p["datasetArn"], "dataset", active=True).arn]
         active = sum(1 for j in self.created("import") if self._in_progress(j))
         if active >= 5:
             raise ApiError("LimitExceededException", f"{active} dataset import jobs are in progress (limit 5)")
         mode = p.get("importMode", "FULL")
-        failure, rows, items = self._check_import(dataset["type"], p["dataSource"]["dataLocation"], mode, dataset)
-        job = self._new_job("import", p["jobName"], self.arn("dataset-import-job", p["jobName"]),
-                            {"jobName": p["jobName"], "datasetArn": p["datasetArn"], "dataSource": p["dataSource"],
-                             "roleArn": p["roleArn"], "importMode": mode}, failure)  # fmt: skip
+        failure, records = self._check_import(dataset["type"], p["dataSource"]["dataLocation"], mode, dataset)
+        job = self._new_job(
+            "import",
+            p["jobName"],
+            self.arn("dataset-import-job", p["jobName"]),
+            {
+                "jobName": p["jobName"],
+                "datasetArn": p["datasetArn"],
+                "dataSource": p["dataSource"],
+                "roleArn": p["roleArn"],
+                "importMode": mode,
+            },
+            failure,
+        )
 
         def load():
-            dataset["rows"] = rows + (dataset["rows"] if mode == "INCREMENTAL" else 0)
-            dataset["items"] = items + (dataset["items"] if mode == "INCREMENTAL" else Counter())
+            if mode == "FULL":
+                dataset.update({k: v for k, v in self._empty_dataset(dataset["type"]).items() if k != "events"})
+            dataset["rows"] += len(records)
+            for record in records:
+                if dataset["type"] == "interactions":
+                    dataset["imported"].append(record)
+                    self._interacted(dataset, record["user_id"], record["item_id"])
+                else:
+                    dataset["records"][record.pop("id")] = record
 
         job.on_active = load
         return {"datasetImportJobArn": job.arn}
 
-    def _check_import(self, kind: str, location: str, mode: str, dataset: dict) -> tuple[str | None, int, Counter]:
+    def _check_import(self, kind: str, location: str, mode: str, dataset: dict) -> tuple[str | None, list[dict]]:
+        """The failure reason (or ``None``) and the records: export columns for interactions, else id + fields."""
         try:
             files = self._read_objects(location)
         except Exception as exc:  # noqa: BLE001 - becomes the job's failureReason, as in the service
-            return f"Failed to read {location}: {exc}", 0, Counter()
+            return f"Failed to read {location}: {exc}", []
         if not files:
-            return f"Input file not found: {location}", 0, Counter()
-        rows, items = 0, Counter()
+            return f"Input file not found: {location}", []
+        records = []
         for key, text in files:
             reader = csv.reader(io.StringIO(text))
             header = next(reader, [])
             if header[: len(HEADERS[kind])] != HEADERS[kind]:
-                return f"{key}: the header {header} does not match the {kind} dataset schema", 0, Counter()
-            for record in reader:
-                rows += 1
+                return f"{key}: the header {header} does not match the {kind} dataset schema", []
+            for row in reader:
                 if kind == "interactions":
-                    items[record[1]] += 1
-        total = rows + (dataset["rows"] if mode == "INCREMENTAL" else 0)
+                    event = row[3] if len(row) > 3 else ""
+                    records.append(
+                        {
+                            "timestamp": int(row[2]) * 1000,
+                            "session_id": "",
+                            "event_type": event,
+                            "user_id": row[0],
+                            "item_id": row[1],
+                            "impression": "",
+                            "recommendation_id": "",
+                        }
+                    )
+                else:
+                    records.append({"id": row[0], **{h.lower(): v for h, v in zip(header[1:], row[1:], strict=False)}})
+        total = len(records) + (dataset["rows"] if mode == "INCREMENTAL" else 0)
         if kind == "interactions" and total < MIN_INTERACTIONS:
-            return (
-                f"The interactions dataset must have at least {MIN_INTERACTIONS} records; it would have {total}",
-                0,
-                items,
-            )
-        return None, rows, items
+            return f"The interactions dataset must have at least {MIN_INTERACTIONS} records; it would have {total}", []
+        return None, records
 
     def DescribeDatasetImportJob(self, p: dict) -> dict:  # noqa: N802
         return {
@@ -252,9 +333,7 @@ class PersonalizeFake:
         return {"datasetImportJobs": self._summaries("import", "datasetImportJobArn", "datasetArn", p, keep)}
 
     def CreateSolutionVersion(self, p: dict) -> dict:  # noqa: N802
-        solution = self.solutions.get(p["solutionArn"])
-        if solution is None:
-            raise ApiError("ResourceNotFoundException", f"solution {p['solutionArn']} not found")
+        solution = self._resource(p["solutionArn"], "solution", active=True).fields
         versions = [j for j in self.created("solution_version") if j.fields["solutionArn"] == p["solutionArn"]]
         if any(self._in_progress(v) for v in versions):
             raise ApiError("ResourceInUseException", f"a solution version of {p['solutionArn']} is being created")
@@ -263,16 +342,23 @@ class PersonalizeFake:
             if "user-personalization" not in solution["recipeArn"]:
                 raise ApiError("InvalidInputException", "trainingMode UPDATE needs a User-Personalization recipe")
             if not any(self.status(v) == "ACTIVE" and v.fields["trainingMode"] == "FULL" for v in versions):
-                raise ApiError("InvalidInputException", "trainingMode UPDATE needs an ACTIVE solution version "
-                                                        "trained with FULL")  # fmt: skip
-        interactions = next(d for d in self.datasets.values() if d["type"] == "interactions")
+                raise ApiError(
+                    "InvalidInputException", "trainingMode UPDATE needs an ACTIVE solution version trained with FULL"
+                )
+        interactions = self._group_dataset(solution["datasetGroupArn"], "interactions")
+        records = interactions["rows"] + len(interactions["events"])
         failure = None
-        if interactions["rows"] < MIN_INTERACTIONS:
-            failure = f"The interactions dataset has {interactions['rows']} records; {MIN_INTERACTIONS} are needed"
+        if records < MIN_INTERACTIONS:
+            failure = f"The interactions dataset has {records} records; {MIN_INTERACTIONS} are needed"
         name = p.get("name") or f"sv-{next(self._ids)}"
         arn = f"{p['solutionArn']}/{next(self._ids):08x}"
-        job = self._new_job("solution_version", name, arn, {"name": name, "solutionArn": p["solutionArn"],
-                                                            "trainingMode": mode}, failure)  # fmt: skip
+        job = self._new_job(
+            "solution_version",
+            name,
+            arn,
+            {"name": name, "solutionArn": p["solutionArn"], "trainingMode": mode},
+            failure,
+        )
         job.fields["_metrics"] = self.metrics.pop(0) if self.metrics else dict(DEFAULT_METRICS)
         return {"solutionVersionArn": arn}
 
@@ -292,11 +378,6 @@ class PersonalizeFake:
         job.stopped_at = time.time()
         return {}
 
-    def DescribeSolution(self, p: dict) -> dict:  # noqa: N802
-        if p["solutionArn"] not in self.solutions:
-            raise ApiError("ResourceNotFoundException", f"{p['solutionArn']} not found")
-        return {"solution": self.solutions[p["solutionArn"]]}
-
     def GetSolutionMetrics(self, p: dict) -> dict:  # noqa: N802
         job = self._job(p["solutionVersionArn"], "solution_version")
         if self.status(job) != "ACTIVE":
@@ -307,113 +388,133 @@ class PersonalizeFake:
         version = self._job(p["solutionVersionArn"], "solution_version")
         if self.status(version) != "ACTIVE":
             raise ApiError("InvalidInputException", f"{version.arn} is {self.status(version)}, not ACTIVE")
-        job = self._new_job("batch", p["jobName"], self.arn("batch-inference-job", p["jobName"]),
-                            {k: p[k] for k in ("jobName", "solutionVersionArn", "jobInput", "jobOutput", "roleArn")
-                             if k in p} | {"numResults": p.get("numResults", 25)})  # fmt: skip
+        job = self._new_job(
+            "batch",
+            p["jobName"],
+            self.arn("batch-inference-job", p["jobName"]),
+            {
+                k: p[k]
+                for k in ("jobName", "solutionVersionArn", "jobInput", "jobOutput", "roleArn", "filterArn")
+                if k in p
+            }
+            | {"numResults": p.get("numResults", 25)},
+        )
         job.on_active = lambda: self._write_batch_output(job)
         return {"batchInferenceJobArn": job.arn}
 
     def _write_batch_output(self, job: Job) -> None:
-        interactions = next(d for d in self.datasets.values() if d["type"] == "interactions")
-        popular = [item for item, _ in interactions["items"].most_common(job.fields["numResults"])]
+        solution = self.jobs[job.fields["solutionVersionArn"]].fields["solutionArn"]
         output = job.fields["jobOutput"]["s3DataDestination"]["path"]
         bucket, _, prefix = output.removeprefix("s3://").partition("/")
         for key, text in self._read_objects(job.fields["jobInput"]["s3DataSource"]["path"]):
             lines = []
             for line in filter(None, text.splitlines()):
                 record = json.loads(line)
-                lines.append(json.dumps({"input": record, "output": {
-                    "recommendedItems": popular, "scores": [round(1 / (r + 1), 4) for r in range(len(popular))]},
-                    "error": None}))  # fmt: skip
+                popular = self.recommend(
+                    solution, record.get("userId", ""), job.fields["numResults"], job.fields.get("filterArn")
+                )
+                lines.append(
+                    json.dumps(
+                        {
+                            "input": record,
+                            "output": {
+                                "recommendedItems": popular,
+                                "scores": [round(1 / (r + 1), 4) for r in range(len(popular))],
+                            },
+                            "error": None,
+                        }
+                    )
+                )
             target = f"{prefix.rstrip('/')}/{key.rsplit('/', 1)[-1]}.out".lstrip("/")
             self._s3().put_object(Bucket=bucket, Key=target, Body="\n".join(lines).encode())
 
     def DescribeBatchInferenceJob(self, p: dict) -> dict:  # noqa: N802
-        return {"batchInferenceJob": self._describe(self._job(p["batchInferenceJobArn"], "batch"),
-                                                    "batchInferenceJobArn")}  # fmt: skip
+        return {
+            "batchInferenceJob": self._describe(self._job(p["batchInferenceJobArn"], "batch"), "batchInferenceJobArn")
+        }
 
     def ListBatchInferenceJobs(self, p: dict) -> dict:  # noqa: N802
         keep = ("jobName", "status", "creationDateTime", "lastUpdatedDateTime", "failureReason", "solutionVersionArn")
         return {"batchInferenceJobs": self._summaries("batch", "batchInferenceJobArn", "solutionVersionArn", p, keep)}
 
     def UpdateCampaign(self, p: dict) -> dict:  # noqa: N802
-        campaign = self.campaigns.get(p["campaignArn"])
-        if campaign is None:
-            raise ApiError("ResourceNotFoundException", f"{p['campaignArn']} not found")
+        job = self._resource(p["campaignArn"], "campaign")
+        campaign = self.campaigns[job.arn]
         latest = campaign.get("_update")
-        if latest is not None and self._in_progress(latest):
-            raise ApiError("ResourceInUseException", f"{p['campaignArn']} is being updated")
-        version = self._job(p["solutionVersionArn"], "solution_version")
-        if self.status(version) != "ACTIVE":
-            raise ApiError("InvalidInputException", f"{version.arn} is not ACTIVE")
+        if self._in_progress(job) or (latest is not None and self._in_progress(latest)):
+            raise ApiError("ResourceInUseException", f"{p['campaignArn']} is being created or updated")
+        requested = p.get("solutionVersionArn", campaign["requested"])
+        version = self._serving_version(requested)
+        config = {**campaign["campaignConfig"], **p.get("campaignConfig", {})}
         update = self._new_job(
             "campaign_update",
             f"update-{next(self._ids)}",
-            f"{p['campaignArn']}#update",
+            f"{job.arn}#update",
             {
-                "solutionVersionArn": version.arn,
+                "solutionVersionArn": requested,
+                "campaignConfig": config,
                 "minProvisionedTPS": p.get("minProvisionedTPS", campaign["minProvisionedTPS"]),
             },
         )
         del self.jobs[update.arn]  # an update is not a separate resource
 
         def switch():
-            campaign["solutionVersionArn"] = version.arn
-            campaign["minProvisionedTPS"] = update.fields["minProvisionedTPS"]
+            campaign.update(
+                solutionVersionArn=version.arn,
+                requested=requested,
+                campaignConfig=config,
+                minProvisionedTPS=update.fields["minProvisionedTPS"],
+            )
 
         update.on_active = switch
         campaign["_update"] = update
-        return {"campaignArn": p["campaignArn"]}
-
-    def DescribeCampaign(self, p: dict) -> dict:  # noqa: N802
-        campaign = self.campaigns.get(p["campaignArn"])
-        if campaign is None:
-            raise ApiError("ResourceNotFoundException", f"{p['campaignArn']} not found")
-        body = {k: v for k, v in campaign.items() if not k.startswith("_")}
-        if update := campaign.get("_update"):
-            body["latestCampaignUpdate"] = {
-                k: v
-                for k, v in self._describe(update, "campaignArn").items()
-                if k
-                in (
-                    "solutionVersionArn",
-                    "minProvisionedTPS",
-                    "status",
-                    "failureReason",
-                    "creationDateTime",
-                    "lastUpdatedDateTime",
-                )
-            }
-            body = {**body, "solutionVersionArn": campaign["solutionVersionArn"]}  # switched once ACTIVE
-        return {"campaign": body}
+        return {"campaignArn": job.arn}
 
     # ---- HTTP ------------------------------------------------------------------------------------
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/", self._dispatch, methods=["POST"])])
+        rest = [Route(path, self._rest(operation), methods=["POST"]) for path, operation in REST_ROUTES.items()]
+        return Starlette(routes=[Route("/", self._dispatch, methods=["POST"]), *rest])
 
     async def _dispatch(self, request: Request) -> JSONResponse:
-        target = request.headers.get("x-amz-target", "")
-        service, _, operation = target.partition(".")
-        params = json.loads(await request.body() or b"{}")
+        """JSON 1.1: the operation is named by ``X-Amz-Target: AmazonPersonalize.<Op>``."""
+        service, _, operation = request.headers.get("x-amz-target", "").partition(".")
+        if service != "AmazonPersonalize" or operation in REST_ROUTES.values():
+            operation = ""
+        return self._answer(operation, await request.body(), "application/x-amz-json-1.1")
+
+    def _rest(self, operation: str):
+        """REST-JSON (personalize-events, personalize-runtime): the operation is named by the path."""
+
+        async def handle(request: Request) -> JSONResponse:
+            return self._answer(operation, await request.body(), "application/json")
+
+        return handle
+
+    def _answer(self, operation: str, body: bytes, media_type: str) -> JSONResponse:
+        params = json.loads(body or b"{}")
         with self._lock:
             self.calls.append((operation, params))
             try:
-                if service != "AmazonPersonalize" or not hasattr(self, operation) or not operation[0].isupper():
-                    raise ApiError("UnknownOperationException", f"unknown operation {target!r}")
+                if not operation or not hasattr(self, operation) or not operation[0].isupper():
+                    raise ApiError("UnknownOperationException", f"unknown operation {operation!r}")
                 if self._faults.get(operation):
                     raise self._faults[operation].pop(0)
-                return JSONResponse(getattr(self, operation)(params), media_type="application/x-amz-json-1.1")
+                return JSONResponse(getattr(self, operation)(params), media_type=media_type)
             except ApiError as error:
-                return JSONResponse({"__type": error.code, "message": error.message}, status_code=error.status,
-                                    headers={"x-amzn-ErrorType": error.code},
-                                    media_type="application/x-amz-json-1.1")  # fmt: skip
+                return JSONResponse(
+                    {"__type": error.code, "message": error.message},
+                    status_code=error.status,
+                    headers={"x-amzn-ErrorType": error.code},
+                    media_type=media_type,
+                )
 
 
 def airflow_connection(personalize_url: str | None, s3_endpoint: str | None, region: str = "us-east-1") -> str:
-    """The Airflow AWS connection (``AIRFLOW_CONN_<ID>`` JSON): S3 on ``s3_endpoint`` (moto), Personalize here."""
+    """The Airflow AWS connection (``AIRFLOW_CONN_<ID>`` JSON): S3 on ``s3_endpoint`` (moto), the three
+    Personalize services here."""
     extra: dict = {"region_name": region}
     if s3_endpoint:
         extra["endpoint_url"] = s3_endpoint
     if personalize_url:
-        extra["service_config"] = {"personalize": {"endpoint_url": personalize_url}}
+        extra["service_config"] = {service: {"endpoint_url": personalize_url} for service in SERVICES}
     return json.dumps({"conn_type": "aws", "login": "emulated", "password": "emulated", "extra": extra})

@@ -133,6 +133,16 @@ class Predictor:
             out.append({"user_id": instance.user_id, **answer, "titles": titles})
         return out
 
+    def recommend_users(self, user_ids: list[str], k: int) -> list[dict]:
+        """Batch recommendations for known users from their history snapshot alone (no request events)."""
+        instances = [Instance(user) for user in user_ids]
+        batch = self.policy.batch_from_histories(
+            user_ids, [self.history_of(i) for i in instances], self._demographics(instances)
+        )
+        return [
+            {"user_id": user, **answer} for user, answer in zip(user_ids, self.policy.recommend(batch, k), strict=True)
+        ]
+
     def warm_up(self) -> None:
         """One real prediction so the first request does not pay graph tracing and lazy loading."""
         user = next(iter(self.policy.known_users), "warm-up-user")

@@ -1,0 +1,255 @@
+"""
+### recsys_personalize_setup — provision Amazon Personalize from nothing, idempotently
+
+Triggered from the UI (no schedule). Every step describes-or-creates by name (derived from `prefix`)
+and waits in the triggerer until the resource is ACTIVE, so **re-running changes nothing**:
+
+1. `dataset_group` → `schema` (interactions / users / items, Avro generated from the source schema)
+   → `dataset` (three).
+2. `initial_import` — only while the interactions dataset holds no data: the newest
+   `initial_import_days` of extracted partitions (needs `personalize_s3_uri` / `personalize_role_arn`).
+3. `solution` — `recipe`, optional HPO / `solution_config`; `performAutoTraining` is always sent
+   (the service defaults it to on: a 7-day retraining of its own next to `recsys_personalize`'s
+   FULL/UPDATE schedule). `first_solution_version` — a FULL version, only when none is ACTIVE.
+4. `campaign` — `min_provisioned_tps`, `campaign_config`; with `sync_campaign_with_latest` it serves
+   `<solution>/$LATEST` and follows every new ACTIVE version on its own.
+5. `event_tracker` (the `trackingId` for PutEvents) and `filter` (e.g. excluding interacted items).
+6. `record` — the ARNs and the tracking id become the Variables the other DAGs read
+   (`recsys_personalize_*_arn`, `recsys_personalize_tracking_id`, `recsys_personalize_filter_arn`);
+   a report goes to `<storage_root>/personalize/setup/<prefix>.json`.
+
+`recsys_personalize_teardown` deletes all of it (campaigns bill by the hour).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from recsys.personalize.setup import DEFAULT_FILTERS, RECIPES  # light: json + the schema tables
+
+PREFIX = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$"
+PARAMS = {
+    "prefix": Param("recsys", type="string", pattern=PREFIX, title="Name prefix of every resource"),
+    "recipe": Param("aws-user-personalization", enum=list(RECIPES), title="Recipe"),
+    "perform_hpo": Param(False, type="boolean", title="Hyperparameter optimisation"),
+    "perform_auto_training": Param(
+        False,
+        type="boolean",
+        title="Automatic training (every 7 days, by the service)",
+        description="Off: recsys_personalize trains FULL weekly and UPDATE daily.",
+    ),
+    "solution_config": Param(
+        {},
+        type="object",
+        title="solutionConfig (JSON)",
+        description='e.g. {"hpoConfig": {...}, "eventValueThreshold": "0.5"}',
+    ),
+    "initial_import_days": Param(
+        30, type="integer", minimum=0, maximum=365, title="Days to import when the dataset is empty (0 = none)"
+    ),
+    "create_campaign": Param(True, type="boolean"),
+    "min_provisioned_tps": Param(1, type="integer", minimum=1, maximum=10000, title="Campaign minProvisionedTPS"),
+    "sync_campaign_with_latest": Param(False, type="boolean", title="Campaign follows <solution>/$LATEST"),
+    "campaign_config": Param(
+        {},
+        type="object",
+        title="campaignConfig (JSON)",
+        description='e.g. {"itemExplorationConfig": {"explorationWeight": "0.3"}}',
+    ),
+    "create_event_tracker": Param(True, type="boolean"),
+    "filters": Param(
+        DEFAULT_FILTERS,
+        type="object",
+        title="Filters: name -> filter expression",
+        additionalProperties={"type": "string", "minLength": 8},
+    ),
+    "batch_filter": Param(
+        "exclude-interacted", type=["null", "string"], title="Filter batch inference uses (a name above; empty = none)"
+    ),
+}
+
+
+@dag(
+    dag_id="recsys_personalize_setup",
+    schedule=None,
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["recsys", "personalize", "aws", "setup"],
+    params=PARAMS,
+    doc_md=__doc__,
+)
+def recsys_personalize_setup():
+    @task(multiple_outputs=False)
+    def plan() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from recsys.config import load_settings
+        from recsys.personalize import setup
+
+        params = get_current_context()["params"]
+        if params["batch_filter"] and params["batch_filter"] not in params["filters"]:
+            raise AirflowFailException(
+                f"batch_filter {params['batch_filter']!r} is not one of {sorted(params['filters'])}"
+            )
+        settings = load_settings(use_airflow_variables=True)
+        return {
+            "names": setup.names(params["prefix"]),
+            "aws_conn_id": settings.aws_conn_id,
+            "poll_seconds": settings.personalize_poll_seconds,
+            "role_arn": settings.personalize_role_arn,
+        }
+
+    @task
+    def schema_requests() -> list[dict]:
+        from recsys.personalize.setup import schema_requests
+
+        return schema_requests(get_current_context()["params"]["prefix"])
+
+    @task
+    def dataset_requests(group_arn: str, schema_arns: list[str]) -> list[dict]:
+        from recsys.personalize.setup import dataset_requests
+
+        return dataset_requests(get_current_context()["params"]["prefix"], group_arn, list(schema_arns))
+
+    @task
+    def initial_imports(planned: dict, dataset_arns: list[str], solution_arn: str) -> list[dict]:
+        """Import jobs for the newest extracted days, while nothing was ever trained or imported."""
+        from recsys.personalize.setup_imports import initial_imports
+
+        context = get_current_context()
+        return initial_imports(
+            planned,
+            dict(zip(("interactions", "users", "items"), dataset_arns, strict=True)),
+            solution_arn,
+            context["params"],
+            context["dag_run"].run_id,
+        )
+
+    @task(multiple_outputs=False)
+    def solution_config(group_arn: str) -> dict:
+        from recsys.personalize.setup import solution_config
+
+        return solution_config(get_current_context()["params"], group_arn)
+
+    @task
+    def first_version(planned: dict, solution_arn: str) -> list[dict]:
+        """A FULL solution version when the solution has no ACTIVE one (else nothing: mapped over [])."""
+        from personalize.hooks import PersonalizeHook
+
+        if PersonalizeHook(aws_conn_id=planned["aws_conn_id"]).latest_active_version(solution_arn):
+            return []
+        return [{"solution_arn": solution_arn, "name": planned["names"]["initial_version"]}]
+
+    @task
+    def campaign_request(planned: dict, solution_arn: str) -> list[dict]:
+        from personalize.hooks import PersonalizeHook
+
+        from recsys.personalize.setup import campaign_config
+
+        params = get_current_context()["params"]
+        if not params["create_campaign"]:
+            return []
+        latest = PersonalizeHook(aws_conn_id=planned["aws_conn_id"]).latest_active_version(solution_arn)
+        return [{"name": planned["names"]["campaign"], "config": campaign_config(params, solution_arn, latest)}]
+
+    @task
+    def tracker_request(planned: dict, group_arn: str) -> list[dict]:
+        params = get_current_context()["params"]
+        return (
+            [{"name": planned["names"]["event_tracker"], "config": {"datasetGroupArn": group_arn}}]
+            if params["create_event_tracker"]
+            else []
+        )
+
+    @task
+    def filter_requests(group_arn: str) -> list[dict]:
+        from recsys.personalize.setup import filter_requests
+
+        params = get_current_context()["params"]
+        return filter_requests(params["prefix"], params["filters"], group_arn)
+
+    @task(multiple_outputs=False)
+    def record(
+        planned: dict,
+        group_arn: str,
+        dataset_arns: list[str],
+        solution_arn: str,
+        campaigns: list,
+        trackers: list,
+        filters: list,
+    ) -> dict:
+        """Set the Variables the other DAGs read; write the setup report."""
+        from recsys.personalize.setup_imports import record_setup
+
+        context = get_current_context()
+        return record_setup(
+            planned,
+            context["params"],
+            group_arn,
+            list(dataset_arns),
+            solution_arn,
+            list(campaigns or []),
+            list(trackers or []),
+            list(filters or []),
+        )
+
+    from personalize.operators import (
+        PersonalizeCreateDatasetImportJobOperator,
+        PersonalizeCreateSolutionVersionOperator,
+    )
+    from personalize.provisioning import PersonalizeCreateResourceOperator as Create
+
+    planned = plan()
+    aws = {
+        "aws_conn_id": "{{ ti.xcom_pull(task_ids='plan')['aws_conn_id'] }}",
+        "waiter_delay": "{{ ti.xcom_pull(task_ids='plan')['poll_seconds'] }}",
+    }
+    optional = {"trigger_rule": "none_failed", **aws}  # mapped over [] when there is nothing to do: skipped
+    group = Create(
+        task_id="dataset_group",
+        kind="dataset_group",
+        config={},
+        **aws,
+        name="{{ ti.xcom_pull(task_ids='plan')['names']['dataset_group'] }}",
+    )
+    schemas = Create.partial(task_id="schema", kind="schema", **aws).expand_kwargs(schema_requests())
+    datasets = Create.partial(task_id="dataset", kind="dataset", **aws).expand_kwargs(
+        dataset_requests(group.output, schemas.output)
+    )
+    solution = Create(
+        task_id="solution",
+        kind="solution",
+        config=solution_config(group.output),
+        **aws,
+        name="{{ ti.xcom_pull(task_ids='plan')['names']['solution'] }}",
+    )
+    imports = PersonalizeCreateDatasetImportJobOperator.partial(
+        task_id="initial_import",
+        role_arn="{{ ti.xcom_pull(task_ids='plan')['role_arn'] }}",
+        **aws,
+    ).expand_kwargs(initial_imports(planned, datasets.output, solution.output))
+    version = PersonalizeCreateSolutionVersionOperator.partial(
+        task_id="first_solution_version",
+        training_mode="FULL",
+        **optional,
+    ).expand_kwargs(first_version(planned, solution.output))
+    wanted_campaign = campaign_request.override(trigger_rule="none_failed")(planned, solution.output)
+    campaigns = Create.partial(task_id="campaign", kind="campaign", **optional).expand_kwargs(wanted_campaign)
+    trackers = Create.partial(task_id="event_tracker", kind="event_tracker", **aws).expand_kwargs(
+        tracker_request(planned, group.output)
+    )
+    filters = Create.partial(task_id="filter", kind="filter", **aws).expand_kwargs(filter_requests(group.output))
+
+    planned >> group
+    imports >> version >> wanted_campaign
+    datasets >> [trackers, filters]
+    record.override(trigger_rule="none_failed")(
+        planned, group.output, datasets.output, solution.output, campaigns.output, trackers.output, filters.output
+    )
+
+
+recsys_personalize_setup()

@@ -1,0 +1,98 @@
+"""
+### recsys_personalize_teardown — delete what recsys_personalize_setup created
+
+Campaigns bill by the hour: this removes the dataset group `prefix` and everything in it, in
+dependency order, each deletion waited on in the triggerer until `Describe*` says it is gone —
+campaigns → event tracker → filters → solution → datasets → schemas (`<prefix>-<dataset>`) →
+dataset group. Then the `recsys_personalize_*` Variables are cleared.
+
+**Safety**: nothing happens unless `confirm` repeats `prefix` exactly. Re-running after a partial
+teardown deletes what is left; with nothing left it does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+PARAMS = {
+    "prefix": Param("recsys", type="string", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$", title="Prefix to delete"),
+    "confirm": Param(
+        "",
+        type="string",
+        title="Type the prefix again to confirm",
+        description="Everything in the dataset group is deleted; campaigns stop answering.",
+    ),
+}
+ORDER = ("campaign", "event_tracker", "filter", "solution", "dataset", "schema", "dataset_group")
+
+
+@dag(
+    dag_id="recsys_personalize_teardown",
+    schedule=None,
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["recsys", "personalize", "aws", "setup"],
+    params=PARAMS,
+    doc_md=__doc__,
+)
+def recsys_personalize_teardown():
+    @task(multiple_outputs=False)
+    def plan() -> dict:
+        """Refuse without confirmation; list what exists, by kind."""
+        import json
+
+        from airflow.sdk.exceptions import AirflowFailException
+        from personalize.hooks import PersonalizeHook
+
+        from recsys.config import load_settings
+        from recsys.personalize.setup import teardown_targets
+
+        params = get_current_context()["params"]
+        if params["confirm"] != params["prefix"]:
+            raise AirflowFailException(f"not confirmed: set confirm to {params['prefix']!r} to delete it")
+        settings = load_settings(use_airflow_variables=True)
+        targets = teardown_targets(PersonalizeHook(aws_conn_id=settings.aws_conn_id), params["prefix"])
+        print(json.dumps(targets, indent=2))
+        return {
+            "aws_conn_id": settings.aws_conn_id,
+            "poll_seconds": settings.personalize_poll_seconds,
+            **{kind: [{"resource_arn": arn} for arn in arns] for kind, arns in targets.items()},
+        }
+
+    @task
+    def of_kind(planned: dict, kind: str) -> list[dict]:
+        return planned[kind]
+
+    @task
+    def clear_variables() -> list[str]:
+        from airflow.sdk import Variable
+
+        from recsys.personalize.setup import RECORDED
+
+        keys = [f"recsys_{setting}" for setting in RECORDED]
+        for key in keys:
+            Variable.delete(key)
+        return keys
+
+    from personalize.provisioning import PersonalizeDeleteResourceOperator
+
+    planned = plan()
+    aws = {
+        "aws_conn_id": "{{ ti.xcom_pull(task_ids='plan', key='aws_conn_id') }}",
+        "waiter_delay": "{{ ti.xcom_pull(task_ids='plan', key='poll_seconds') }}",
+    }
+    previous = planned
+    for kind in ORDER:
+        deleted = PersonalizeDeleteResourceOperator.partial(
+            task_id=f"delete_{kind}", kind=kind, trigger_rule="none_failed", **aws
+        ).expand_kwargs(of_kind.override(task_id=f"find_{kind}")(planned, kind))
+        previous >> deleted
+        previous = deleted
+    previous >> clear_variables.override(trigger_rule="none_failed")()
+
+
+recsys_personalize_teardown()

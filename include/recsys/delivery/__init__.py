@@ -1,0 +1,1 @@
+"""Recommendations delivered to the application: one table, replaced atomically per source."""

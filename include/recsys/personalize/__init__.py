@@ -1,0 +1,1 @@
+"""Amazon Personalize logic the DAGs call: provisioning plans, record sync, event merge, smoke tests."""
