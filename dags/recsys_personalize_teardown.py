@@ -82,8 +82,8 @@ def recsys_personalize_teardown():
 
     planned = plan()
     aws = {
-        "aws_conn_id": "{{ ti.xcom_pull(task_ids='plan', key='aws_conn_id') }}",
-        "waiter_delay": "{{ ti.xcom_pull(task_ids='plan', key='poll_seconds') }}",
+        "aws_conn_id": "{{ ti.xcom_pull(task_ids='plan')['aws_conn_id'] }}",
+        "waiter_delay": "{{ ti.xcom_pull(task_ids='plan')['poll_seconds'] }}",
     }
     previous = planned
     for kind in ORDER:

@@ -360,6 +360,9 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
             failure,
         )
         job.fields["_metrics"] = self.metrics.pop(0) if self.metrics else dict(DEFAULT_METRICS)
+        if "next" in self._broken:
+            self._broken.discard("next")
+            self._broken.add(arn)
         return {"solutionVersionArn": arn}
 
     def DescribeSolutionVersion(self, p: dict) -> dict:  # noqa: N802

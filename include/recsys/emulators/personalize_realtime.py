@@ -7,8 +7,8 @@ personalize-runtime (GetRecommendations) — both REST-JSON services — and dat
   ``properties`` must be a JSON object string.
 - ``POST /recommendations``: the campaign's (ACTIVE) recommendations: the most interacted items of the
   catalog (items dataset, if any), minus what the user interacted with when the filter's expression
-  excludes interactions. ``break_version(arn)`` makes campaigns serving that version answer items that
-  are not in the catalog (a bad model, for smoke tests).
+  excludes interactions. ``break_version(arn)`` (default: the next version trained) makes campaigns
+  serving that version answer items that are not in the catalog (a bad model, for smoke tests).
 - ``CreateDatasetExportJob`` (``ingestionMode`` BULK | PUT | ALL): once ACTIVE, the records are under
   ``<path>/<jobName>/AMZN_Personalize/<DATASET TYPE>/part-00000.csv`` — for interactions the columns
   ``timestamp,session_id,event_type,user_id,item_id,impression,recommendation_id`` (timestamp in ms).
@@ -30,8 +30,9 @@ MAX_PER_CALL = 10
 class RealtimeOperations:
     """Mixed into ``PersonalizeFake``."""
 
-    def break_version(self, solution_version_arn: str) -> None:
-        self._broken.add(solution_version_arn)
+    def break_version(self, solution_version_arn: str | None = None) -> None:
+        """Campaigns serving this version (default: the next version created) answer non-catalog items."""
+        self._broken.add(solution_version_arn or "next")
 
     # ---- personalize-events ------------------------------------------------------------------------
     def PutEvents(self, p: dict) -> dict:  # noqa: N802 - the API's operation names
