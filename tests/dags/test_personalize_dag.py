@@ -4,7 +4,9 @@ Personalize fake (JSON 1.1) and a moto S3 server, on the session's synthetic lak
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +57,28 @@ def states(run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in run.get_task_instances() if ti.map_index < 1}
 
 
+def app_db_path() -> str:
+    return json.loads(os.environ["AIRFLOW_CONN_RECSYS_APP"])["host"]
+
+
+def app_rows(path: str) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(
+            "SELECT user_id, rank, item_id, score, source, model_version FROM recommendations"
+        ).fetchall()
+
+
+def fake_interactions(fake: PersonalizeFake) -> list[tuple[str, str]]:
+    """Every (user, item) of the window the run imported, read back from the lake."""
+    import pyarrow.parquet as pq
+
+    return [
+        (r["user_id"], r["item_id"])
+        for path in (fake.root / "extract").glob("dt=*/v=*/interactions.parquet")
+        for r in pq.read_table(path, columns=["user_id", "item_id"]).to_pylist()
+    ]
+
+
 def report(fake: PersonalizeFake) -> dict:
     (path,) = (fake.root / "personalize" / "runs").glob("*/report.json")
     return json.loads(path.read_text())
@@ -79,6 +103,29 @@ def test_full_retrain_imports_trains_scores_and_updates_the_campaign(dag, person
     written = report(fake)
     assert written["solution_version"] == version.arn and written["training"]["mode"] == "FULL"
     assert written["task_states"]["update_campaign"] == "success" and len(written["imports"]) == 3
+    assert written["smoke_test"]["ok"] and written["task_states"]["rollback_campaign"] == "skipped"
+    # delivered: the personalize rows of the application table, without items the user interacted with
+    delivered = written["delivery"]
+    assert delivered["rows"] > 0 and delivered["users"] == len(lines)
+    assert delivered["postprocessing"]["dropped_interacted"] > 0
+    rows = app_rows(app_db_path())
+    assert {r[4] for r in rows} == {"personalize"} and {r[5] for r in rows} == {version.arn}
+    interacted = {(u, i) for u, i in fake_interactions(fake)}
+    assert not [r for r in rows if (r[0], r[2]) in interacted]
+
+
+def test_a_campaign_failing_its_smoke_test_is_rolled_back(dag, personalize):
+    fake = personalize
+    serving = fake.campaigns[fake.campaign]["solutionVersionArn"]
+    fake.break_version()  # the next version answers items that are not in the catalog
+    run = dag.test(run_conf={**DAY, "training_mode": "FULL", "run_batch_inference": False})
+    assert run.state == "failed"
+    assert states(run)["rollback_campaign"] == "success" and states(run)["rolled_back"] == "failed"
+    assert fake.campaigns[fake.campaign]["solutionVersionArn"] == serving  # the previous version serves again
+    updates = [p["solutionVersionArn"] for op, p in fake.calls if op == "UpdateCampaign"]
+    assert len(updates) == 2 and updates[1] == serving
+    verdict = report(fake)["smoke_test"]
+    assert not verdict["ok"] and "not in the catalog" in verdict["problems"][0]
 
 
 def test_incremental_update_then_a_rerun_reattaches_to_every_job(dag, personalize):
@@ -103,9 +150,8 @@ def test_incremental_update_then_a_rerun_reattaches_to_every_job(dag, personaliz
 
 def test_update_falls_back_to_full_without_an_active_full_version(dag, personalize):
     fake = personalize
-    for job in list(fake.jobs.values()):  # no trained version at all (a fresh solution)
+    for job in fake.created("solution_version"):  # no trained version at all (a fresh solution)
         del fake.jobs[job.arn]
-    fake.campaigns.clear()
     monkey = {**DAY, "training_mode": "UPDATE", "update_campaign": False}
     run = dag.test(run_conf=monkey)
     assert run.state == "success", states(run)
