@@ -33,14 +33,19 @@ def personalize(airflow_db, synthetic_lake, moto_s3, s3_bucket, tmp_path, monkey
     arns = fake.create_dataset_group()
     fake.campaign = fake.create_campaign(arns["solution"])
     with RunningFake(fake, free_port()) as running:
-        settings = {"STORAGE_ROOT": root.as_uri(), "PERSONALIZE_S3_URI": f"s3://{s3_bucket}/personalize",
-                    "PERSONALIZE_ROLE_ARN": ROLE, "PERSONALIZE_SOLUTION_ARN": arns["solution"],
-                    "PERSONALIZE_CAMPAIGN_ARN": fake.campaign, "PERSONALIZE_POLL_SECONDS": "0.2"}  # fmt: skip
+        settings = {
+            "STORAGE_ROOT": root.as_uri(),
+            "PERSONALIZE_S3_URI": f"s3://{s3_bucket}/personalize",
+            "PERSONALIZE_ROLE_ARN": ROLE,
+            "PERSONALIZE_SOLUTION_ARN": arns["solution"],
+            "PERSONALIZE_CAMPAIGN_ARN": fake.campaign,
+            "PERSONALIZE_POLL_SECONDS": "0.2",
+        }
         settings |= {f"PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
         monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
         for key, value in settings.items():
             monkeypatch.setenv(f"RECSYS_{key}", value)
-        fake.bucket, fake.root = s3_bucket, root
+        fake.bucket, fake.root, fake.url = s3_bucket, root, running.url
         yield fake
 
 
@@ -184,9 +189,14 @@ def test_dry_run_starts_nothing(dag, personalize):
     assert not personalize.created("import") and not personalize.calls
 
 
-@pytest.mark.parametrize(("conf", "message"), [({"training_mode": "PARTIAL"}, "is not one of"),
-                                               ({"datasets": ["clicks"]}, "is not one of"),
-                                               ({"window_days": 0}, "less than the minimum of 1")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"training_mode": "PARTIAL"}, "is not one of"),
+        ({"datasets": ["clicks"]}, "is not one of"),
+        ({"window_days": 0}, "less than the minimum of 1"),
+    ],
+)
 def test_invalid_params_are_rejected(dag, conf, message):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -201,3 +211,47 @@ def test_schedules_daily_update_and_weekly_full(dag):
     assert sorted(t.expression for t in dag.timetable.timetables) == ["0 4 * * 0", "0 4 * * 1-6"]
     assert {t.interval.days for t in dag.timetable.timetables} == {1}  # each run covers the previous day
     assert dag.max_active_runs == 1 and dag.catchup is False
+
+
+def test_events_dag_puts_changed_records_and_merges_the_put_events(airflow_db, personalize):
+    """``recsys_personalize_events`` for one day: users/items sent once, PUT events merged into its partition."""
+    import boto3
+    from airflow.dag_processing.dagbag import DagBag
+    from personalize.hooks import PersonalizeEventsHook
+
+    from recsys.data.partitions import PartitionStore
+
+    fake = personalize
+    client = boto3.client(
+        "personalize", endpoint_url=fake.url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
+    group = client.list_dataset_groups()["datasetGroups"][0]["datasetGroupArn"]
+    tracker = client.create_event_tracker(name="events", datasetGroupArn=group)
+    fake._ready(tracker["eventTrackerArn"])
+    day = datetime(2026, 11, 9, 15, tzinfo=UTC).timestamp()
+    PersonalizeEventsHook(aws_conn_id="aws_default").put_events(
+        tracker["trackingId"],
+        "app-user-1",
+        "s1",
+        [
+            {"eventType": "purchase", "itemId": "item-0001", "sentAt": day},
+            {"eventType": "view", "itemId": "item-0002", "sentAt": day + 60},
+        ],
+    )
+    dag = DagBag(dag_folder=str(DAGS)).dags["recsys_personalize_events"]
+    run = dag.test(run_conf={"day": "2026-11-09"})
+    assert run.state == "success", states(run)
+    store = PartitionStore((fake.root / "extract").as_uri())
+    manifest = store.read_manifest(datetime(2026, 11, 9).date())
+    (merged,) = manifest["merged_events"]
+    assert merged["added"] == 2 and merged["events_of_day"] == 2
+    sent = run.get_task_instance("put_records").xcom_pull(task_ids="put_records")
+    assert [(s["kind"], s["sent"] == s["changed"]) for s in sent] == [("users", True), ("items", True)]
+    put = sum(len(p.get("users", p.get("items", []))) for op, p in fake.calls if op in ("PutUsers", "PutItems"))
+    assert put == sum(s["sent"] for s in sent)
+
+    calls = len(fake.calls)
+    again = dag.test(run_conf={"day": "2026-11-09"})
+    assert again.state == "success"
+    assert not [op for op, _ in fake.calls[calls:] if op in ("PutUsers", "PutItems")]  # sent once per day
+    assert store.read_manifest(datetime(2026, 11, 9).date())["version"] == manifest["version"]  # merged once

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from recsys.emulators.ports import free_port
@@ -29,6 +32,10 @@ def two_tower(airflow_db, synthetic_lake, tmp_path, monkeypatch):
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     return bag.dags["recsys_two_tower"], root
+
+
+def app_db_path() -> str:
+    return json.loads(os.environ["AIRFLOW_CONN_RECSYS_APP"])["host"]
 
 
 def states(run) -> dict[str, str]:
@@ -55,6 +62,21 @@ def test_first_run_blesses_and_announces(two_tower):
     assert metrics["gate"]["blessed"] and metrics["window"]["outage_days"] == ["2026-11-05"]
     events = blessed_events()[before:]
     assert len(events) == 1 and events[0]["model_dir"] == champion["model_dir"]
+    # delivered: the served top-k of every user in the model's history snapshot, in the application table
+    delivered = run.get_task_instance("deliver").xcom_pull(task_ids="deliver")
+    snapshot_users = pq.read_table(model_dir / "history.parquet", columns=["user_id"]).column("user_id").unique()
+    assert delivered["users"] == len(snapshot_users) and delivered["rows"] == delivered["users"] * 25
+    with sqlite3.connect(app_db_path()) as conn:
+        user, version, served = conn.execute(
+            "SELECT user_id, model_version, COUNT(*) FROM recommendations WHERE source = 'two_tower' "
+            "GROUP BY user_id, model_version ORDER BY user_id LIMIT 1"
+        ).fetchone()
+        items = [
+            r[0] for r in conn.execute("SELECT item_id FROM recommendations WHERE user_id = ? ORDER BY rank", (user,))
+        ]
+    assert version == champion["version"] and served == 25
+    history = set(pq.read_table(model_dir / "history.parquet").to_pandas().query("user_id == @user")["item_id"])
+    assert not history & set(items)  # seen items excluded, as served
 
 
 def test_a_worse_model_is_not_announced(two_tower):
@@ -78,10 +100,14 @@ def test_empty_window_skips_with_a_reason(two_tower):
 
 @pytest.mark.parametrize(
     ("conf", "message"),
-    [({"window_days": 1}, "less than the minimum of 2"), ({"learning_rate": 0}, "less than or equal to the minimum"),
-     ({"end_day": "yesterday"}, "is not a 'date'"), ({"force": "please"}, "is not of type 'boolean'"),
-     ({"training_backend": "sagemaker"}, "is not one of")],
-)  # fmt: skip
+    [
+        ({"window_days": 1}, "less than the minimum of 2"),
+        ({"learning_rate": 0}, "less than or equal to the minimum"),
+        ({"end_day": "yesterday"}, "is not a 'date'"),
+        ({"force": "please"}, "is not of type 'boolean'"),
+        ({"training_backend": "sagemaker"}, "is not one of"),
+    ],
+)
 def test_invalid_params_are_rejected(two_tower, conf, message):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -119,8 +145,13 @@ def test_vertex_backend_trains_in_a_custom_job_then_gates_locally(two_tower, ver
     dag, root = two_tower
     run = dag.test(run_conf={**FAST, "training_backend": "vertex"})
     assert run.state == "success", states(run)
-    assert states(run) | {"train": "skipped", "stage_window": "success", "train_on_vertex": "success",
-                          "gate": "success", "publish": "success"} == states(run)  # fmt: skip
+    assert states(run) | {
+        "train": "skipped",
+        "stage_window": "success",
+        "train_on_vertex": "success",
+        "gate": "success",
+        "publish": "success",
+    } == states(run)
     (job,) = vertex_training.jobs.values()
     assert job["state"] == "JOB_STATE_SUCCEEDED", vertex_training.job_logs
     args = job["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
