@@ -108,9 +108,7 @@ def emulated() -> int:
         boto3.client(
             "s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="demo", aws_secret_access_key="demo"
         ).create_bucket(Bucket="recsys-demo")
-        personalize = PersonalizeFake(s3_endpoint=moto_url, pending_seconds=0.5, job_seconds=1.5)
-        arns = personalize.create_dataset_group()
-        campaign = personalize.create_campaign(arns["solution"])
+        personalize = PersonalizeFake(s3_endpoint=moto_url, pending_seconds=0.5, job_seconds=1.5)  # empty
         vertex = VertexFake(
             project="demo-project",
             operation_seconds=1.0,
@@ -128,9 +126,6 @@ def emulated() -> int:
                 "RECSYS_PERSONALIZE_POLL_SECONDS": "1",
                 "RECSYS_PERSONALIZE_S3_URI": "s3://recsys-demo/personalize",
                 "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3Access",
-                "RECSYS_PERSONALIZE_SOLUTION_ARN": arns["solution"],
-                "RECSYS_PERSONALIZE_CAMPAIGN_ARN": campaign,
-                **{f"RECSYS_PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")},
             }
         )
         dags = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")
@@ -141,7 +136,16 @@ def emulated() -> int:
             f"[vertex] {run.state}: endpoint {endpoint.get('displayName')} traffic {endpoint.get('trafficSplit')}, "
             f"model versions {[v['versionId'] for vs in vertex.models.values() for v in vs]}"
         )
-        print(f"[personalize] EMULATED Amazon Personalize at {p_url}, S3 (moto) at {moto_url}: recsys_personalize")
+        print(f"[personalize] EMULATED Amazon Personalize at {p_url}, S3 (moto) at {moto_url}")
+        setup = _dag("recsys_personalize_setup", dags).test(
+            run_conf={"prefix": "recsys-demo", "initial_import_days": 14}
+        )
+        storage = Path(load_settings().storage_root.removeprefix("file://"))
+        made = json.loads((storage / "personalize" / "setup" / "recsys-demo.json").read_text())["resources"]
+        print(
+            f"[personalize] recsys_personalize_setup {setup.state}: campaign {made['campaign']}, event tracker "
+            f"{made['tracking_id']}, filter {made['batch_filter']} (recorded as Variables)"
+        )
         run2 = _dag("recsys_personalize", dags).test(run_conf={"training_mode": "FULL", "window_days": 14})
         reports = sorted(
             (Path(load_settings().storage_root.removeprefix("file://")) / "personalize").glob("runs/*/report.json"),
@@ -149,11 +153,32 @@ def emulated() -> int:
         )
         report = json.loads(reports[-1].read_text()) if reports else {}
         print(
-            f"[personalize] {run2.state}: {len(report.get('imports', []))} imports, solution version "
+            f"[personalize] recsys_personalize {run2.state}: {len(report.get('imports', []))} imports, version "
             f"{report.get('solution_version')}, {(report.get('metrics') or {}).get('summary', '')}; "
             f"batch output {report.get('batch_output')}; report {reports[-1] if reports else '-'}"
         )
-        return 0 if run.state == run2.state == "success" else 1
+        smoke, delivery = report.get("smoke_test") or {}, report.get("delivery") or {}
+        print(
+            f"[personalize] campaign smoke test ok={smoke.get('ok')}; delivered {delivery.get('rows')} rows for "
+            f"{delivery.get('users')} users to the recommendations table ({delivery.get('postprocessing')})"
+        )
+        _print_recommendations()
+        return 0 if run.state == run2.state == setup.state == "success" else 1
+
+
+def _print_recommendations() -> None:
+    """What the application reads: one user's rows of each source in the recommendations table."""
+    import sqlite3
+
+    from recsys.demo import demo_app_db
+
+    with sqlite3.connect(demo_app_db()) as db:
+        for source, user in db.execute("SELECT source, MIN(user_id) FROM recommendations GROUP BY source").fetchall():
+            items = db.execute(
+                "SELECT item_id FROM recommendations WHERE source = ? AND user_id = ? ORDER BY rank LIMIT 5",
+                (source, user),
+            ).fetchall()
+            print(f"[app db] recommendations {source} for {user}: {[i for (i,) in items]}")
 
 
 def main(argv: list[str] | None = None) -> int:

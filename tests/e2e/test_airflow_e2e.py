@@ -4,7 +4,9 @@ PostgreSQL metadata DB), driven only through REST API v2 — no ``dag.test()``.
 One stack for the module; the tests run in order and build on each other like a week of operations:
 catch-up of the nightly extraction with a data outage, UI-style triggering, a backfill once the late
 rows arrive, the nightly chain extraction -> training -> Vertex deploy, two trainings triggered at
-once, and a Personalize retrain whose deferred wait survives a triggerer restart. The Vertex AI and
+once, a Personalize retrain whose deferred wait survives a triggerer restart, and the Personalize
+lifecycle: setup from nothing -> the nightly retrain on the ARNs it recorded (Variables, nothing copied
+by hand) -> smoke test -> recommendations delivered to the application database. The Vertex AI and
 Personalize fakes, moto (S3) and the serving containers the Vertex fake starts are real HTTP servers.
 """
 
@@ -32,7 +34,7 @@ TODAY = datetime.now(UTC).date()
 FIRST_DAY = date(2026, 11, 1)  # recsys_extract's start_date: catch-up begins here
 OUTAGE = [TODAY - timedelta(days=5), TODAY - timedelta(days=4)]
 SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:e2e"
-DAGS = {"recsys_extract", "recsys_two_tower", "recsys_vertex_deploy", "recsys_personalize"}
+DAGS = {"recsys_extract", "recsys_two_tower", "recsys_vertex_deploy", "recsys_personalize", "recsys_personalize_setup"}
 
 
 def day_bounds(day: date) -> tuple[str, str]:
@@ -48,36 +50,64 @@ def world(tmp_path_factory, moto_s3):
     source = home / "data" / "source.db"
     source.parent.mkdir(parents=True)
     days = (TODAY - FIRST_DAY).days
-    subprocess.run([sys.executable, "-m", "recsys.data.seed", "--url", f"sqlite:///{source}", "--end",
-                    TODAY.isoformat(), "synthetic", "--days", str(days), "--users", "400", "--items", "300",
-                    "--interactions", str(1500 * days)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recsys.data.seed",
+            "--url",
+            f"sqlite:///{source}",
+            "--end",
+            TODAY.isoformat(),
+            "synthetic",
+            "--days",
+            str(days),
+            "--users",
+            "400",
+            "--items",
+            "300",
+            "--interactions",
+            str(1500 * days),
+        ],
+        check=True,
+        capture_output=True,
+    )
     with sqlite3.connect(source) as db:  # the outage: these days' rows arrive late
         db.execute("CREATE TABLE late_interactions AS SELECT * FROM interactions WHERE 0")
         for day in OUTAGE:
             start, end = day_bounds(day)
-            db.execute("INSERT INTO late_interactions SELECT * FROM interactions WHERE occurred_at >= ? "
-                       "AND occurred_at < ?", (start, end))  # fmt: skip
+            db.execute(
+                "INSERT INTO late_interactions SELECT * FROM interactions WHERE occurred_at >= ? AND occurred_at < ?",
+                (start, end),
+            )
             db.execute("DELETE FROM interactions WHERE occurred_at >= ? AND occurred_at < ?", (start, end))
 
     bucket = "recsys-e2e"
-    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="t",
-                 aws_secret_access_key="t").create_bucket(Bucket=bucket)  # fmt: skip
-    personalize = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0,
-                                  job_seconds_by_kind={"solution_version": 40})  # fmt: skip
+    boto3.client(
+        "s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    ).create_bucket(Bucket=bucket)
+    personalize = PersonalizeFake(
+        s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0, job_seconds_by_kind={"solution_version": 40}
+    )
     arns = personalize.create_dataset_group()
     campaign = personalize.create_campaign(arns["solution"])
     vertex = VertexFake(operation_seconds=1.0, images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})
     with RunningFake(personalize, free_port()) as p_running, RunningFake(vertex, free_port()) as v_running:
-        env = {"AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_running.url, moto_s3),
-               "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_running.url, vertex.project),
-               "RECSYS_STORAGE_ROOT": (home / "recsys-data").as_uri(),
-               "RECSYS_VERTEX_PROJECT": vertex.project, "RECSYS_VERTEX_REGION": vertex.location,
-               "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE, "RECSYS_VERTEX_POLL_SECONDS": "2",
-               "RECSYS_PERSONALIZE_S3_URI": f"s3://{bucket}/personalize",
-               "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3",
-               "RECSYS_PERSONALIZE_SOLUTION_ARN": arns["solution"], "RECSYS_PERSONALIZE_CAMPAIGN_ARN": campaign,
-               "RECSYS_PERSONALIZE_POLL_SECONDS": "2"}  # fmt: skip
-        env |= {f"RECSYS_PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
+        env = {
+            "AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_running.url, moto_s3),
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_running.url, vertex.project),
+            "RECSYS_STORAGE_ROOT": (home / "recsys-data").as_uri(),
+            "RECSYS_VERTEX_PROJECT": vertex.project,
+            "RECSYS_VERTEX_REGION": vertex.location,
+            "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
+            "RECSYS_VERTEX_POLL_SECONDS": "2",
+            "RECSYS_PERSONALIZE_S3_URI": f"s3://{bucket}/personalize",
+            "RECSYS_PERSONALIZE_ROLE_ARN": "arn:aws:iam::123456789012:role/PersonalizeS3",
+            "RECSYS_PERSONALIZE_POLL_SECONDS": "2",
+        }
+        # the resources someone made earlier, as Variables: recsys_personalize_setup overwrites them later
+        variables = {"recsys_personalize_solution_arn": arns["solution"], "recsys_personalize_campaign_arn": campaign}
+        variables |= {f"recsys_personalize_{d}_dataset_arn": arns[d] for d in ("interactions", "users", "items")}
         stack = AirflowStack(home, env)
         try:
             stack.start()
@@ -85,8 +115,21 @@ def world(tmp_path_factory, moto_s3):
                 [sys.executable, "-m", "recsys.demo", "setup"], env=stack.env, check=True, capture_output=True
             )  # fmt: skip  (the source connection + the Personalize pool)
             stack.wait_for_dags(DAGS)
-            yield type("World", (), {"stack": stack, "source": source, "personalize": personalize, "vertex": vertex,
-                                     "home": home, "campaign": campaign})  # fmt: skip
+            for key, value in variables.items():
+                answer = stack.api("POST", "/variables", json={"key": key, "value": value})
+                assert answer.status_code in (200, 201), answer.text
+            yield type(
+                "World",
+                (),
+                {
+                    "stack": stack,
+                    "source": source,
+                    "personalize": personalize,
+                    "vertex": vertex,
+                    "home": home,
+                    "campaign": campaign,
+                },
+            )
         finally:
             stack.stop()
 
@@ -99,8 +142,11 @@ def partitions(world) -> dict[str, dict]:
 def source_count(world, day: date) -> int:
     start, end = day_bounds(day)
     with sqlite3.connect(world.source) as db:
-        return db.execute("SELECT COUNT(*) FROM interactions WHERE occurred_at >= ? AND occurred_at < ? AND "
-                          "user_id IS NOT NULL AND item_id IS NOT NULL", (start, end)).fetchone()[0]  # fmt: skip
+        return db.execute(
+            "SELECT COUNT(*) FROM interactions WHERE occurred_at >= ? AND occurred_at < ? AND "
+            "user_id IS NOT NULL AND item_id IS NOT NULL",
+            (start, end),
+        ).fetchone()[0]
 
 
 def wait_all(stack, dag_id: str, expected: int, timeout: float = 900) -> list[dict]:
@@ -138,12 +184,14 @@ def assert_one_at_a_time(runs: list[dict]) -> None:
 
 
 def test_invalid_params_are_rejected_through_the_rest_api(world):
-    answer = world.stack.api("POST", "/dags/recsys_extract/dagRuns",
-                             json={"logical_date": None, "conf": {"max_bad_fraction": 5}})  # fmt: skip
+    answer = world.stack.api(
+        "POST", "/dags/recsys_extract/dagRuns", json={"logical_date": None, "conf": {"max_bad_fraction": 5}}
+    )
     assert answer.status_code == 400
     assert "max_bad_fraction" in answer.json()["detail"] and "maximum of 1" in answer.json()["detail"]
-    answer = world.stack.api("POST", "/dags/recsys_personalize/dagRuns",
-                             json={"logical_date": None, "conf": {"training_mode": "PARTIAL"}})  # fmt: skip
+    answer = world.stack.api(
+        "POST", "/dags/recsys_personalize/dagRuns", json={"logical_date": None, "conf": {"training_mode": "PARTIAL"}}
+    )
     assert answer.status_code == 400 and "is not one of" in answer.json()["detail"]
 
 
@@ -162,9 +210,17 @@ def test_backfill_after_the_late_rows_arrive_re_extracts_exactly_those_days(worl
     stack, before = world.stack, partitions(world)
     with sqlite3.connect(world.source) as db:
         db.execute("INSERT INTO interactions SELECT * FROM late_interactions")
-    answer = stack.api("POST", "/backfills", json={
-        "dag_id": "recsys_extract", "from_date": f"{OUTAGE[0]}T00:00:00Z", "to_date": f"{OUTAGE[-1]}T00:00:00Z",
-        "reprocess_behavior": "completed", "max_active_runs": 2})  # fmt: skip
+    answer = stack.api(
+        "POST",
+        "/backfills",
+        json={
+            "dag_id": "recsys_extract",
+            "from_date": f"{OUTAGE[0]}T00:00:00Z",
+            "to_date": f"{OUTAGE[-1]}T00:00:00Z",
+            "reprocess_behavior": "completed",
+            "max_active_runs": 2,
+        },
+    )
     assert answer.status_code == 200, answer.text
     backfill_id = answer.json()["id"]
     deadline = time.monotonic() + 600
@@ -192,22 +248,29 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     for dag_id in ("recsys_two_tower", "recsys_vertex_deploy"):
         stack.set_paused(dag_id, False)
     # a UI-style manual extraction of yesterday -> asset event -> training -> blessed -> deploy
-    answer = stack.api("POST", "/dags/recsys_extract/dagRuns",
-                       json={"logical_date": None, "conf": {"extract_date": str(TODAY - timedelta(days=1))}},
-                       )  # fmt: skip
+    answer = stack.api(
+        "POST",
+        "/dags/recsys_extract/dagRuns",
+        json={"logical_date": None, "conf": {"extract_date": str(TODAY - timedelta(days=1))}},
+    )
     assert answer.status_code == 200, answer.text
     assert stack.wait_for_run("recsys_extract", answer.json()["dag_run_id"])["state"] == "success"
     # plus two trainings triggered at once from the UI
     for _ in range(2):
-        assert stack.api("POST", "/dags/recsys_two_tower/dagRuns",
-                         json={"logical_date": None, "conf": {"window_days": 14}}).status_code == 200  # fmt: skip
+        assert (
+            stack.api(
+                "POST", "/dags/recsys_two_tower/dagRuns", json={"logical_date": None, "conf": {"window_days": 14}}
+            ).status_code
+            == 200
+        )
     wait_all(stack, "recsys_two_tower", 3)
     trainings = wait_quiet(stack, "recsys_two_tower")
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
     assert_one_at_a_time(trainings)
     deploys = wait_quiet(stack, "recsys_vertex_deploy")
-    assert {r["state"] for r in deploys} == {"success"}, [stack.task_states("recsys_vertex_deploy", r["dag_run_id"])
-                                                          for r in deploys]  # fmt: skip
+    assert {r["state"] for r in deploys} == {"success"}, [
+        stack.task_states("recsys_vertex_deploy", r["dag_run_id"]) for r in deploys
+    ]
     assert_one_at_a_time(deploys)
     (endpoint,) = world.vertex.endpoints.values()
     assert len(endpoint["deployedModels"]) == 1 and list(endpoint["trafficSplit"].values()) == [100]
@@ -215,8 +278,11 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
 
 def test_personalize_wait_survives_a_triggerer_restart(world):
     stack, fake = world.stack, world.personalize
-    answer = stack.api("POST", "/dags/recsys_personalize/dagRuns", json={
-        "logical_date": None, "conf": {"training_mode": "FULL", "window_days": 7}})  # fmt: skip
+    answer = stack.api(
+        "POST",
+        "/dags/recsys_personalize/dagRuns",
+        json={"logical_date": None, "conf": {"training_mode": "FULL", "window_days": 7}},
+    )
     assert answer.status_code == 200, answer.text
     run_id = answer.json()["dag_run_id"]
     stack.set_paused("recsys_personalize", False)
@@ -229,8 +295,9 @@ def test_personalize_wait_survives_a_triggerer_restart(world):
     stack.start_component("triggerer")
     run = stack.wait_for_run("recsys_personalize", run_id, timeout=600)
     assert run["state"] == "success", stack.task_states("recsys_personalize", run_id)
-    xcom = stack.api("GET", f"/dags/recsys_personalize/dagRuns/{run_id}/taskInstances/solution_version/xcomEntries/"
-                            "return_value").json()  # fmt: skip
+    xcom = stack.api(
+        "GET", f"/dags/recsys_personalize/dagRuns/{run_id}/taskInstances/solution_version/xcomEntries/return_value"
+    ).json()
     arn = xcom["value"].strip('"')
     (version,) = [v for v in fake.created("solution_version") if v.arn == arn]
     assert fake.status(version) == "ACTIVE"
@@ -238,3 +305,48 @@ def test_personalize_wait_survives_a_triggerer_restart(world):
     reports = list((world.home / "recsys-data" / "personalize" / "runs").glob("*/report.json"))
     mine = [json.loads(r.read_text()) for r in reports if json.loads(r.read_text())["run_id"] == run_id]
     assert len(mine) == 1 and mine[0]["solution_version"] == arn and mine[0]["batch_output"]
+
+
+def variable(stack, key: str) -> str | None:
+    answer = stack.api("GET", f"/variables/{key}")
+    return answer.json()["value"] if answer.status_code == 200 else None
+
+
+def test_personalize_setup_then_nightly_retrain_then_delivery(world):
+    """From nothing: provision, record the ARNs; the nightly DAG retrains on them, smoke-tests the campaign
+    and publishes the recommendations to the application database."""
+    stack, fake = world.stack, world.personalize
+    answer = stack.api(
+        "POST",
+        "/dags/recsys_personalize_setup/dagRuns",
+        json={"logical_date": None, "conf": {"prefix": "shop", "initial_import_days": 14}},
+    )
+    assert answer.status_code == 200, answer.text
+    setup_id = answer.json()["dag_run_id"]
+    stack.set_paused("recsys_personalize_setup", False)
+    setup = stack.wait_for_run("recsys_personalize_setup", setup_id, timeout=600)
+    assert setup["state"] == "success", stack.task_states("recsys_personalize_setup", setup_id)
+    campaign = variable(stack, "recsys_personalize_campaign_arn")
+    assert campaign.endswith(":campaign/shop-campaign") and variable(stack, "recsys_personalize_tracking_id")
+    assert variable(stack, "recsys_personalize_solution_arn").endswith(":solution/shop-solution")
+
+    answer = stack.api(
+        "POST",
+        "/dags/recsys_personalize/dagRuns",
+        json={"logical_date": None, "conf": {"training_mode": "FULL", "window_days": 14}},
+    )
+    run_id = answer.json()["dag_run_id"]
+    run = stack.wait_for_run("recsys_personalize", run_id, timeout=600)
+    assert run["state"] == "success", stack.task_states("recsys_personalize", run_id)
+    reports = [
+        json.loads(r.read_text()) for r in (world.home / "recsys-data" / "personalize" / "runs").glob("*/report.json")
+    ]
+    (report,) = [r for r in reports if r["run_id"] == run_id]
+    assert report["plan"]["campaign_arn"] == campaign and report["smoke_test"]["ok"]
+    assert report["plan"]["filter_arn"].endswith(":filter/shop-exclude-interacted")
+    (batch,) = [j for j in fake.created("batch") if j.fields["solutionVersionArn"] == report["solution_version"]]
+    assert batch.fields["filterArn"] == report["plan"]["filter_arn"]
+    with sqlite3.connect(world.home / "data" / "app.db") as db:
+        published = dict(db.execute("SELECT source, model_version FROM recommendations GROUP BY source").fetchall())
+    assert published["personalize"] == report["solution_version"]
+    assert "two_tower" in published  # the blessed two-tower model of the nightly chain delivered too

@@ -7,15 +7,11 @@ the export's index is ScaNN), ``batch_size`` users per call.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 
-def batch_rows(model_dir: Path, k: int, batch_size: int = 2048, index: str = "auto") -> Iterator[tuple]:
-    """``(user_id, rank, item_id, score)`` for every user with history in the export."""
-    from recsys.serving.predictor import Predictor
-
-    predictor = Predictor(Path(model_dir), index=index)
-    users = sorted(predictor.history)
+def batch_rows(predictor, k: int, batch_size: int = 2048, users: list[str] | None = None) -> Iterator[tuple]:
+    """``(user_id, rank, item_id, score)`` for ``users`` (default: every user with history in the export)."""
+    users = sorted(predictor.history) if users is None else users
     for start in range(0, len(users), batch_size):
         for answer in predictor.recommend_users(users[start : start + batch_size], k):
             for rank, (item, score) in enumerate(zip(answer["item_ids"], answer["scores"], strict=True), 1):
@@ -28,12 +24,13 @@ def deliver(model_uri: str, version: str, conn_id: str, k: int, batch_size: int 
 
     from recsys.data.source import engine_for_conn_id
     from recsys.delivery.table import publish
-    from recsys.serving.predictor import fetch_model
+    from recsys.serving.predictor import Predictor, fetch_model
 
     started = time.perf_counter()
     engine = engine_for_conn_id(conn_id)
     try:
-        result = publish(engine, batch_rows(fetch_model(model_uri), k, batch_size), "two_tower", version)
+        predictor = Predictor(fetch_model(model_uri))
+        result = publish(engine, batch_rows(predictor, k, batch_size), "two_tower", version)
     finally:
         engine.dispose()
     seconds = time.perf_counter() - started
