@@ -5,47 +5,31 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fakes.personalize_world import running_personalize
 
-from recsys.emulators.personalize import PersonalizeFake, airflow_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys.emulators.personalize import PersonalizeFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAY = {"end_day": "2026-11-09", "window_days": 8}
-ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
+
+
+def provisioned(fake: PersonalizeFake) -> dict:
+    """A dataset group and a campaign made earlier; their ARNs as settings."""
+    arns = fake.create_dataset_group()
+    fake.campaign = fake.create_campaign(arns["solution"])
+    values = {"PERSONALIZE_SOLUTION_ARN": arns["solution"], "PERSONALIZE_CAMPAIGN_ARN": fake.campaign}
+    return values | {f"PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
 
 
 @pytest.fixture
 def personalize(airflow_db, synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch):
     """The fake with a dataset group and a campaign; settings and the AWS connection pointing at it."""
-    from recsys.demo import setup_pools
-
-    setup_pools()
-    root = tmp_path / "storage"
-    shutil.copytree(Path(synthetic_lake.removeprefix("file://")) / "extract", root / "extract")
-    fake = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.1, job_seconds=0.3)
-    arns = fake.create_dataset_group()
-    fake.campaign = fake.create_campaign(arns["solution"])
-    with RunningFake(fake, free_port()) as running:
-        settings = {
-            "STORAGE_ROOT": root.as_uri(),
-            "PERSONALIZE_S3_URI": f"s3://{s3_bucket}/personalize",
-            "PERSONALIZE_ROLE_ARN": ROLE,
-            "PERSONALIZE_SOLUTION_ARN": arns["solution"],
-            "PERSONALIZE_CAMPAIGN_ARN": fake.campaign,
-            "PERSONALIZE_POLL_SECONDS": "0.2",
-        }
-        settings |= {f"PERSONALIZE_{d.upper()}_DATASET_ARN": arns[d] for d in ("interactions", "users", "items")}
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
-        for key, value in settings.items():
-            monkeypatch.setenv(f"RECSYS_{key}", value)
-        fake.bucket, fake.root, fake.url = s3_bucket, root, running.url
+    with running_personalize(synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch, provisioned) as fake:
         yield fake
 
 

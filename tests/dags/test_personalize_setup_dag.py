@@ -5,42 +5,25 @@ confirmed teardown."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import boto3
 import pytest
+from fakes.personalize_world import running_personalize
 
-from recsys.emulators.personalize import PersonalizeFake, airflow_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys.emulators.personalize import PersonalizeFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
 CONF = {"prefix": "shop", "min_provisioned_tps": 2, "initial_import_days": 8}
 
 
 @pytest.fixture
 def personalize(airflow_db, synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch):
     """An empty Personalize (the fake), a lake with extracted days, settings pointing at both."""
-    from recsys.demo import setup_pools
     from recsys.personalize.setup import RECORDED
 
-    setup_pools()
-    root = tmp_path / "storage"
-    shutil.copytree(Path(synthetic_lake.removeprefix("file://")) / "extract", root / "extract")
-    fake = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.1, job_seconds=0.3)
-    with RunningFake(fake, free_port()) as running:
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
-        for key, value in {
-            "STORAGE_ROOT": root.as_uri(),
-            "PERSONALIZE_S3_URI": f"s3://{s3_bucket}/personalize",
-            "PERSONALIZE_ROLE_ARN": ROLE,
-            "PERSONALIZE_POLL_SECONDS": "0.2",
-        }.items():
-            monkeypatch.setenv(f"RECSYS_{key}", value)
-        fake.url, fake.root = running.url, root
+    with running_personalize(synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch) as fake:
         yield fake
     _delete_variables([f"recsys_{setting}" for setting in RECORDED])
 
