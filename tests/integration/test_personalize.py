@@ -23,7 +23,7 @@ def personalize(moto_s3, s3_bucket, monkeypatch):
     fake.resources = fake.create_dataset_group()
     with RunningFake(fake, free_port()) as running:
         monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
-        fake.bucket = s3_bucket
+        fake.bucket, fake.airflow_endpoint = s3_bucket, running.url
         yield fake
 
 
@@ -31,8 +31,9 @@ def put_interactions(fake: PersonalizeFake, key: str, rows: int = 1200) -> str:
     lines = ["USER_ID,ITEM_ID,TIMESTAMP,EVENT_TYPE"] + [
         f"u{i % 50},i{i % 7},{1763856000 + i},view" for i in range(rows)
     ]
-    s3 = boto3.client("s3", endpoint_url=fake.s3_endpoint, region_name="us-east-1", aws_access_key_id="t",
-                      aws_secret_access_key="t")  # fmt: skip
+    s3 = boto3.client(
+        "s3", endpoint_url=fake.s3_endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    )
     s3.put_object(Bucket=fake.bucket, Key=key, Body="\n".join(lines).encode())
     return f"s3://{fake.bucket}/{key}"
 
@@ -41,8 +42,13 @@ def import_operator(fake, location: str, name: str = "recsys-interactions-abc", 
     from personalize.operators import PersonalizeCreateDatasetImportJobOperator
 
     return PersonalizeCreateDatasetImportJobOperator(
-        task_id="import", job_name=name, dataset_arn=fake.resources["interactions"], data_location=location,
-        role_arn=ROLE, **{**FAST, **kwargs})  # fmt: skip
+        task_id="import",
+        job_name=name,
+        dataset_arn=fake.resources["interactions"],
+        data_location=location,
+        role_arn=ROLE,
+        **{**FAST, **kwargs},
+    )
 
 
 def finish(operator) -> str:
@@ -65,21 +71,38 @@ def test_the_whole_retraining_chain(personalize):
     imported = finish(import_operator(fake, put_interactions(fake, "runs/r1/interactions/day1.csv")))
     assert fake.DescribeDatasetImportJob({"datasetImportJobArn": imported})["datasetImportJob"]["status"] == "ACTIVE"
 
-    version = finish(PersonalizeCreateSolutionVersionOperator(
-        task_id="sv", solution_arn=arns["solution"], name="recsys-sv-abc", training_mode="UPDATE", **FAST))  # fmt: skip
-    boto3.client("s3", endpoint_url=fake.s3_endpoint, region_name="us-east-1", aws_access_key_id="t",
-                 aws_secret_access_key="t").put_object(Bucket=fake.bucket, Key="runs/r1/batch-in/users.json",
-                                                       Body=b'{"userId": "u1"}\n{"userId": "u2"}\n')  # fmt: skip
-    finish(PersonalizeCreateBatchInferenceJobOperator(
-        task_id="batch", job_name="recsys-batch-abc", solution_version_arn=version, role_arn=ROLE,
-        input_path=f"s3://{fake.bucket}/runs/r1/batch-in/users.json",
-        output_path=f"s3://{fake.bucket}/runs/r1/batch-out/", num_results=3, **FAST))  # fmt: skip
+    version = finish(
+        PersonalizeCreateSolutionVersionOperator(
+            task_id="sv", solution_arn=arns["solution"], name="recsys-sv-abc", training_mode="UPDATE", **FAST
+        )
+    )
+    boto3.client(
+        "s3", endpoint_url=fake.s3_endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+    ).put_object(Bucket=fake.bucket, Key="runs/r1/batch-in/users.json", Body=b'{"userId": "u1"}\n{"userId": "u2"}\n')
+    finish(
+        PersonalizeCreateBatchInferenceJobOperator(
+            task_id="batch",
+            job_name="recsys-batch-abc",
+            solution_version_arn=version,
+            role_arn=ROLE,
+            input_path=f"s3://{fake.bucket}/runs/r1/batch-in/users.json",
+            output_path=f"s3://{fake.bucket}/runs/r1/batch-out/",
+            num_results=3,
+            **FAST,
+        )
+    )
     body = fake._s3().get_object(Bucket=fake.bucket, Key="runs/r1/batch-out/users.json.out")["Body"].read()
     first = json.loads(body.decode().splitlines()[0])
     assert first["input"] == {"userId": "u1"} and len(first["output"]["recommendedItems"]) == 3
 
-    assert finish(PersonalizeUpdateCampaignOperator(task_id="campaign", campaign_arn=campaign,
-                                                    solution_version_arn=version, **FAST)) == campaign  # fmt: skip
+    assert (
+        finish(
+            PersonalizeUpdateCampaignOperator(
+                task_id="campaign", campaign_arn=campaign, solution_version_arn=version, **FAST
+            )
+        )
+        == campaign
+    )
     assert fake.campaigns[campaign]["solutionVersionArn"] == version
 
 
@@ -144,8 +167,9 @@ def test_update_without_an_active_full_version_is_refused(personalize):
     from botocore.exceptions import ClientError
     from personalize.operators import PersonalizeCreateSolutionVersionOperator
 
-    operator = PersonalizeCreateSolutionVersionOperator(task_id="sv", solution_arn=personalize.resources["solution"],
-                                                        name="recsys-sv-x", training_mode="UPDATE", **FAST)  # fmt: skip
+    operator = PersonalizeCreateSolutionVersionOperator(
+        task_id="sv", solution_arn=personalize.resources["solution"], name="recsys-sv-x", training_mode="UPDATE", **FAST
+    )
     with pytest.raises(ClientError, match="InvalidInputException.*ACTIVE solution version trained with FULL"):
         operator.execute({})
 
@@ -159,9 +183,13 @@ def test_stuck_job_times_out_and_killing_a_training_stops_it(personalize):
     fake = personalize
     finish(import_operator(fake, put_interactions(fake, "runs/r6/i.csv")))
     fake.stick("solution_version")
-    operator = PersonalizeCreateSolutionVersionOperator(task_id="sv", solution_arn=fake.resources["solution"],
-                                                        name="recsys-sv-stuck", waiter_delay=0.1,
-                                                        waiter_max_attempts=5)  # fmt: skip
+    operator = PersonalizeCreateSolutionVersionOperator(
+        task_id="sv",
+        solution_arn=fake.resources["solution"],
+        name="recsys-sv-stuck",
+        waiter_delay=0.1,
+        waiter_max_attempts=5,
+    )
     trigger = deferred(operator)
     with pytest.raises(AirflowException, match="max attempts reached"):
         operator.execute_complete({}, run_trigger(trigger))
@@ -196,3 +224,71 @@ def test_names_are_valid_and_deterministic():
     assert name == run_name("recsys", "scheduled__2026-11-22T03:00:00+00:00", "interactions", "2026-11-22")
     assert name != run_name("recsys", "manual__2026-11-22T03:00:00+00:00", "interactions", "2026-11-22")
     assert attempt_of(name, attempt_name(name, 3)) == 3 and attempt_of(name, name + "-x") is None
+
+
+def test_the_fake_refuses_what_the_service_refuses(personalize):
+    """Validation of the provisioning and real-time APIs, through the real boto3 clients."""
+    from botocore.exceptions import ClientError
+
+    fake, arns = personalize, personalize.resources
+    endpoint = fake.airflow_endpoint
+    clients = {
+        name: boto3.client(
+            name, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+        )
+        for name in ("personalize", "personalize-events", "personalize-runtime")
+    }
+    client, events, runtime = clients["personalize"], clients["personalize-events"], clients["personalize-runtime"]
+
+    def code(call, **kwargs) -> str:
+        with pytest.raises(ClientError) as raised:
+            call(**kwargs)
+        return raised.value.response["Error"]["Code"]
+
+    assert code(client.create_dataset_group, name="bad name!") == "InvalidInputException"
+    assert code(client.create_dataset_group, name="recsys") == "ResourceAlreadyExistsException"
+    assert code(client.delete_dataset_group, datasetGroupArn=arns["dataset_group"]) == "ResourceInUseException"
+    assert (
+        code(client.create_filter, name="f", datasetGroupArn=arns["dataset_group"], filterExpression="ItemID = 1")
+        == "InvalidInputException"
+    )
+    tracker = client.create_event_tracker(name="events", datasetGroupArn=arns["dataset_group"])
+    assert (
+        code(client.create_event_tracker, name="events-2", datasetGroupArn=arns["dataset_group"])
+        == "LimitExceededException"
+    )
+    event = {"eventType": "view", "itemId": "i1", "sentAt": 1763856000}
+    assert (
+        code(events.put_events, trackingId=tracker["trackingId"], sessionId="s", eventList=[event])
+        == "ResourceNotFoundException"
+    )  # the tracker is not ACTIVE yet
+    fake._ready(tracker["eventTrackerArn"])
+    assert (
+        code(events.put_events, trackingId=tracker["trackingId"], sessionId="s", eventList=[event] * 11)
+        == "InvalidInputException"
+    )
+    events.put_events(trackingId=tracker["trackingId"], userId="u1", sessionId="s", eventList=[event] * 10)
+    assert code(events.put_users, datasetArn=arns["items"], users=[{"userId": "u1"}]) == "InvalidInputException"
+    assert (
+        code(events.put_items, datasetArn=arns["items"], items=[{"itemId": "i1", "properties": "not json"}])
+        == "InvalidInputException"
+    )
+    campaign = fake.create_campaign(arns["solution"])
+    assert (
+        code(
+            client.create_campaign,
+            name="c2",
+            solutionVersionArn=client.describe_campaign(campaignArn=campaign)["campaign"]["solutionVersionArn"],
+            campaignConfig={"syncWithLatestSolutionVersion": True},
+        )
+        == "InvalidInputException"
+    )
+    assert (
+        code(client.delete_solution, solutionArn=arns["solution"]) == "ResourceInUseException"
+    )  # a campaign serves it
+    assert (
+        code(runtime.get_recommendations, campaignArn=campaign, userId="u1", numResults=501) == "InvalidInputException"
+    )
+    assert runtime.get_recommendations(campaignArn=campaign, userId="u1", numResults=3)["itemList"][0]["itemId"] == "i1"
+    client.delete_campaign(campaignArn=campaign)
+    assert client.describe_campaign(campaignArn=campaign)["campaign"]["status"] == "DELETE PENDING"
