@@ -233,7 +233,7 @@ def recsys_personalize():
         verdict = smoke_test(PersonalizeRuntimeHook(aws_conn_id=planned["aws_conn_id"]), planned["campaign_arn"],
                              users, catalog)  # fmt: skip
         context["ti"].xcom_push(key="verdict", value=verdict)
-        print(verdict)
+        print("smoke test:", "ok" if verdict["ok"] else verdict["problems"])
         return [] if verdict["ok"] else ["rollback_campaign"]
 
     @task

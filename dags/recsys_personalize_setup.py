@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.personalize.setup import DEFAULT_FILTERS, RECIPES  # light: json + the schema tables
+from recsys.personalize.setup import DEFAULT_FILTERS, RECIPES, materialize  # light: stdlib only
 
 PREFIX = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$"
 PARAMS = {
@@ -113,7 +113,7 @@ def recsys_personalize_setup():
     def dataset_requests(group_arn: str, schema_arns: list[str]) -> list[dict]:
         from recsys.personalize.setup import dataset_requests
 
-        return dataset_requests(get_current_context()["params"]["prefix"], group_arn, list(schema_arns))
+        return dataset_requests(get_current_context()["params"]["prefix"], group_arn, materialize(schema_arns))
 
     @task
     def initial_imports(planned: dict, dataset_arns: list[str], solution_arn: str) -> list[dict]:
@@ -123,7 +123,7 @@ def recsys_personalize_setup():
         context = get_current_context()
         return initial_imports(
             planned,
-            dict(zip(("interactions", "users", "items"), dataset_arns, strict=True)),
+            dict(zip(("interactions", "users", "items"), materialize(dataset_arns), strict=True)),
             solution_arn,
             context["params"],
             context["dag_run"].run_id,
@@ -190,11 +190,11 @@ def recsys_personalize_setup():
             planned,
             context["params"],
             group_arn,
-            list(dataset_arns),
+            materialize(dataset_arns),
             solution_arn,
-            list(campaigns or []),
-            list(trackers or []),
-            list(filters or []),
+            materialize(campaigns),
+            materialize(trackers),
+            materialize(filters),
         )
 
     from personalize.operators import (

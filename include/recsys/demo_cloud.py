@@ -59,7 +59,7 @@ def serve() -> None:
         for prediction in _predict(url, body):
             note = " (new user, no events)" if prediction["user_id"] == "someone-new" else ""
             print(f"  {prediction['user_id']:<12} {_titles(prediction)}{note}")
-        _show_recent_events(url, users[0])
+        _show_recent_events(url, users[0], users[1])
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -76,15 +76,22 @@ def _titles(prediction: dict) -> str:
     return ", ".join(t or i for t, i in zip(prediction["titles"], prediction["item_ids"], strict=True)) + note
 
 
-def _show_recent_events(url: str, user: str) -> None:
-    """One user's recommendations before and after two recent events sent with the request."""
+def _show_recent_events(url: str, user: str, other: str) -> None:
+    """One user's recommendations before and after two recent events sent with the request: two items
+    of another user's taste (that user's top picks this user was not going to get), as if just watched."""
     before = _predict(url, {"instances": [user], "parameters": {"k": 20}})[0]
-    recent = before["item_ids"][10:12]  # two items the user has not seen, as if just watched
+    theirs = _predict(url, {"instances": [other], "parameters": {"k": 20}})[0]
+    recent = [i for i in theirs["item_ids"] if i not in before["item_ids"]][:2]
     after = _predict(url, {"instances": [{"user_id": user, "recent_item_ids": recent}], "parameters": {"k": 5}})[0]
-    titles = dict(zip(before["item_ids"], before["titles"], strict=True))
+    titles = dict(zip(theirs["item_ids"], theirs["titles"], strict=True))
     print(f"[serve] {user} before and after two recent events in the request ({', '.join(titles[i] for i in recent)}):")
     print(f"  before       {_titles({**before, 'item_ids': before['item_ids'][:5], 'titles': before['titles'][:5]})}")
     print(f"  after        {_titles(after)}")
+    fresh = [{"user_id": "someone-new"}, {"user_id": "someone-new", "recent_item_ids": recent}]
+    new_before, new_after = _predict(url, {"instances": fresh, "parameters": {"k": 5}})
+    print("[serve] a new user before and after the same two events:")
+    print(f"  before       {_titles(new_before)}")
+    print(f"  after        {_titles(new_after)}")
 
 
 def emulated() -> int:

@@ -34,6 +34,14 @@ RECORDED = {
 }
 
 
+def materialize(values) -> list:
+    """A mapped task's results as a list (empty for a task mapped over nothing). Indexing by length: iterating
+    Airflow's lazy XCom sequence asks for one entry past the end, which the task log reports as an error."""
+    if values is None:
+        return []
+    return [values[i] for i in range(len(values))]
+
+
 def names(prefix: str) -> dict:
     return {
         "dataset_group": prefix,
