@@ -5,8 +5,9 @@ local PostgreSQL server, then measures in separate processes:
 
 * baseline: ``COPY (SELECT ... same rows, same order ...) TO STDOUT`` through psycopg2 into a sink
   that only counts bytes: the floor for moving these rows out of PostgreSQL;
-* recsys: ``stage_partition`` + ``publish_partition`` (streaming read, validation, Parquet + CSV +
-  JSONL + manifest, atomic commit) into a temporary ``file://`` root.
+* recsys, for each backend (``arrow``: ADBC record batches + vectorised validation; ``rows``:
+  SQLAlchemy rows + the row validator): ``stage_partition`` + ``publish_partition`` (read, validation,
+  Parquet + CSV + JSONL + manifest, atomic commit) into a temporary ``file://`` root.
 
 Prints a table and writes ``bench/results/bench_extract.json``.
 
@@ -49,10 +50,18 @@ def seed(db: str, rows: int) -> float:
     schema.metadata.create_all(engine)
     started = time.perf_counter()
     with engine.begin() as c:
-        c.execute(text("INSERT INTO users (user_id, age, gender, occupation) "
-                       "SELECT 'u' || g, 18 + g % 60, 'F', 'other' FROM generate_series(0, 49999) g"))  # fmt: skip
-        c.execute(text("INSERT INTO items (item_id, title, genres, release_year) SELECT "
-                       "'i' || g, 'Item ' || g, 'Drama|Comedy', 2000 FROM generate_series(0, 9999) g"))  # fmt: skip
+        c.execute(
+            text(
+                "INSERT INTO users (user_id, age, gender, occupation) "
+                "SELECT 'u' || g, 18 + g % 60, 'F', 'other' FROM generate_series(0, 49999) g"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO items (item_id, title, genres, release_year) SELECT "
+                "'i' || g, 'Item ' || g, 'Drama|Comedy', 2000 FROM generate_series(0, 9999) g"
+            )
+        )
         c.execute(
             text(
                 "INSERT INTO interactions (user_id, item_id, event_type, event_value, occurred_at) "
@@ -105,7 +114,7 @@ def child_baseline(db: str) -> dict:
     return {"seconds": seconds, "bytes_out": sink.bytes, "rss_start_mib": rss_start, "peak_rss_mib": _rss_mib()}
 
 
-def child_recsys(db: str) -> dict:
+def child_recsys(db: str, backend: str) -> dict:
     from sqlalchemy import create_engine
 
     from recsys.config import load_settings
@@ -114,16 +123,21 @@ def child_recsys(db: str) -> dict:
 
     rss_start = _rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings({"storage_root": Path(tmp).as_uri()})
+        settings = load_settings({"storage_root": Path(tmp).as_uri(), "extraction_backend": backend})
         engine = create_engine(ADMIN.rsplit("/", 1)[0] + f"/{db}")
         started = time.perf_counter()
         staged = stage_partition(engine, Interval.for_day(DAY), settings)
         manifest = publish_partition(staged, settings, QualityPolicy())
         seconds = time.perf_counter() - started
         out_bytes = sum(f["bytes"] for f in manifest["files"].values())
-    return {"seconds": seconds, "rows": manifest["counts"]["valid"], "bytes_out": out_bytes,
-            "rss_start_mib": rss_start, "peak_rss_mib": _rss_mib(),
-            "chunk_rows": settings.extract_chunk_rows}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "rows": manifest["counts"]["valid"],
+        "bytes_out": out_bytes,
+        "rss_start_mib": rss_start,
+        "peak_rss_mib": _rss_mib(),
+        "chunk_rows": settings.extract_chunk_rows,
+    }
 
 
 def run_child(kind: str, db: str) -> dict:
@@ -136,11 +150,11 @@ def run_child(kind: str, db: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
-    parser.add_argument("--child", choices=["baseline", "recsys"])
+    parser.add_argument("--child", choices=["baseline", "arrow", "rows"])
     parser.add_argument("--db")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps((child_baseline if args.child == "baseline" else child_recsys)(args.db)))
+        print(json.dumps(child_baseline(args.db) if args.child == "baseline" else child_recsys(args.db, args.child)))
         return 0
 
     runs = []
@@ -148,22 +162,29 @@ def main() -> int:
         db = f"recsys_bench_{uuid.uuid4().hex[:8]}"
         try:
             seed_s = seed(db, rows)
-            baseline, ours = run_child("baseline", db), run_child("recsys", db)
+            baseline = run_child("baseline", db)
+            backends = {b: run_child(b, db) for b in ("arrow", "rows")}
         finally:
             drop(db)
-        assert ours["rows"] == rows, ours
-        runs.append({
+        run = {
             "rows": rows,
             "seed_seconds": round(seed_s, 2),
             "baseline_copy": {**baseline, "rows_per_s": round(rows / baseline["seconds"])},
-            "recsys_extract": {**ours, "rows_per_s": round(rows / ours["seconds"])},
-            "time_ratio_vs_copy": round(ours["seconds"] / baseline["seconds"], 2),
-        })  # fmt: skip
-        print(f"{rows:>9,} rows  COPY: {rows / baseline['seconds']:>10,.0f} rows/s  "
-              f"peak {baseline['peak_rss_mib']:.0f} MiB"
-              f" | recsys: {rows / ours['seconds']:>9,.0f} rows/s  peak {ours['peak_rss_mib']:.0f} MiB"
-              f" (start {ours['rss_start_mib']:.0f} MiB) | {ours['seconds'] / baseline['seconds']:.1f}x COPY's time",
-              flush=True)  # fmt: skip
+        }
+        copy_speed = rows / baseline["seconds"]
+        line = f"{rows:>9,} rows  COPY: {copy_speed:>10,.0f} rows/s  peak {baseline['peak_rss_mib']:.0f} MiB"
+        for backend, ours in backends.items():
+            assert ours["rows"] == rows, ours
+            speed = round(baseline["seconds"] / ours["seconds"], 3)
+            run[f"recsys_{backend}"] = {
+                **ours,
+                "rows_per_s": round(rows / ours["seconds"]),
+                "vs_copy_rows_per_s": speed,
+            }
+            line += f" | {backend}: {rows / ours['seconds']:>9,.0f} rows/s ({speed:.2f}x COPY)"
+            line += f" peak {ours['peak_rss_mib']:.0f} MiB"
+        runs.append(run)
+        print(line, flush=True)
     write_results("bench_extract", {"source": "PostgreSQL on 127.0.0.1:5432, one day of interactions", "runs": runs})
     return 0
 

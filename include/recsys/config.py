@@ -40,6 +40,7 @@ class Settings:
     aws_conn_id: str = "aws_default"
     gcp_conn_id: str = "google_cloud_default"
     extract_chunk_rows: int = 50_000
+    extraction_backend: str = "auto"  # auto | arrow (ADBC, PostgreSQL) | rows (SQLAlchemy, every source)
     known_event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     anomaly_lookback_partitions: int = 7
     anomaly_low_ratio: float = 0.5

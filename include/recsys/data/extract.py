@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from recsys.config import Settings
+from recsys.data import arrow_extract
 from recsys.data import writers as w
 from recsys.data.partitions import PartitionStore
 from recsys.data.source import stream_interactions, stream_table
@@ -42,6 +43,17 @@ class QualityPolicy:
             raise ValueError(f"anomaly_action must be 'warn' or 'fail', got {self.anomaly_action!r}")
 
 
+def extraction_backend(engine: Engine, wanted: str) -> str:
+    """``arrow`` (ADBC, PostgreSQL only) or ``rows``; ``auto`` picks arrow where it applies."""
+    if wanted not in ("auto", "arrow", "rows"):
+        raise ValueError(f"extraction_backend must be auto, arrow or rows, got {wanted!r}")
+    if wanted == "arrow" and not arrow_extract.supports(engine):
+        raise ValueError(f"the arrow backend reads PostgreSQL sources; this source is {engine.dialect.name}")
+    if wanted == "auto":
+        return "arrow" if arrow_extract.supports(engine) else "rows"
+    return wanted
+
+
 def resolve_interval(
     extract_date: str | None,
     data_interval_start: datetime | None,
@@ -62,7 +74,8 @@ def resolve_interval(
     return Interval.for_day(anchor.date() - timedelta(days=1))
 
 
-def _quarantine_row(row: tuple) -> str:
+def quarantine_row(row: tuple) -> str:
+    """A quarantined row as the quarantine file stores it (JSON, timestamps in ISO format)."""
     return json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in row], default=str)
 
 
@@ -77,7 +90,7 @@ def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter
             clean, why = validate_interaction(row, interval, known)
             if clean is None:
                 reasons[why] += 1
-                bad_rows.append(("interactions", why, _quarantine_row(row)))
+                bad_rows.append(("interactions", why, quarantine_row(row)))
             else:
                 good.append(clean)
         columns = list(zip(*good, strict=True)) if good else [()] * len(w.INTERACTIONS_SCHEMA.names)
@@ -97,12 +110,12 @@ def _write_snapshot(engine, settings, table: str, out) -> Counter:
         for row in chunk:
             key = row[0]
             if key is None or not str(key).strip():
-                bad.append((table, f"{schema.names[0]} is missing", _quarantine_row(row)))
+                bad.append((table, f"{schema.names[0]} is missing", quarantine_row(row)))
                 continue
             try:
                 good.append(_typed_snapshot_row(row, schema))
             except (TypeError, ValueError) as exc:
-                bad.append((table, f"malformed value ({exc})", _quarantine_row(row)))
+                bad.append((table, f"malformed value ({exc})", quarantine_row(row)))
         reasons.update(why for _, why, _ in bad)
         out[table].write_columns({name: [r[i] for r in good] for i, name in enumerate(schema.names)})
         out[f"personalize_{table}"].write_rows(good)
@@ -142,7 +155,9 @@ def stage_partition(
             "batch_inference_users": vw.jsonl("batch_inference_users", "batch_inference/users.jsonl"),
             "quarantine": vw.csv("quarantine", "quarantine.csv", w.QUARANTINE_HEADER),
         }
-        reasons, read, active_users = _write_interactions(engine, interval, settings, out, known)
+        backend = extraction_backend(engine, settings.extraction_backend)
+        write = arrow_extract.write_interactions if backend == "arrow" else _write_interactions
+        reasons, read, active_users = write(engine, interval, settings, out, known)
         user_reasons = _write_snapshot(engine, settings, "users", out)
         item_reasons = _write_snapshot(engine, settings, "items", out)
         out["batch_inference_users"].write_records({"userId": u} for u in sorted(active_users))
@@ -163,7 +178,7 @@ def stage_partition(
         },
         "quarantine_reasons": {"interactions": dict(reasons), "users": dict(user_reasons), "items": dict(item_reasons)},
         "files": files,
-        "run": run or {},
+        "run": {**(run or {}), "extraction_backend": backend},
     }
     log.info("staged %s version %s: %s", staged["partition"], version, staged["counts"])
     return staged

@@ -113,6 +113,12 @@ class _CsvFile(_OutFile):
         self._csv.writerows(rows)  # the csv module writes None as an empty field
         self.rows += len(rows)
 
+    def write_bytes(self, data: bytes, rows: int) -> None:
+        """Rows already rendered as CSV (e.g. by pyarrow's CSV writer), after what was written so far."""
+        self._text.flush()
+        self.hashing.write(data)
+        self.rows += rows
+
     def close(self) -> None:
         self._text.flush()
         self._text.detach()
@@ -136,7 +142,9 @@ class _ParquetFile(_OutFile):
         self._schema = schema
 
     def write_columns(self, columns: dict[str, list]) -> None:
-        table = pa.table(columns, schema=self._schema)
+        self.write_table(pa.table(columns, schema=self._schema))
+
+    def write_table(self, table: pa.Table) -> None:
         if table.num_rows:
             self._writer.write_table(table)
             self.rows += table.num_rows
