@@ -248,21 +248,11 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     for dag_id in ("recsys_two_tower", "recsys_vertex_deploy"):
         stack.set_paused(dag_id, False)
     # a UI-style manual extraction of yesterday -> asset event -> training -> blessed -> deploy
-    answer = stack.api(
-        "POST",
-        "/dags/recsys_extract/dagRuns",
-        json={"logical_date": None, "conf": {"extract_date": str(TODAY - timedelta(days=1))}},
-    )
-    assert answer.status_code == 200, answer.text
-    assert stack.wait_for_run("recsys_extract", answer.json()["dag_run_id"])["state"] == "success"
+    extraction = stack.trigger("recsys_extract", {"extract_date": str(TODAY - timedelta(days=1))})
+    assert stack.wait_for_run("recsys_extract", extraction)["state"] == "success"
     # plus two trainings triggered at once from the UI
     for _ in range(2):
-        assert (
-            stack.api(
-                "POST", "/dags/recsys_two_tower/dagRuns", json={"logical_date": None, "conf": {"window_days": 14}}
-            ).status_code
-            == 200
-        )
+        stack.trigger("recsys_two_tower", {"window_days": 14})
     wait_all(stack, "recsys_two_tower", 3)
     trainings = wait_quiet(stack, "recsys_two_tower")
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
@@ -278,13 +268,7 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
 
 def test_personalize_wait_survives_a_triggerer_restart(world):
     stack, fake = world.stack, world.personalize
-    answer = stack.api(
-        "POST",
-        "/dags/recsys_personalize/dagRuns",
-        json={"logical_date": None, "conf": {"training_mode": "FULL", "window_days": 7}},
-    )
-    assert answer.status_code == 200, answer.text
-    run_id = answer.json()["dag_run_id"]
+    run_id = stack.trigger("recsys_personalize", {"training_mode": "FULL", "window_days": 7})
     stack.set_paused("recsys_personalize", False)
     deadline = time.monotonic() + 300
     while stack.task_states("recsys_personalize", run_id).get("solution_version") != "deferred":
@@ -316,13 +300,7 @@ def test_personalize_setup_then_nightly_retrain_then_delivery(world):
     """From nothing: provision, record the ARNs; the nightly DAG retrains on them, smoke-tests the campaign
     and publishes the recommendations to the application database."""
     stack, fake = world.stack, world.personalize
-    answer = stack.api(
-        "POST",
-        "/dags/recsys_personalize_setup/dagRuns",
-        json={"logical_date": None, "conf": {"prefix": "shop", "initial_import_days": 14}},
-    )
-    assert answer.status_code == 200, answer.text
-    setup_id = answer.json()["dag_run_id"]
+    setup_id = stack.trigger("recsys_personalize_setup", {"prefix": "shop", "initial_import_days": 14})
     stack.set_paused("recsys_personalize_setup", False)
     setup = stack.wait_for_run("recsys_personalize_setup", setup_id, timeout=600)
     assert setup["state"] == "success", stack.task_states("recsys_personalize_setup", setup_id)
@@ -330,12 +308,7 @@ def test_personalize_setup_then_nightly_retrain_then_delivery(world):
     assert campaign.endswith(":campaign/shop-campaign") and variable(stack, "recsys_personalize_tracking_id")
     assert variable(stack, "recsys_personalize_solution_arn").endswith(":solution/shop-solution")
 
-    answer = stack.api(
-        "POST",
-        "/dags/recsys_personalize/dagRuns",
-        json={"logical_date": None, "conf": {"training_mode": "FULL", "window_days": 14}},
-    )
-    run_id = answer.json()["dag_run_id"]
+    run_id = stack.trigger("recsys_personalize", {"training_mode": "FULL", "window_days": 14})
     run = stack.wait_for_run("recsys_personalize", run_id, timeout=600)
     assert run["state"] == "success", stack.task_states("recsys_personalize", run_id)
     reports = [

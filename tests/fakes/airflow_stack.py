@@ -140,6 +140,12 @@ class AirflowStack:
         answer = self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
         assert answer.status_code == 200, answer.text
 
+    def trigger(self, dag_id: str, conf: dict) -> str:
+        """A UI-style run (no logical date) with ``conf``; returns its run id."""
+        answer = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["dag_run_id"]
+
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "run_after"}).json()[
             "dag_runs"]  # fmt: skip

@@ -56,12 +56,20 @@ def seed(insert, source, row):
         row("u,comma", 'i"quote', START + timedelta(hours=5)),  # CSV quoting
         row("x\u3000", "y1", START + timedelta(hours=6)),  # trimmed by str.strip (ideographic space)
     ]
-    insert(
-        source.engine,
-        interactions=good + odd,
-        users=[{"user_id": "u1", "age": 30, "gender": "F", "occupation": "x"}],
-        items=[{"item_id": "i1", "title": "One", "genres": "Drama", "release_year": 1999}],
-    )
+    users = [
+        {"user_id": f"u{n}", "age": 20 + n % 50, "gender": "FM"[n % 2], "occupation": "writer"} for n in range(1500)
+    ]
+    users += [
+        {"user_id": " v1 ", "age": None, "gender": "", "occupation": " poet "},  # trimmed; "" -> empty
+        {"user_id": "  ", "age": 3, "gender": "F", "occupation": "x"},  # user_id is missing
+        {"user_id": "v2", "age": 40, "gender": "  ", "occupation": "a, b"},  # stripped to ""; quoted in the CSV
+    ]
+    items = [
+        {"item_id": f"i{n}", "title": f"Film {n}", "genres": "Drama|Comedy", "release_year": 1990 + n % 30}
+        for n in range(800)
+    ]
+    items += [{"item_id": "j1", "title": 'The "Best", again', "genres": None, "release_year": None}]
+    insert(source.engine, interactions=good + odd, users=users, items=items)
 
 
 def extract(source, root: str, backend: str) -> dict:
@@ -79,11 +87,21 @@ def test_arrow_and_row_backends_write_the_same_partition(postgres_source, tmp_pa
     assert arrow["run"]["extraction_backend"] == "arrow" and rows["run"]["extraction_backend"] == "rows"
     assert arrow["counts"] == rows["counts"] and arrow["counts"]["quarantined"] == 6
     assert arrow["quarantine_reasons"] == rows["quarantine_reasons"]
-    for name in ("personalize_interactions", "quarantine", "batch_inference_users", "personalize_users", "users"):
+    files = (
+        "personalize_interactions",
+        "personalize_users",
+        "personalize_items",
+        "quarantine",
+        "batch_inference_users",
+    )
+    for name in files:
         assert arrow["files"][name]["sha256"] == rows["files"][name]["sha256"], name
+    for name in ("interactions", "users", "items"):  # rows, order and values; the row groups differ
+        tables = {b: pq.read_table(stores[b].file_path(manifests[b], name).path) for b in manifests}
+        assert tables["arrow"].schema == tables["rows"].schema, name
+        assert tables["arrow"].to_pylist() == tables["rows"].to_pylist(), name
+    assert arrow["quarantine_reasons"]["users"] == {"user_id is missing": 1}
     tables = {b: pq.read_table(stores[b].file_path(manifests[b], "interactions").path) for b in manifests}
-    assert tables["arrow"].schema == tables["rows"].schema
-    assert tables["arrow"].to_pylist() == tables["rows"].to_pylist()  # rows, order and values; row groups differ
     cleaned = [(r["user_id"], r["item_id"]) for r in tables["arrow"].to_pylist() if r["user_id"].startswith("x")]
     assert cleaned == [("x9", "y9"), ("x", "y1")]
 

@@ -55,6 +55,8 @@ def _literal(moment: datetime) -> str:
 
 
 def interaction_batches(engine, interval: Interval, batch_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
+    """The interval's rows, read ahead by one batch in a thread: PostgreSQL and ADBC's decoding (which
+    releases the GIL) overlap with validating and writing the previous batch."""
     import adbc_driver_postgresql.dbapi as adbc
 
     query = (
@@ -64,19 +66,60 @@ def interaction_batches(engine, interval: Interval, batch_bytes: int = BATCH_BYT
     with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
         cursor.execute(query)
-        yield from cursor.fetch_record_batch()
+        yield from _read_ahead(cursor.fetch_record_batch())
 
 
-# the characters str.strip() removes (str.isspace), as a regex class: an id starting or ending with one is doubtful
-_SPACE = "".join(f"\\x{{{ord(c):04x}}}" for c in map(chr, range(0x3001)) if c.isspace())  # RE2 syntax
-_EDGE_SPACE_OR_LINE_BREAK = f"^[{_SPACE}]|[{_SPACE}]$|[\\r\\n]"
+def _read_ahead(reader, depth: int = 2) -> Iterator:
+    """Iterate ``reader`` in a background thread, at most ``depth`` items ahead; errors are re-raised here."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def pump():
+        try:
+            for item in reader:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            items.put(exc)
+
+    thread = threading.Thread(target=pump, name="adbc-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := items.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+_SPACE_CHARS = pa.array([c for c in map(chr, range(0x3001)) if c.isspace()], pa.string())
+
+
+def _no_edge_space(text: pa.Array) -> pa.Array:
+    """True where ``str.strip()`` would leave the value as it is (first and last character not whitespace)."""
+    first = pc.utf8_slice_codeunits(text, 0, 1)
+    last = pc.utf8_slice_codeunits(text, -1)
+    return pc.invert(pc.or_kleene(pc.is_in(first, value_set=_SPACE_CHARS), pc.is_in(last, value_set=_SPACE_CHARS)))
 
 
 def _identifier_ok(column: pa.Array) -> pa.Array:
     text = column.cast(pa.string())
     length = pc.utf8_length(text)
     fits = pc.and_kleene(pc.greater(length, 0), pc.less_equal(length, MAX_ID_LENGTH))
-    return pc.and_kleene(fits, pc.invert(pc.match_substring_regex(text, _EDGE_SPACE_OR_LINE_BREAK)))
+    no_break = pc.invert(pc.or_kleene(pc.match_substring(text, "\r"), pc.match_substring(text, "\n")))
+    return pc.and_kleene(pc.and_kleene(fits, no_break), _no_edge_space(text))
 
 
 def certainly_valid(batch: pa.RecordBatch, interval: Interval, known: frozenset[str]) -> pa.Array:
@@ -123,72 +166,144 @@ def _clean_table(batch: pa.RecordBatch, mask: pa.Array) -> pa.Table:
     )
 
 
+def _with_fixed(table: pa.Table, mask: pa.Array, fixed: dict[int, tuple], schema: pa.Schema) -> pa.Table:
+    """``table`` (the rows ``mask`` kept) plus the rows the Python validator cleaned, in the batch's order."""
+    if not fixed:
+        return table
+    order = pc.indices_nonzero(mask).to_pylist() + list(fixed)
+    extra = pa.table({n: [row[k] for row in fixed.values()] for k, n in enumerate(schema.names)}, schema=schema)
+    return pa.concat_tables([table, extra]).take(pc.sort_indices(pa.array(order)))
+
+
 def split(batch: pa.RecordBatch, interval: Interval, known: frozenset[str]) -> tuple[pa.Table, list[tuple], Counter]:
     """The batch's clean rows (query order) and its quarantine rows ``(table, reason, raw row)``."""
     from recsys.data.extract import quarantine_row
 
     mask = certainly_valid(batch, interval, known)
-    doubtful = pc.indices_nonzero(pc.invert(mask)).to_pylist()
-    if not doubtful:
-        return _clean_table(batch, mask), [], Counter()
     reasons: Counter = Counter()
     quarantined, fixed = [], {}
-    rows = batch.take(pa.array(doubtful)).to_pylist()
-    for index, record in zip(doubtful, rows, strict=True):
-        raw = tuple(record[c] for c in COLUMNS)
+    for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
+        raw = tuple(batch.column(c)[index].as_py() for c in COLUMNS)
         clean, why = validate_interaction(raw, interval, known)
         if clean is None:
             reasons[why] += 1
             quarantined.append(("interactions", why, quarantine_row(raw)))
         else:
-            fixed[index] = clean
-    table = _clean_table(batch, mask)
-    if fixed:
-        order = pc.indices_nonzero(mask).to_pylist() + list(fixed)
-        extra = pa.table(
-            {n: [getattr(c, n) for c in fixed.values()] for n in w.INTERACTIONS_SCHEMA.names},
-            schema=w.INTERACTIONS_SCHEMA,
-        )
-        table = pa.concat_tables([table, extra]).take(pc.sort_indices(pa.array(order)))
-    return table, quarantined, reasons
+            fixed[index] = tuple(clean)
+    return _with_fixed(_clean_table(batch, mask), mask, fixed, w.INTERACTIONS_SCHEMA), quarantined, reasons
 
 
 def csv_bytes(table: pa.Table) -> bytes:
-    """The Personalize interactions CSV rows (no header) of a clean table, byte for byte as the csv module
-    writes them: pyarrow's writer unquoted when no value needs quotes (its ``needed`` style quotes every
-    string), the csv module for a batch that has one."""
-    rows = pa.table(
-        {
-            "USER_ID": table["user_id"],
-            "ITEM_ID": table["item_id"],
-            "TIMESTAMP": table["timestamp"],
-            "EVENT_TYPE": table["event_type"],
-        }
-    )
-    special = [
-        pc.any(pc.match_substring_regex(rows[c], '[,"\r\n]')).as_py() for c in ("USER_ID", "ITEM_ID", "EVENT_TYPE")
-    ]
-    if any(special):
+    """CSV rows (no header) of ``table``, byte for byte as the csv module writes them: pyarrow's writer
+    unquoted when no value needs quotes (its ``needed`` style quotes every string), the csv module when
+    one does."""
+    strings = [c for c in table.column_names if pa.types.is_string(table[c].type)]
+    if any(pc.any(pc.match_substring(table[c], char)).as_py() for c in strings for char in ',"\r\n'):
         text = io.StringIO(newline="")
         csv.writer(text, lineterminator="\n").writerows(
-            zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True)
+            zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         )
         return text.getvalue().encode()
     sink = io.BytesIO()
-    pacsv.write_csv(rows, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
     return sink.getvalue()
 
 
 def write_interactions(engine, interval: Interval, settings, out: dict, known: frozenset[str]):
-    """Same contract as the row path: ``(reasons, rows read, active users)``."""
+    """Same contract as the row path: ``(reasons, rows read, active users)``. Three stages overlap: the
+    read-ahead thread (PostgreSQL + ADBC), validation here, and a writer thread (Parquet, CSV)."""
     reasons: Counter = Counter()
     read, active = 0, set()
-    for batch in interaction_batches(engine, interval):
-        read += batch.num_rows
-        table, quarantined, why = split(batch, interval, known)
-        reasons.update(why)
-        out["interactions"].write_table(table)
-        out["personalize_interactions"].write_bytes(csv_bytes(table), table.num_rows)
-        out["quarantine"].write_rows(quarantined)
-        active.update(pc.unique(table["user_id"]).to_pylist())
+    with _WriteBehind() as writer:
+        for batch in interaction_batches(engine, interval):
+            read += batch.num_rows
+            table, quarantined, why = split(batch, interval, known)
+            reasons.update(why)
+            writer.submit(_write_batch, out, table, quarantined)
+            active.update(pc.unique(table["user_id"]).to_pylist())
     return reasons, read, active
+
+
+def _write_batch(out: dict, table: pa.Table, quarantined: list[tuple]) -> None:
+    out["interactions"].write_table(table)
+    rows = table.select(["user_id", "item_id", "timestamp", "event_type"])
+    out["personalize_interactions"].write_bytes(csv_bytes(rows), table.num_rows)
+    out["quarantine"].write_rows(quarantined)
+
+
+class _WriteBehind:
+    """Run submitted writes in order on one background thread, at most ``depth`` behind; the first error
+    is raised at the next ``submit`` or on leaving the block."""
+
+    def __init__(self, depth: int = 2):
+        import queue
+        import threading
+
+        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._work, name="partition-writer", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            if self.error is None:
+                try:
+                    job[0](*job[1])
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the submitting thread
+                    self.error = exc
+
+    def submit(self, fn, *args) -> None:
+        if self.error is not None:
+            raise self.error
+        self.jobs.put((fn, args))
+
+    def __enter__(self) -> _WriteBehind:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.jobs.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
+def _snapshot_certain(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Array:
+    """Rows whose key is present and every string is absent or needs no stripping (and is not empty)."""
+    mask = pc.is_valid(batch.column(0))
+    for field in schema:
+        column = batch.column(field.name)
+        if pa.types.is_string(field.type):
+            text = column.cast(pa.string())
+            clean = pc.and_kleene(pc.greater(pc.utf8_length(text), 0), _no_edge_space(text))
+            mask = pc.and_kleene(mask, clean if field is schema[0] else pc.or_kleene(pc.is_null(text), clean))
+    return pc.fill_null(mask, False)
+
+
+def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict) -> Counter:
+    """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key)."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    from recsys.data.extract import quarantine_row, snapshot_row
+
+    reasons: Counter = Counter()
+    names = ", ".join(schema.names)
+    with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
+        cursor.execute(f"SELECT {names} FROM {table_name} ORDER BY {schema.names[0]}")
+        for batch in _read_ahead(cursor.fetch_record_batch()):
+            mask = _snapshot_certain(batch, schema)
+            fixed, bad = {}, []
+            for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
+                raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
+                good, why = snapshot_row(table_name, raw, schema)
+                if good is None:
+                    bad.append((table_name, why, quarantine_row(raw)))
+                    reasons[why] += 1
+                else:
+                    fixed[index] = good
+            kept = pa.Table.from_batches([batch]).filter(mask)
+            kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
+            table = _with_fixed(kept, mask, fixed, schema)
+            out[table_name].write_table(table)
+            out[f"personalize_{table_name}"].write_bytes(csv_bytes(table), table.num_rows)
+            out["quarantine"].write_rows(bad)
+    return reasons

@@ -102,20 +102,28 @@ def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter
     return reasons, read, active_users
 
 
+def snapshot_row(table: str, row: tuple, schema) -> tuple[tuple | None, str | None]:
+    """A users/items row typed for the snapshot files, or ``None`` and the reason it is quarantined."""
+    key = row[0]
+    if key is None or not str(key).strip():
+        return None, f"{schema.names[0]} is missing"
+    try:
+        return _typed_snapshot_row(row, schema), None
+    except (TypeError, ValueError) as exc:
+        return None, f"malformed value ({exc})"
+
+
 def _write_snapshot(engine, settings, table: str, out) -> Counter:
     reasons: Counter = Counter()
     schema = w.USERS_SCHEMA if table == "users" else w.ITEMS_SCHEMA
     for chunk in stream_table(engine, table, settings.extract_chunk_rows):
         good, bad = [], []
         for row in chunk:
-            key = row[0]
-            if key is None or not str(key).strip():
-                bad.append((table, f"{schema.names[0]} is missing", quarantine_row(row)))
-                continue
-            try:
-                good.append(_typed_snapshot_row(row, schema))
-            except (TypeError, ValueError) as exc:
-                bad.append((table, f"malformed value ({exc})", quarantine_row(row)))
+            typed, why = snapshot_row(table, row, schema)
+            if typed is None:
+                bad.append((table, why, quarantine_row(row)))
+            else:
+                good.append(typed)
         reasons.update(why for _, why, _ in bad)
         out[table].write_columns({name: [r[i] for r in good] for i, name in enumerate(schema.names)})
         out[f"personalize_{table}"].write_rows(good)
@@ -156,11 +164,15 @@ def stage_partition(
             "quarantine": vw.csv("quarantine", "quarantine.csv", w.QUARANTINE_HEADER),
         }
         backend = extraction_backend(engine, settings.extraction_backend)
-        write = arrow_extract.write_interactions if backend == "arrow" else _write_interactions
-        reasons, read, active_users = write(engine, interval, settings, out, known)
-        user_reasons = _write_snapshot(engine, settings, "users", out)
-        item_reasons = _write_snapshot(engine, settings, "items", out)
-        out["batch_inference_users"].write_records({"userId": u} for u in sorted(active_users))
+        if backend == "arrow":
+            reasons, read, active_users = arrow_extract.write_interactions(engine, interval, settings, out, known)
+            user_reasons = arrow_extract.write_snapshot(engine, "users", w.USERS_SCHEMA, out)
+            item_reasons = arrow_extract.write_snapshot(engine, "items", w.ITEMS_SCHEMA, out)
+        else:
+            reasons, read, active_users = _write_interactions(engine, interval, settings, out, known)
+            user_reasons = _write_snapshot(engine, settings, "users", out)
+            item_reasons = _write_snapshot(engine, settings, "items", out)
+        out["batch_inference_users"].write_user_ids(sorted(active_users))
     files = vw.entries()
     staged = {
         "partition": interval.day.isoformat(),

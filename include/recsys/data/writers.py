@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -28,15 +29,18 @@ INTERACTIONS_SCHEMA = pa.schema(
         ("occurred_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-USERS_SCHEMA = pa.schema([("user_id", pa.string()), ("age", pa.int32()), ("gender", pa.string()),
-                          ("occupation", pa.string())])  # fmt: skip
-ITEMS_SCHEMA = pa.schema([("item_id", pa.string()), ("title", pa.string()), ("genres", pa.string()),
-                          ("release_year", pa.int32())])  # fmt: skip
+USERS_SCHEMA = pa.schema(
+    [("user_id", pa.string()), ("age", pa.int32()), ("gender", pa.string()), ("occupation", pa.string())]
+)
+ITEMS_SCHEMA = pa.schema(
+    [("item_id", pa.string()), ("title", pa.string()), ("genres", pa.string()), ("release_year", pa.int32())]
+)
 
 PERSONALIZE_INTERACTIONS_HEADER = ("USER_ID", "ITEM_ID", "TIMESTAMP", "EVENT_TYPE")
 PERSONALIZE_USERS_HEADER = ("USER_ID", "AGE", "GENDER", "OCCUPATION")
 PERSONALIZE_ITEMS_HEADER = ("ITEM_ID", "TITLE", "GENRES", "RELEASE_YEAR")
 QUARANTINE_HEADER = ("table", "reason", "row")
+_PLAIN = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII without '"' and '\\': json.dumps leaves it as it is
 
 
 class HashingWriter(io.RawIOBase):
@@ -130,6 +134,17 @@ class _JsonLinesFile(_OutFile):
         for record in records:
             self.hashing.write((json.dumps(record, separators=(",", ":")) + "\n").encode())
             self.rows += 1
+
+    def write_user_ids(self, user_ids: Sequence[str]) -> None:
+        """``{"userId": ...}`` lines, as ``write_records`` writes them: plain ASCII ids need no escaping,
+        so they are joined directly; any other id goes through ``json.dumps``."""
+        lines = [
+            f'{{"userId":"{u}"}}' if _PLAIN.fullmatch(u) else json.dumps({"userId": u}, separators=(",", ":"))
+            for u in user_ids
+        ]
+        if lines:
+            self.hashing.write(("\n".join(lines) + "\n").encode())
+            self.rows += len(lines)
 
     def close(self) -> None:
         self.hashing.close()
