@@ -72,6 +72,8 @@ def test_scheduled_run_publishes_the_interval(extract_dag, source_db, connect, s
     manifest = PartitionStore(storage_root + "/extract").read_manifest(DAY1)
     assert manifest["counts"]["valid"] == 12 and manifest["status"] == "ok"
     assert manifest["run"]["run_id"] == run.run_id and manifest["run"]["source_conn_id"] == "recsys_source"
+    expected = "arrow" if source_db.kind == "postgres" else "rows"  # auto: Arrow where it applies
+    assert manifest["run"]["extraction_backend"] == expected
     events = asset_events("recsys_extract")[before:]
     assert events[-1]["partition"] == "2026-11-10" and events[-1]["rows"] == 12
 
@@ -138,4 +140,12 @@ def test_unknown_source_connection_fails_clearly(extract_dag, storage_root, monk
     run = run_for_day(extract_dag, DAY1)
     assert run.state == "failed"
     assert failed_task(run) == ("extract", "failed", 1)
+    assert PartitionStore(storage_root + "/extract").manifests() == []
+
+
+def test_the_arrow_backend_on_a_sqlite_source_fails_clearly(extract_dag, sqlite_source, connect, storage_root):
+    connect(sqlite_source)
+    run = run_for_day(extract_dag, DAY1, extraction_backend="arrow")
+    assert run.state == "failed"
+    assert failed_task(run) == ("extract", "failed", 1)  # a configuration error: no retry
     assert PartitionStore(storage_root + "/extract").manifests() == []
