@@ -118,7 +118,7 @@ def recsys_personalize_setup():
     @task
     def initial_imports(planned: dict, dataset_arns: list[str], solution_arn: str) -> list[dict]:
         """Import jobs for the newest extracted days, while nothing was ever trained or imported."""
-        from recsys.personalize.setup_imports import initial_imports
+        from recsys.personalize.setup_steps import initial_imports
 
         context = get_current_context()
         return initial_imports(
@@ -183,7 +183,7 @@ def recsys_personalize_setup():
         filters: list,
     ) -> dict:
         """Set the Variables the other DAGs read; write the setup report."""
-        from recsys.personalize.setup_imports import record_setup
+        from recsys.personalize.setup_steps import record_setup
 
         context = get_current_context()
         return record_setup(

@@ -37,7 +37,8 @@ class PersonalizeHook(AwsBaseHook):
         return Path(__file__).parent / "waiters" / "personalize.json"
 
     # ---- finding the job a previous try started ---------------------------------------------------
-    def _paginate(self, operation: str, key: str, **kwargs) -> list[dict]:
+    def paginate(self, operation: str, key: str, **kwargs) -> list[dict]:
+        """Every item of a paginated List* call (``key``: the items' key in each page)."""
         return [item for page in self.conn.get_paginator(operation).paginate(**kwargs) for item in page[key]]
 
     @staticmethod
@@ -50,18 +51,16 @@ class PersonalizeHook(AwsBaseHook):
         return (alive[-1][1] if alive else None), next_attempt
 
     def find_dataset_import_job(self, dataset_arn: str, base_name: str) -> tuple[str | None, int]:
-        jobs = self._paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arn)
+        jobs = self.paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arn)
         return self._pick(base_name, [(j["jobName"], j["datasetImportJobArn"], j["status"]) for j in jobs])
 
     def find_batch_inference_job(self, solution_version_arn: str, base_name: str) -> tuple[str | None, int]:
-        jobs = self._paginate(
-            "list_batch_inference_jobs", "batchInferenceJobs", solutionVersionArn=solution_version_arn
-        )
+        jobs = self.paginate("list_batch_inference_jobs", "batchInferenceJobs", solutionVersionArn=solution_version_arn)
         return self._pick(base_name, [(j["jobName"], j["batchInferenceJobArn"], j["status"]) for j in jobs])
 
     def find_solution_version(self, solution_arn: str, base_name: str) -> tuple[str | None, int]:
         """Solution version summaries carry no name: describe the recent ones."""
-        summaries = self._paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
+        summaries = self.paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
         summaries = sorted(summaries, key=lambda s: s["creationDateTime"], reverse=True)[:25]
         described = [
             self.conn.describe_solution_version(solutionVersionArn=s["solutionVersionArn"])["solutionVersion"]
@@ -73,7 +72,7 @@ class PersonalizeHook(AwsBaseHook):
         """A long-lived resource by name (``kind`` as in :data:`personalize.resources.RESOURCES`)."""
         resource = RESOURCES[kind]
         kwargs = {resource.parent_key: parent_arn} if resource.parent_key and parent_arn else {}
-        found = self._paginate(f"list_{kind}s", resource.list_key, **kwargs)
+        found = self.paginate(f"list_{kind}s", resource.list_key, **kwargs)
         return self._pick(name, [(r["name"], r[resource.arn_key], r.get("status", "ACTIVE")) for r in found])
 
     def describe_resource(self, kind: str, arn: str) -> dict | None:
@@ -85,13 +84,13 @@ class PersonalizeHook(AwsBaseHook):
             return None
 
     def find_dataset_export_job(self, dataset_arn: str, base_name: str) -> tuple[str | None, int]:
-        jobs = self._paginate("list_dataset_export_jobs", "datasetExportJobs", datasetArn=dataset_arn)
+        jobs = self.paginate("list_dataset_export_jobs", "datasetExportJobs", datasetArn=dataset_arn)
         return self._pick(base_name, [(j["jobName"], j["datasetExportJobArn"], j["status"]) for j in jobs])
 
     # ---- solution facts ----------------------------------------------------------------------------
     def latest_active_version(self, solution_arn: str, training_mode: str | None = None) -> str | None:
         """The newest ACTIVE solution version (trained with ``training_mode``, if given)."""
-        versions = self._paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
+        versions = self.paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
         active = [
             v for v in versions if v["status"] == "ACTIVE" and training_mode in (None, v.get("trainingMode", "FULL"))
         ]

@@ -111,7 +111,7 @@ def teardown_targets(hook, prefix: str) -> dict[str, list[str]]:
         kind: [] for kind in ("campaign", "event_tracker", "filter", "solution", "dataset", "schema", "dataset_group")
     }
     groups = [
-        g["datasetGroupArn"] for g in hook._paginate("list_dataset_groups", "datasetGroups") if g["name"] == prefix
+        g["datasetGroupArn"] for g in hook.paginate("list_dataset_groups", "datasetGroups") if g["name"] == prefix
     ]
     for group in groups:
         for kind, key, arn_key in (
@@ -120,12 +120,12 @@ def teardown_targets(hook, prefix: str) -> dict[str, list[str]]:
             ("solution", "solutions", "solutionArn"),
             ("dataset", "datasets", "datasetArn"),
         ):
-            targets[kind] += [r[arn_key] for r in hook._paginate(f"list_{kind}s", key, datasetGroupArn=group)]
+            targets[kind] += [r[arn_key] for r in hook.paginate(f"list_{kind}s", key, datasetGroupArn=group)]
         targets["dataset_group"].append(group)
     for solution in targets["solution"]:
         targets["campaign"] += [
-            c["campaignArn"] for c in hook._paginate("list_campaigns", "campaigns", solutionArn=solution)
+            c["campaignArn"] for c in hook.paginate("list_campaigns", "campaigns", solutionArn=solution)
         ]
     wanted = {f"{prefix}-{d}" for d in DATASETS}
-    targets["schema"] = [s["schemaArn"] for s in hook._paginate("list_schemas", "schemas") if s["name"] in wanted]
+    targets["schema"] = [s["schemaArn"] for s in hook.paginate("list_schemas", "schemas") if s["name"] in wanted]
     return targets

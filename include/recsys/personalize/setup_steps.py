@@ -20,7 +20,7 @@ def initial_imports(planned: dict, dataset_arns: dict, solution_arn: str, params
     from recsys.data.personalize_files import NothingToImportError, stage_personalize_files
 
     hook = PersonalizeHook(aws_conn_id=planned["aws_conn_id"])
-    imported = hook._paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arns["interactions"])
+    imported = hook.paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arns["interactions"])
     if not params["initial_import_days"] or hook.latest_active_version(solution_arn):
         return []
     if any(job["status"] == "ACTIVE" for job in imported):
@@ -92,7 +92,7 @@ def record_setup(
         "filters": filter_names,
         "solution_versions": [
             v["solutionVersionArn"]
-            for v in hook._paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
+            for v in hook.paginate("list_solution_versions", "solutionVersions", solutionArn=solution_arn)
         ],
     }
     variables = recorded(resources)
