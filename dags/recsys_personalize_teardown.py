@@ -25,7 +25,6 @@ PARAMS = {
         description="Everything in the dataset group is deleted; campaigns stop answering.",
     ),
 }
-ORDER = ("campaign", "event_tracker", "filter", "solution", "dataset", "schema", "dataset_group")
 
 
 @dag(
@@ -79,6 +78,7 @@ def recsys_personalize_teardown():
         return keys
 
     from personalize.provisioning import PersonalizeDeleteResourceOperator
+    from personalize.resources import TEARDOWN_ORDER
 
     planned = plan()
     aws = {
@@ -86,7 +86,7 @@ def recsys_personalize_teardown():
         "waiter_delay": "{{ ti.xcom_pull(task_ids='plan')['poll_seconds'] }}",
     }
     previous = planned
-    for kind in ORDER:
+    for kind in TEARDOWN_ORDER:
         deleted = PersonalizeDeleteResourceOperator.partial(
             task_id=f"delete_{kind}", kind=kind, trigger_rule="none_failed", **aws
         ).expand_kwargs(of_kind.override(task_id=f"find_{kind}")(planned, kind))

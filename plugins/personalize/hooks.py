@@ -122,23 +122,20 @@ class PersonalizeEventsHook(_RealtimeHook):
     def put_records(self, kind: str, dataset_arn: str, records: list[dict]) -> int:
         """PutUsers (``kind="users"``) or PutItems (``"items"``); returns the number of calls made."""
         put = self.conn.put_users if kind == "users" else self.conn.put_items
-        calls = 0
-        for start in range(0, len(records), MAX_RECORDS_PER_CALL):
-            put(datasetArn=dataset_arn, **{kind: records[start : start + MAX_RECORDS_PER_CALL]})
-            calls += 1
-        return calls
+        return _in_calls(put, kind, records, datasetArn=dataset_arn)
 
     def put_events(self, tracking_id: str, user_id: str, session_id: str, events: list[dict]) -> int:
-        calls = 0
-        for start in range(0, len(events), MAX_RECORDS_PER_CALL):
-            self.conn.put_events(
-                trackingId=tracking_id,
-                userId=user_id,
-                sessionId=session_id,
-                eventList=events[start : start + MAX_RECORDS_PER_CALL],
-            )
-            calls += 1
-        return calls
+        return _in_calls(
+            self.conn.put_events, "eventList", events, trackingId=tracking_id, userId=user_id, sessionId=session_id
+        )
+
+
+def _in_calls(call, key: str, items: list[dict], **fixed) -> int:
+    """``call(**fixed, key=<at most 10 items>)`` over ``items``; returns the number of calls made."""
+    starts = range(0, len(items), MAX_RECORDS_PER_CALL)
+    for start in starts:
+        call(**fixed, **{key: items[start : start + MAX_RECORDS_PER_CALL]})
+    return len(starts)
 
 
 class PersonalizeRuntimeHook(_RealtimeHook):

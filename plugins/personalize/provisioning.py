@@ -91,19 +91,22 @@ class PersonalizeDeleteResourceOperator(_PersonalizeJobOperator):
         super().__init__(**kwargs)
         self.kind, self.resource_arn = kind, resource_arn
         self.resource = RESOURCES[kind]
+        self.deleting = False  # set from the Describe each execute starts with
 
     def trigger_kwargs(self) -> dict:
         return {"kind": self.kind, "action": "delete"}
 
     def execute(self, context, event=None, busy_since: float | None = None):
-        if not self.resource_arn or self.hook.describe_resource(self.kind, self.resource_arn) is None:
+        described = self.hook.describe_resource(self.kind, self.resource_arn) if self.resource_arn else None
+        if described is None:
             self.log.info("%s %s does not exist: nothing to delete", self.kind, self.resource_arn or "(none)")
             return None
+        self.deleting = described.get("status", "").startswith("DELETE")
         return super().execute(context, event, busy_since)
 
     def find(self):
-        status = (self.hook.describe_resource(self.kind, self.resource_arn) or {}).get("status", "")
-        return (self.resource_arn if status.startswith("DELETE") else None), 1
+        """A deletion already in progress (an earlier try's) is waited on, not requested again."""
+        return (self.resource_arn if self.deleting else None), 1
 
     def create(self, attempt: int) -> str:
         getattr(self.hook.conn, f"delete_{self.kind}")(**{self.resource.arn_key: self.resource_arn})

@@ -55,8 +55,8 @@ def _literal(moment: datetime) -> str:
 
 
 def interaction_batches(engine, interval: Interval, batch_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
-    """The interval's rows, read ahead by one batch in a thread: PostgreSQL and ADBC's decoding (which
-    releases the GIL) overlap with validating and writing the previous batch."""
+    """The interval's rows, read ahead in a thread: PostgreSQL and ADBC's decoding (which releases the GIL)
+    overlap with validating and writing the batches before."""
     import adbc_driver_postgresql.dbapi as adbc
 
     query = (

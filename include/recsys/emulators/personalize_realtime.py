@@ -178,6 +178,3 @@ class RealtimeOperations:
     def ListDatasetExportJobs(self, p: dict) -> dict:  # noqa: N802
         keep = ("jobName", "status", "creationDateTime", "lastUpdatedDateTime", "failureReason")
         return {"datasetExportJobs": self._summaries("export", "datasetExportJobArn", "datasetArn", p, keep)}
-
-    def recorded_events(self, group_arn: str) -> list[dict]:
-        return list(self._group_dataset(group_arn, "interactions")["events"])

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from recsys.data import writers as w
 from recsys.data.partitions import PartitionStore
-from recsys.storage import copy_file
+from recsys.storage import as_path, copy_file
 
 MERGED_SCHEMA = w.INTERACTIONS_SCHEMA.append(pa.field("origin", pa.string()))
 REWRITTEN = ("interactions", "personalize_interactions", "batch_inference_users")
@@ -33,18 +33,12 @@ def read_export(output: str, conn_id: str | None) -> list[dict]:
     """Every row of the CSV files under ``output`` (``s3://...``), keys lower-cased."""
     from recsys.data.personalize_files import with_connection
 
-    root = with_connection(output.rstrip("/") + "/", conn_id) if output.startswith("s3://") else _path(output)
+    root = with_connection(output.rstrip("/") + "/", conn_id) if output.startswith("s3://") else as_path(output)
     rows = []
     for path in sorted(root.rglob("*.csv"), key=str):
         text = path.read_text()
         rows += [{k.lower(): v for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
     return rows
-
-
-def _path(location: str):
-    from recsys.storage import as_path
-
-    return as_path(location)
 
 
 def day_events(rows: list[dict], day: date, known_event_types) -> tuple[list[dict], dict]:
@@ -121,8 +115,8 @@ def _publish(store: PartitionStore, day: date, manifest: dict, rows: list[dict],
         vw.csv(
             "personalize_interactions", "personalize/interactions.csv", w.PERSONALIZE_INTERACTIONS_HEADER
         ).write_rows([(r["user_id"], r["item_id"], r["timestamp"], r["event_type"]) for r in rows])
-        vw.jsonl("batch_inference_users", "batch_inference/users.jsonl").write_records(
-            {"userId": user} for user in sorted({r["user_id"] for r in rows})
+        vw.jsonl("batch_inference_users", "batch_inference/users.jsonl").write_user_ids(
+            sorted({r["user_id"] for r in rows})
         )
     files = {**manifest["files"], **vw.entries()}
     for name, entry in manifest["files"].items():

@@ -107,25 +107,21 @@ def recorded(resources: dict) -> dict[str, str]:
 
 def teardown_targets(hook, prefix: str) -> dict[str, list[str]]:
     """Everything in the dataset group ``prefix`` (and the schemas named after it), by kind."""
-    targets: dict[str, list[str]] = {
-        kind: [] for kind in ("campaign", "event_tracker", "filter", "solution", "dataset", "schema", "dataset_group")
-    }
-    groups = [
-        g["datasetGroupArn"] for g in hook.paginate("list_dataset_groups", "datasetGroups") if g["name"] == prefix
-    ]
-    for group in groups:
-        for kind, key, arn_key in (
-            ("event_tracker", "eventTrackers", "eventTrackerArn"),
-            ("filter", "Filters", "filterArn"),
-            ("solution", "solutions", "solutionArn"),
-            ("dataset", "datasets", "datasetArn"),
-        ):
-            targets[kind] += [r[arn_key] for r in hook.paginate(f"list_{kind}s", key, datasetGroupArn=group)]
-        targets["dataset_group"].append(group)
+    from personalize.resources import RESOURCES, TEARDOWN_ORDER
+
+    def listed(kind: str, **parent) -> list[dict]:
+        return hook.paginate(f"list_{kind}s", RESOURCES[kind].list_key, **parent)
+
+    def arns(kind: str, found: list[dict]) -> list[str]:
+        return [r[RESOURCES[kind].arn_key] for r in found]
+
+    targets: dict[str, list[str]] = {kind: [] for kind in TEARDOWN_ORDER}
+    targets["dataset_group"] = arns("dataset_group", [g for g in listed("dataset_group") if g["name"] == prefix])
+    for group in targets["dataset_group"]:
+        for kind in ("event_tracker", "filter", "solution", "dataset"):
+            targets[kind] += arns(kind, listed(kind, datasetGroupArn=group))
     for solution in targets["solution"]:
-        targets["campaign"] += [
-            c["campaignArn"] for c in hook.paginate("list_campaigns", "campaigns", solutionArn=solution)
-        ]
+        targets["campaign"] += arns("campaign", listed("campaign", solutionArn=solution))
     wanted = {f"{prefix}-{d}" for d in DATASETS}
-    targets["schema"] = [s["schemaArn"] for s in hook.paginate("list_schemas", "schemas") if s["name"] in wanted]
+    targets["schema"] = arns("schema", [s for s in listed("schema") if s["name"] in wanted])
     return targets

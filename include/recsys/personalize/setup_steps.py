@@ -19,10 +19,12 @@ def initial_imports(planned: dict, dataset_arns: dict, solution_arn: str, params
     from recsys.data.partitions import PartitionStore
     from recsys.data.personalize_files import NothingToImportError, stage_personalize_files
 
-    hook = PersonalizeHook(aws_conn_id=planned["aws_conn_id"])
-    imported = hook.paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arns["interactions"])
-    if not params["initial_import_days"] or hook.latest_active_version(solution_arn):
+    if not params["initial_import_days"]:
         return []
+    hook = PersonalizeHook(aws_conn_id=planned["aws_conn_id"])
+    if hook.latest_active_version(solution_arn):
+        return []
+    imported = hook.paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arns["interactions"])
     if any(job["status"] == "ACTIVE" for job in imported):
         return []
     settings = load_settings(use_airflow_variables=True)
