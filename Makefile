@@ -19,7 +19,7 @@ export PATH := $(BIN):$(PATH)
 
 DEMO_DAYS ?= 14
 
-.PHONY: help install demo test lint format airflow-home constraints clean serve airflow
+.PHONY: help install jdbc-drivers demo test lint format airflow-home constraints clean serve airflow
 
 help:
 	@echo "make demo   - install, seed the embedded source DB, extract the last $(DEMO_DAYS) days, train, show the result"
@@ -29,7 +29,16 @@ help:
 	@echo "make lint   - ruff check + format check"
 	@echo "make clean  - remove .venv and the local AIRFLOW_HOME"
 
-install: $(STAMP)
+install: $(STAMP) jdbc-drivers
+
+# Java 17 runs Spark; the JDBC drivers come from Debian (extraction_backend=spark-local and its tests).
+JDBC_JARS := /usr/share/java/postgresql.jar /usr/share/java/mariadb-java-client.jar
+jdbc-drivers:
+	@if ! ls $(JDBC_JARS) >/dev/null 2>&1 || ! command -v java >/dev/null; then \
+		echo "== installing Java 17 and the JDBC drivers (Debian packages)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q openjdk-17-jre-headless libpostgresql-jdbc-java libmariadb-java; \
+	fi
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-serving.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

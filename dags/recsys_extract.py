@@ -17,10 +17,16 @@ The Personalize interactions CSV has the header `USER_ID,ITEM_ID,TIMESTAMP,EVENT
 
 **Backends** (`extraction_backend`): `arrow` reads PostgreSQL as Arrow record batches (ADBC, binary
 COPY) and validates them vectorised — same rules, reasons and files as `rows` (SQLAlchemy rows, every
-source; Parquet row groups differ); `auto` (default) picks `arrow` for PostgreSQL.
+source; Parquet row groups differ); `auto` (default) picks `arrow` for PostgreSQL. The Spark backends
+run the same extraction as a PySpark job (JDBC read split by hour, validation as DataFrame expressions)
+for PostgreSQL and MySQL/MariaDB sources: `spark-local` (`SparkSubmitOperator`, connection
+`spark_local`, e.g. master `local[2]`), `glue` (`GlueJobOperator`), `emr-serverless`
+(`EmrServerlessStartJobOperator`), `dataproc` (`DataprocCreateBatchOperator`), the cloud ones deferrable.
 
-**Tasks**: `plan` (which day) → `extract` (stream + validate into an unpublished version) →
-`publish` (quality policy, atomic commit, `recsys_extract_partitions` asset event).
+**Tasks**: `plan` (which day) → `route` (the backend) → either `extract` (stream + validate into an
+unpublished version, in the worker) or `prepare_spark` (version folder, job spec, code upload) → the
+engine's task → `collect_spark` (the job's output into the partition's files) → `publish` (quality
+policy, atomic commit, `recsys_extract_partitions` asset event).
 
 **Re-running a day replaces its partition exactly**, so backfills after an outage are safe:
 `airflow backfill create --dag-id recsys_extract --from-date 2026-11-01 --to-date 2026-11-05
@@ -38,6 +44,9 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from recsys.assets import EXTRACT_PARTITIONS
+from recsys.config import deployed_spark_backends  # stdlib only: cheap at parse time
+
+SPARK_TASKS = {"spark-local": "spark_local", "glue": "glue", "emr-serverless": "emr_serverless", "dataproc": "dataproc"}
 
 PARAMS = {
     "source_conn_id": Param(
@@ -72,10 +81,11 @@ PARAMS = {
     "extraction_backend": Param(
         None,
         type=["null", "string"],
-        enum=[None, "auto", "arrow", "rows"],
+        enum=[None, "auto", "arrow", "rows", "spark-local", "glue", "emr-serverless", "dataproc"],
         title="Extraction backend",
         description="arrow = Arrow record batches over ADBC, vectorised validation (PostgreSQL sources); "
-        "rows = SQLAlchemy rows (every source); auto = arrow where it applies. Empty = the setting.",
+        "rows = SQLAlchemy rows (every source); auto = arrow where it applies; spark-local / glue / "
+        "emr-serverless / dataproc = the PySpark job (PostgreSQL, MySQL/MariaDB). Empty = the setting.",
     ),
 }
 
@@ -85,6 +95,69 @@ def _fail_fast(exc: Exception):
     from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException(f"{type(exc).__name__}: {exc}")
+
+
+def _planned(path: str) -> str:
+    """A template for one value of ``prepare_spark``'s plan (rendered as the native object)."""
+    keys = "".join(f"[{key!r}]" for key in path.split("."))
+    return "{{ ti.xcom_pull(task_ids='prepare_spark')" + keys + " }}"
+
+
+def _submitted(*fields: str) -> dict:
+    """Cloud operator arguments, templated from the request ``prepare_spark`` planned for its engine."""
+    return {field: _planned(f"submit.{field}") for field in fields}
+
+
+def _engine_task(backend: str):
+    """The task that runs the Spark job on ``backend`` (its provider imported only when deployed)."""
+    if backend == "spark-local":
+        from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+
+        password = "{{ conn.get(ti.xcom_pull(task_ids='prepare_spark')['source_conn_id']).password or '' }}"
+        return SparkSubmitOperator(
+            task_id="spark_local",
+            conn_id="spark_local",
+            application=_planned("script"),
+            jars=_planned("jars"),
+            conf=_planned("local_conf"),
+            name="recsys-extract",
+            application_args=["--spec", _planned("spec_uri")],
+            env_vars={"RECSYS_SOURCE_PASSWORD": password},
+            execution_timeout=timedelta(hours=2),
+        )
+    if backend == "glue":
+        from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
+
+        fields = ("job_name", "script_location", "iam_role_name", "script_args", "create_job_kwargs", "aws_conn_id")
+        return GlueJobOperator(task_id="glue", deferrable=True, update_config=True, **_submitted(*fields))
+    if backend == "emr-serverless":
+        from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+
+        fields = ("application_id", "execution_role_arn", "name", "job_driver", "aws_conn_id")
+        return EmrServerlessStartJobOperator(task_id="emr_serverless", deferrable=True, **_submitted(*fields))
+    from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator
+
+    fields = ("project_id", "region", "batch_id", "batch", "gcp_conn_id")
+    return DataprocCreateBatchOperator(task_id="dataproc", deferrable=True, **_submitted(*fields))
+
+
+def _source_engine(settings):
+    from recsys.data.source import engine_for_conn_id
+
+    try:
+        return engine_for_conn_id(settings.source_conn_id)
+    except ValueError as exc:  # unsupported connection type, missing path
+        raise _fail_fast(exc) from exc
+
+
+def _run_record(settings) -> dict:
+    context = get_current_context()
+    return {
+        "dag_id": context["dag"].dag_id,
+        "run_id": context["run_id"],
+        "try_number": context["ti"].try_number,
+        "source_conn_id": settings.source_conn_id,
+    }
 
 
 def _settings():
@@ -105,6 +178,7 @@ def _settings():
     tags=["recsys", "extract"],
     params=PARAMS,
     doc_md=__doc__,
+    render_template_as_native_obj=True,  # the Spark tasks take the plan's dicts and lists as they are
 )
 def recsys_extract():
     @task(multiple_outputs=False)
@@ -122,43 +196,68 @@ def recsys_extract():
         )
         return {"start": interval.start.isoformat(), "end": interval.end.isoformat()}
 
+    @task.branch
+    def route() -> list[str]:
+        """The worker backends run in ``extract``; a Spark backend in ``prepare_spark`` + its engine's task."""
+        from recsys.data.extract import BACKENDS
+
+        backend = _settings().extraction_backend
+        if backend not in BACKENDS:
+            raise _fail_fast(ValueError(f"extraction_backend must be one of {', '.join(BACKENDS)}, got {backend!r}"))
+        if backend in SPARK_TASKS and backend not in deployed_spark_backends():
+            raise _fail_fast(
+                ValueError(
+                    f"{backend} is not deployed here: add it to RECSYS_SPARK_BACKENDS (now {deployed_spark_backends()})"
+                )
+            )
+        return ["prepare_spark", SPARK_TASKS[backend]] if backend in SPARK_TASKS else ["extract"]
+
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
     def extract(interval: dict) -> dict:
         """Stream the day's rows from the source, validate, write an unpublished version."""
         from recsys.data.extract import stage_partition
-        from recsys.data.source import engine_for_conn_id
         from recsys.data.validate import Interval
 
         settings = _settings()
-        context = get_current_context()
+        engine = _source_engine(settings)
         try:
-            engine = engine_for_conn_id(settings.source_conn_id)
-        except ValueError as exc:  # unsupported connection type, missing path
-            raise _fail_fast(exc) from exc
-        try:
-            staged = stage_partition(
-                engine,
-                Interval(datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"])),
-                settings,
-                run={
-                    "dag_id": context["dag"].dag_id,
-                    "run_id": context["run_id"],
-                    "try_number": context["ti"].try_number,
-                    "source_conn_id": settings.source_conn_id,
-                },
-            )
+            day = Interval(datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"]))
+            return stage_partition(engine, day, settings, run=_run_record(settings))
         except ValueError as exc:  # a backend this source does not support
             raise _fail_fast(exc) from exc
         finally:
             engine.dispose()
-        return staged
 
-    @task(multiple_outputs=False, outlets=[EXTRACT_PARTITIONS])
-    def publish(staged: dict) -> dict:
+    @task(multiple_outputs=False)
+    def prepare_spark(interval: dict) -> dict:
+        """A new version folder, the job spec in it and (cloud engines) the job's code in the object store."""
+        from recsys.data import spark_extract
+        from recsys.data.validate import Interval
+
+        settings = _settings()
+        engine = _source_engine(settings)
+        try:
+            day = Interval(datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"]))
+            return spark_extract.prepare(engine, day, settings, settings.extraction_backend, settings.source_conn_id)
+        except ValueError as exc:  # e.g. a SQLite source
+            raise _fail_fast(exc) from exc
+        finally:
+            engine.dispose()
+
+    @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
+    def collect_spark(plan: dict) -> dict:
+        """The Spark job's output into the partition's files (one streaming columnar pass)."""
+        from recsys.data import spark_extract
+
+        return spark_extract.assemble(plan, _run_record(_settings()))
+
+    @task(multiple_outputs=False, outlets=[EXTRACT_PARTITIONS], trigger_rule="none_failed_min_one_success")
+    def publish() -> dict:
         """Apply the quality policy and commit the partition atomically; emit the asset event."""
         from recsys.data.extract import DataQualityError, QualityPolicy, publish_partition
 
         context = get_current_context()
+        staged = next(s for s in context["ti"].xcom_pull(task_ids=["extract", "collect_spark"]) if s)
         params = context["params"]
         policy = QualityPolicy(
             max_bad_fraction=float(params["max_bad_fraction"]),
@@ -182,7 +281,17 @@ def recsys_extract():
         context["outlet_events"][EXTRACT_PARTITIONS].extra = summary
         return summary
 
-    publish(extract(plan()))
+    interval = plan()
+    routed = route()
+    interval >> routed
+    staged = extract(interval)
+    prepared = prepare_spark(interval)
+    engines = [_engine_task(backend) for backend in deployed_spark_backends()]
+    routed >> [staged, prepared, *engines]
+    prepared >> engines
+    collected = collect_spark(prepared)
+    engines >> collected
+    [staged, collected] >> publish()
 
 
 recsys_extract()

@@ -6,6 +6,11 @@ ENV TF_USE_LEGACY_KERAS=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PYTHONPATH=/opt/airflow/include
 
+# Java 17 and the JDBC drivers for extraction_backend=spark-local (pyspark comes from requirements.txt).
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless libpostgresql-jdbc-java libmariadb-java \
+    && rm -rf /var/lib/apt/lists/*
 USER airflow
 COPY --chown=airflow:0 requirements.txt constraints.txt /opt/airflow/requirements/
 RUN pip install --no-cache-dir \

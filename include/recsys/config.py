@@ -26,6 +26,21 @@ PERSONALIZE_IMPORT_POOL = ("personalize_imports", 5, "Personalize dataset import
 DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "watch")
 
 
+SPARK_BACKENDS = ("spark-local", "glue", "emr-serverless", "dataproc")
+
+
+def deployed_spark_backends(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The Spark engines this deployment's ``recsys_extract`` has tasks for (``RECSYS_SPARK_BACKENDS``,
+    comma-separated; default ``spark-local``). Read when the DAG file is parsed, so a deployment that does
+    not use a cloud engine does not import its provider (Dataproc's client adds 0.4 s to every parse)."""
+    raw = (os.environ if env is None else env).get(ENV_PREFIX + "SPARK_BACKENDS", "spark-local")
+    wanted = tuple(b.strip() for b in raw.split(",") if b.strip())
+    unknown = [b for b in wanted if b not in SPARK_BACKENDS]
+    if unknown:
+        raise ValueError(f"{ENV_PREFIX}SPARK_BACKENDS: unknown {unknown}; choose from {', '.join(SPARK_BACKENDS)}")
+    return wanted
+
+
 def _default_storage_root() -> str:
     home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
     return (home / "recsys-data").resolve().as_uri()
@@ -40,7 +55,19 @@ class Settings:
     aws_conn_id: str = "aws_default"
     gcp_conn_id: str = "google_cloud_default"
     extract_chunk_rows: int = 50_000
-    extraction_backend: str = "auto"  # auto | arrow (ADBC, PostgreSQL) | rows (SQLAlchemy, every source)
+    extraction_backend: str = "auto"  # auto | arrow | rows | spark-local | glue | emr-serverless | dataproc
+    # The Spark backends (recsys.data.spark_extract): where the job's code goes, the engines' resources.
+    spark_jdbc_jars: str = "/usr/share/java/postgresql.jar,/usr/share/java/mariadb-java-client.jar"
+    spark_code_uri: str = (
+        ""  # s3:// or gs:// prefix for the job's script, zip and jars; empty = <storage_root>/code/spark
+    )
+    glue_job_name: str = "recsys-extract"
+    glue_role_name: str = ""  # the job's IAM role (README: Spark backends, IAM)
+    emr_serverless_application_id: str = ""
+    emr_serverless_role_arn: str = ""
+    dataproc_project: str = ""  # empty = vertex_project
+    dataproc_region: str = ""  # empty = vertex_region
+    dataproc_service_account: str = ""
     known_event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     anomaly_lookback_partitions: int = 7
     anomaly_low_ratio: float = 0.5

@@ -38,6 +38,7 @@ def setup_connections() -> None:
     wanted = [
         Connection(conn_id=settings.source_conn_id, conn_type="sqlite", host=str(demo_source_db())),
         Connection(conn_id=settings.delivery_conn_id, conn_type="sqlite", host=str(demo_app_db())),
+        Connection(conn_id="spark_local", conn_type="spark", host="local[2]"),  # extraction_backend=spark-local
     ]
     with create_session() as session:
         for conn in wanted:

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recsys.data import writers as w
-from recsys.data.validate import MAX_ID_LENGTH, Interval, validate_interaction
+from recsys.data.validate import MAX_ID_LENGTH, Interval, quarantine_row, snapshot_row, validate_interaction
 
 COLUMNS = ("user_id", "item_id", "event_type", "event_value", "occurred_at")
 BATCH_BYTES = 16 << 20
@@ -177,8 +177,6 @@ def _with_fixed(table: pa.Table, mask: pa.Array, fixed: dict[int, tuple], schema
 
 def split(batch: pa.RecordBatch, interval: Interval, known: frozenset[str]) -> tuple[pa.Table, list[tuple], Counter]:
     """The batch's clean rows (query order) and its quarantine rows ``(table, reason, raw row)``."""
-    from recsys.data.extract import quarantine_row
-
     mask = certainly_valid(batch, interval, known)
     reasons: Counter = Counter()
     quarantined, fixed = [], {}
@@ -219,12 +217,13 @@ def write_interactions(engine, interval: Interval, settings, out: dict, known: f
             read += batch.num_rows
             table, quarantined, why = split(batch, interval, known)
             reasons.update(why)
-            writer.submit(_write_batch, out, table, quarantined)
+            writer.submit(write_batch, out, table, quarantined)
             active.update(pc.unique(table["user_id"]).to_pylist())
     return reasons, read, active
 
 
-def _write_batch(out: dict, table: pa.Table, quarantined: list[tuple]) -> None:
+def write_batch(out: dict, table: pa.Table, quarantined: list[tuple]) -> None:
+    """One batch of clean interactions (and its quarantined rows) into the partition's files."""
     out["interactions"].write_table(table)
     rows = table.select(["user_id", "item_id", "timestamp", "event_type"])
     out["personalize_interactions"].write_bytes(csv_bytes(rows), table.num_rows)
@@ -283,8 +282,6 @@ def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict) -> Cou
     """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key)."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    from recsys.data.extract import quarantine_row, snapshot_row
-
     reasons: Counter = Counter()
     names = ", ".join(schema.names)
     with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
@@ -294,7 +291,7 @@ def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict) -> Cou
             fixed, bad = {}, []
             for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
                 raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
-                good, why = snapshot_row(table_name, raw, schema)
+                good, why = snapshot_row(table_name, raw)
                 if good is None:
                     bad.append((table_name, why, quarantine_row(raw)))
                     reasons[why] += 1
@@ -302,8 +299,12 @@ def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict) -> Cou
                     fixed[index] = good
             kept = pa.Table.from_batches([batch]).filter(mask)
             kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
-            table = _with_fixed(kept, mask, fixed, schema)
-            out[table_name].write_table(table)
-            out[f"personalize_{table_name}"].write_bytes(csv_bytes(table), table.num_rows)
-            out["quarantine"].write_rows(bad)
+            write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), bad)
     return reasons
+
+
+def write_snapshot_batch(out: dict, name: str, table: pa.Table, quarantined: list[tuple]) -> None:
+    """One batch of a users/items snapshot (and its quarantined rows) into the partition's files."""
+    out[name].write_table(table)
+    out[f"personalize_{name}"].write_bytes(csv_bytes(table), table.num_rows)
+    out["quarantine"].write_rows(quarantined)

@@ -7,7 +7,6 @@ commits the manifest atomically. Splitting the two keeps the commit small and re
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +20,14 @@ from recsys.data import arrow_extract
 from recsys.data import writers as w
 from recsys.data.partitions import PartitionStore
 from recsys.data.source import stream_interactions, stream_table
-from recsys.data.validate import Interval, assess_volume, validate_interaction
+from recsys.data.validate import (
+    SNAPSHOT_FIELDS,
+    Interval,
+    assess_volume,
+    quarantine_row,
+    snapshot_row,
+    validate_interaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +49,14 @@ class QualityPolicy:
             raise ValueError(f"anomaly_action must be 'warn' or 'fail', got {self.anomaly_action!r}")
 
 
+BACKENDS = ("auto", "arrow", "rows", "spark-local", "glue", "emr-serverless", "dataproc")
+
+
 def extraction_backend(engine: Engine, wanted: str) -> str:
-    """``arrow`` (ADBC, PostgreSQL only) or ``rows``; ``auto`` picks arrow where it applies."""
-    if wanted not in ("auto", "arrow", "rows"):
-        raise ValueError(f"extraction_backend must be auto, arrow or rows, got {wanted!r}")
+    """``arrow`` (ADBC, PostgreSQL only) or ``rows`` in the worker; ``auto`` picks arrow where it applies.
+    The Spark backends run as jobs (:mod:`recsys.data.spark_extract`), not here."""
+    if wanted not in BACKENDS[:3]:
+        raise ValueError(f"extraction_backend must be one of {', '.join(BACKENDS)}; {wanted!r} does not run here")
     if wanted == "arrow" and not arrow_extract.supports(engine):
         raise ValueError(f"the arrow backend reads PostgreSQL sources; this source is {engine.dialect.name}")
     if wanted == "auto":
@@ -74,11 +84,6 @@ def resolve_interval(
     return Interval.for_day(anchor.date() - timedelta(days=1))
 
 
-def quarantine_row(row: tuple) -> str:
-    """A quarantined row as the quarantine file stores it (JSON, timestamps in ISO format)."""
-    return json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in row], default=str)
-
-
 def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter, int, set[str]]:
     reasons: Counter = Counter()
     read = 0
@@ -102,45 +107,75 @@ def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter
     return reasons, read, active_users
 
 
-def snapshot_row(table: str, row: tuple, schema) -> tuple[tuple | None, str | None]:
-    """A users/items row typed for the snapshot files, or ``None`` and the reason it is quarantined."""
-    key = row[0]
-    if key is None or not str(key).strip():
-        return None, f"{schema.names[0]} is missing"
-    try:
-        return _typed_snapshot_row(row, schema), None
-    except (TypeError, ValueError) as exc:
-        return None, f"malformed value ({exc})"
-
-
 def _write_snapshot(engine, settings, table: str, out) -> Counter:
     reasons: Counter = Counter()
-    schema = w.USERS_SCHEMA if table == "users" else w.ITEMS_SCHEMA
     for chunk in stream_table(engine, table, settings.extract_chunk_rows):
         good, bad = [], []
         for row in chunk:
-            typed, why = snapshot_row(table, row, schema)
+            typed, why = snapshot_row(table, row)
             if typed is None:
                 bad.append((table, why, quarantine_row(row)))
             else:
                 good.append(typed)
         reasons.update(why for _, why, _ in bad)
-        out[table].write_columns({name: [r[i] for r in good] for i, name in enumerate(schema.names)})
+        out[table].write_columns({name: [r[i] for r in good] for i, (name, _) in enumerate(SNAPSHOT_FIELDS[table])})
         out[f"personalize_{table}"].write_rows(good)
         out["quarantine"].write_rows(bad)
     return reasons
 
 
-def _typed_snapshot_row(row: tuple, schema) -> tuple:
-    typed = []
-    for value, field in zip(row, schema, strict=True):
-        if value is None or value == "":
-            typed.append(None)
-        elif str(field.type).startswith("int"):
-            typed.append(int(value))
-        else:
-            typed.append(str(value).strip())
-    return tuple(typed)
+def open_outputs(vw: w.VersionWriter) -> dict[str, Any]:
+    """The files of one partition version, by name (every backend writes the same set)."""
+    return {
+        "interactions": vw.parquet("interactions", "interactions.parquet", w.INTERACTIONS_SCHEMA),
+        "users": vw.parquet("users", "users.parquet", w.USERS_SCHEMA),
+        "items": vw.parquet("items", "items.parquet", w.ITEMS_SCHEMA),
+        "personalize_interactions": vw.csv(
+            "personalize_interactions", "personalize/interactions.csv", w.PERSONALIZE_INTERACTIONS_HEADER
+        ),
+        "personalize_users": vw.csv("personalize_users", "personalize/users.csv", w.PERSONALIZE_USERS_HEADER),
+        "personalize_items": vw.csv("personalize_items", "personalize/items.csv", w.PERSONALIZE_ITEMS_HEADER),
+        "batch_inference_users": vw.jsonl("batch_inference_users", "batch_inference/users.jsonl"),
+        "quarantine": vw.csv("quarantine", "quarantine.csv", w.QUARANTINE_HEADER),
+    }
+
+
+@dataclass
+class StagedCounts:
+    """What a backend reports after writing a version's files."""
+
+    read: int
+    reasons: Counter
+    user_reasons: Counter
+    item_reasons: Counter
+    active_users: set[str]
+
+
+def staged_record(
+    interval: Interval, version: str, version_dir, files: dict, counts: StagedCounts, run: dict[str, Any]
+) -> dict[str, Any]:
+    """The staged partition as ``publish_partition`` takes it (and the manifest records it)."""
+    reasons, user_reasons, item_reasons = counts.reasons, counts.user_reasons, counts.item_reasons
+    staged = {
+        "partition": interval.day.isoformat(),
+        "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
+        "version": version,
+        "version_dir": str(version_dir),
+        "counts": {
+            "read": counts.read,
+            "valid": files["interactions"]["rows"],
+            "quarantined": sum(reasons.values()),
+            "quarantined_snapshot_rows": sum(user_reasons.values()) + sum(item_reasons.values()),
+            "active_users": len(counts.active_users),
+            "users": files["users"]["rows"],
+            "items": files["items"]["rows"],
+        },
+        "quarantine_reasons": {"interactions": dict(reasons), "users": dict(user_reasons), "items": dict(item_reasons)},
+        "files": files,
+        "run": run,
+    }
+    log.info("staged %s version %s: %s", staged["partition"], version, staged["counts"])
+    return staged
 
 
 def stage_partition(
@@ -150,20 +185,9 @@ def stage_partition(
     store = PartitionStore(settings.extract_root)
     version, version_dir = store.new_version(interval.day)
     known = frozenset(settings.known_event_types)
+    backend = extraction_backend(engine, settings.extraction_backend)
     with w.VersionWriter(version_dir, version) as vw:
-        out = {
-            "interactions": vw.parquet("interactions", "interactions.parquet", w.INTERACTIONS_SCHEMA),
-            "users": vw.parquet("users", "users.parquet", w.USERS_SCHEMA),
-            "items": vw.parquet("items", "items.parquet", w.ITEMS_SCHEMA),
-            "personalize_interactions": vw.csv(
-                "personalize_interactions", "personalize/interactions.csv", w.PERSONALIZE_INTERACTIONS_HEADER
-            ),
-            "personalize_users": vw.csv("personalize_users", "personalize/users.csv", w.PERSONALIZE_USERS_HEADER),
-            "personalize_items": vw.csv("personalize_items", "personalize/items.csv", w.PERSONALIZE_ITEMS_HEADER),
-            "batch_inference_users": vw.jsonl("batch_inference_users", "batch_inference/users.jsonl"),
-            "quarantine": vw.csv("quarantine", "quarantine.csv", w.QUARANTINE_HEADER),
-        }
-        backend = extraction_backend(engine, settings.extraction_backend)
+        out = open_outputs(vw)
         if backend == "arrow":
             reasons, read, active_users = arrow_extract.write_interactions(engine, interval, settings, out, known)
             user_reasons = arrow_extract.write_snapshot(engine, "users", w.USERS_SCHEMA, out)
@@ -173,27 +197,9 @@ def stage_partition(
             user_reasons = _write_snapshot(engine, settings, "users", out)
             item_reasons = _write_snapshot(engine, settings, "items", out)
         out["batch_inference_users"].write_user_ids(sorted(active_users))
-    files = vw.entries()
-    staged = {
-        "partition": interval.day.isoformat(),
-        "interval": {"start": interval.start.isoformat(), "end": interval.end.isoformat()},
-        "version": version,
-        "version_dir": str(version_dir),
-        "counts": {
-            "read": read,
-            "valid": files["interactions"]["rows"],
-            "quarantined": sum(reasons.values()),
-            "quarantined_snapshot_rows": sum(user_reasons.values()) + sum(item_reasons.values()),
-            "active_users": len(active_users),
-            "users": files["users"]["rows"],
-            "items": files["items"]["rows"],
-        },
-        "quarantine_reasons": {"interactions": dict(reasons), "users": dict(user_reasons), "items": dict(item_reasons)},
-        "files": files,
-        "run": {**(run or {}), "extraction_backend": backend},
-    }
-    log.info("staged %s version %s: %s", staged["partition"], version, staged["counts"])
-    return staged
+    counts = StagedCounts(read, reasons, user_reasons, item_reasons, active_users)
+    run = {**(run or {}), "extraction_backend": backend}
+    return staged_record(interval, version, version_dir, vw.entries(), counts, run)
 
 
 def publish_partition(staged: dict[str, Any], settings: Settings, policy: QualityPolicy) -> dict[str, Any]:

@@ -1,7 +1,12 @@
-"""Row-level validation of extracted interactions and the volume (row count) anomaly check."""
+"""Row-level validation of extracted rows and the volume (row count) anomaly check.
+
+Standard library only: the Spark extraction job ships this module to its executors, so every
+backend applies the same rules and gives the same reasons.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -10,6 +15,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
 MAX_ID_LENGTH = 256  # Amazon Personalize's limit for USER_ID / ITEM_ID
+# The users/items snapshot columns and their types (the Parquet schemas in recsys.data.writers follow them).
+SNAPSHOT_FIELDS = {
+    "users": (("user_id", str), ("age", int), ("gender", str), ("occupation", str)),
+    "items": (("item_id", str), ("title", str), ("genres", str), ("release_year", int)),
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,26 @@ def validate_interaction(
         CleanInteraction(user_id, item_id, event_type, event_value, int(occurred_at.timestamp()), occurred_at),
         None,
     )
+
+
+def quarantine_row(row: Sequence[Any]) -> str:
+    """A quarantined row as the quarantine file stores it (JSON, timestamps in ISO format)."""
+    return json.dumps([v.isoformat() if isinstance(v, datetime) else v for v in row], default=str)
+
+
+def snapshot_row(table: str, row: Sequence[Any]) -> tuple[tuple | None, str | None]:
+    """A ``users``/``items`` row typed for the snapshot files, or ``None`` and the reason it is quarantined."""
+    fields = SNAPSHOT_FIELDS[table]
+    key = row[0]
+    if key is None or not str(key).strip():
+        return None, f"{fields[0][0]} is missing"
+    try:
+        return tuple(
+            None if value is None or value == "" else kind(value) if kind is int else str(value).strip()
+            for value, (_, kind) in zip(row, fields, strict=True)
+        ), None
+    except (TypeError, ValueError) as exc:
+        return None, f"malformed value ({exc})"
 
 
 def assess_volume(count: int, previous_counts: Sequence[int], low_ratio: float, high_ratio: float) -> dict:
