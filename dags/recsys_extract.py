@@ -24,8 +24,8 @@ for PostgreSQL and MySQL/MariaDB sources: `spark-local` (`SparkSubmitOperator`, 
 (`EmrServerlessStartJobOperator`), `dataproc` (`DataprocCreateBatchOperator`), the cloud ones deferrable.
 
 **Tasks**: `plan` (which day) → `route` (the backend) → either `extract` (stream + validate into an
-unpublished version, in the worker) or `prepare_spark` (version folder, job spec, code upload) → the
-engine's task → `collect_spark` (the job's output into the partition's files) → `publish` (quality
+unpublished version, in the worker) or `prepare_spark` (version folder, job spec, code upload) →
+`engine` → the engine's task → `collect_spark` (the job's output into the partition's files) → `publish` (quality
 policy, atomic commit, `recsys_extract_partitions` asset event).
 
 **Re-running a day replaces its partition exactly**, so backfills after an outage are safe:
@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from recsys.assets import EXTRACT_PARTITIONS
-from recsys.config import deployed_spark_backends  # stdlib only: cheap at parse time
+from recsys.config import deployed_spark_backends, load_settings  # stdlib only: cheap at parse time
 
 SPARK_TASKS = {"spark-local": "spark_local", "glue": "glue", "emr-serverless": "emr_serverless", "dataproc": "dataproc"}
 
@@ -125,20 +125,30 @@ def _engine_task(backend: str):
             env_vars={"RECSYS_SOURCE_PASSWORD": password},
             execution_timeout=timedelta(hours=2),
         )
+    settings = load_settings()  # environment only at parse time: how often and how long the triggerer waits
+    waits = {
+        "waiter_delay": settings.spark_poll_seconds,
+        "waiter_max_attempts": max(1, settings.spark_timeout_seconds // settings.spark_poll_seconds),
+    }
     if backend == "glue":
         from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 
-        fields = ("job_name", "script_location", "iam_role_name", "script_args", "create_job_kwargs", "aws_conn_id")
-        return GlueJobOperator(task_id="glue", deferrable=True, update_config=True, **_submitted(*fields))
+        fields = ("job_name", "script_location", "iam_role_arn", "script_args", "create_job_kwargs", "aws_conn_id")
+        return GlueJobOperator(task_id="glue", deferrable=True, update_config=True, **waits, **_submitted(*fields))
     if backend == "emr-serverless":
         from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
 
         fields = ("application_id", "execution_role_arn", "name", "job_driver", "aws_conn_id")
-        return EmrServerlessStartJobOperator(task_id="emr_serverless", deferrable=True, **_submitted(*fields))
+        return EmrServerlessStartJobOperator(task_id="emr_serverless", deferrable=True, **waits, **_submitted(*fields))
     from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator
 
     fields = ("project_id", "region", "batch_id", "batch", "gcp_conn_id")
-    return DataprocCreateBatchOperator(task_id="dataproc", deferrable=True, **_submitted(*fields))
+    return DataprocCreateBatchOperator(
+        task_id="dataproc",
+        deferrable=True,
+        polling_interval_seconds=settings.spark_poll_seconds,
+        **_submitted(*fields),
+    )
 
 
 def _source_engine(settings):
@@ -197,7 +207,7 @@ def recsys_extract():
         return {"start": interval.start.isoformat(), "end": interval.end.isoformat()}
 
     @task.branch
-    def route() -> list[str]:
+    def route() -> str:
         """The worker backends run in ``extract``; a Spark backend in ``prepare_spark`` + its engine's task."""
         from recsys.data.extract import BACKENDS
 
@@ -210,7 +220,7 @@ def recsys_extract():
                     f"{backend} is not deployed here: add it to RECSYS_SPARK_BACKENDS (now {deployed_spark_backends()})"
                 )
             )
-        return ["prepare_spark", SPARK_TASKS[backend]] if backend in SPARK_TASKS else ["extract"]
+        return "prepare_spark" if backend in SPARK_TASKS else "extract"
 
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
     def extract(interval: dict) -> dict:
@@ -243,6 +253,11 @@ def recsys_extract():
             raise _fail_fast(exc) from exc
         finally:
             engine.dispose()
+
+    @task.branch
+    def engine(plan: dict) -> str:
+        """The task of the engine this run's plan is for (the other engines' tasks are skipped)."""
+        return SPARK_TASKS[plan["backend"]]
 
     @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
     def collect_spark(plan: dict) -> dict:
@@ -287,8 +302,8 @@ def recsys_extract():
     staged = extract(interval)
     prepared = prepare_spark(interval)
     engines = [_engine_task(backend) for backend in deployed_spark_backends()]
-    routed >> [staged, prepared, *engines]
-    prepared >> engines
+    routed >> [staged, prepared]
+    engine(prepared) >> engines
     collected = collect_spark(prepared)
     engines >> collected
     [staged, collected] >> publish()

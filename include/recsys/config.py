@@ -62,12 +62,14 @@ class Settings:
         ""  # s3:// or gs:// prefix for the job's script, zip and jars; empty = <storage_root>/code/spark
     )
     glue_job_name: str = "recsys-extract"
-    glue_role_name: str = ""  # the job's IAM role (README: Spark backends, IAM)
+    glue_role_arn: str = ""  # the job's IAM role (README: Spark backends, IAM)
     emr_serverless_application_id: str = ""
     emr_serverless_role_arn: str = ""
     dataproc_project: str = ""  # empty = vertex_project
     dataproc_region: str = ""  # empty = vertex_region
     dataproc_service_account: str = ""
+    spark_poll_seconds: int = 30  # cloud engines: how often the triggerer polls the job (read at parse time)
+    spark_timeout_seconds: int = 4 * 3600
     known_event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     anomaly_lookback_partitions: int = 7
     anomaly_low_ratio: float = 0.5

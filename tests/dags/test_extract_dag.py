@@ -39,8 +39,9 @@ def day_rows(row, day: date, count: int, user="u0"):
 
 def run_for_day(dag, day: date, **conf):
     """A run like the scheduler's for ``day``: logical date day+1 gives the interval [day, day+1)."""
-    return dag.test(logical_date=datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC),
-                    run_conf=conf or None)  # fmt: skip
+    return dag.test(
+        logical_date=datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=UTC), run_conf=conf or None
+    )
 
 
 def failed_task(run) -> tuple[str, str, int]:
@@ -65,14 +66,20 @@ def asset_events(dag_id: str) -> list[dict]:
 
 
 def test_scheduled_run_publishes_the_interval(extract_dag, source_db, connect, storage_root, insert, row):
-    insert(source_db.engine, users=USERS, items=ITEMS,
-           interactions=day_rows(row, DAY1, 12) + day_rows(row, DAY1 + timedelta(days=1), 4))  # fmt: skip
+    insert(
+        source_db.engine,
+        users=USERS,
+        items=ITEMS,
+        interactions=day_rows(row, DAY1, 12) + day_rows(row, DAY1 + timedelta(days=1), 4),
+    )
     connect(source_db)
     before = len(asset_events("recsys_extract"))
     run = run_for_day(extract_dag, DAY1)
     assert run.state == "success"
     assert (run.data_interval_start, run.data_interval_end) == (
-        datetime(2026, 11, 10, tzinfo=UTC), datetime(2026, 11, 11, tzinfo=UTC))  # fmt: skip
+        datetime(2026, 11, 10, tzinfo=UTC),
+        datetime(2026, 11, 11, tzinfo=UTC),
+    )
     manifest = PartitionStore(storage_root + "/extract").read_manifest(DAY1)
     assert manifest["counts"]["valid"] == 12 and manifest["status"] == "ok"
     assert manifest["run"]["run_id"] == run.run_id and manifest["run"]["source_conn_id"] == "recsys_source"
@@ -84,14 +91,21 @@ def test_scheduled_run_publishes_the_interval(extract_dag, source_db, connect, s
 
 def test_backfill_like_sequence_with_late_rows(extract_dag, sqlite_source, connect, storage_root, insert, row):
     days = [DAY1 + timedelta(days=d) for d in range(3)]
-    insert(sqlite_source.engine, users=USERS, items=ITEMS,
-           interactions=day_rows(row, days[0], 10) + day_rows(row, days[2], 8))  # fmt: skip
+    insert(
+        sqlite_source.engine,
+        users=USERS,
+        items=ITEMS,
+        interactions=day_rows(row, days[0], 10) + day_rows(row, days[2], 8),
+    )
     connect(sqlite_source)
     for day in days:
         assert run_for_day(extract_dag, day).state == "success"
     store = PartitionStore(storage_root + "/extract")
     assert [(m["partition"], m["status"], m["counts"]["valid"]) for m in store.manifests()] == [
-        ("2026-11-10", "ok", 10), ("2026-11-11", "empty", 0), ("2026-11-12", "ok", 8)]  # fmt: skip
+        ("2026-11-10", "ok", 10),
+        ("2026-11-11", "empty", 0),
+        ("2026-11-12", "ok", 8),
+    ]
 
     insert(sqlite_source.engine, interactions=day_rows(row, days[1], 6, user="u1"))  # the outage's rows arrive
     assert run_for_day(extract_dag, days[1]).state == "success"
@@ -216,3 +230,67 @@ def test_a_cloud_engine_this_deployment_lacks_fails_clearly(extract_dag, sqlite_
     run = run_for_day(extract_dag, DAY1, extraction_backend="glue")  # RECSYS_SPARK_BACKENDS: spark-local only
     assert run.state == "failed"
     assert failed_task(run) == ("route", "failed", 1)
+
+
+@pytest.fixture
+def cloud_engines(tmp_path, monkeypatch, airflow_db, moto_s3, s3_bucket):
+    """Glue and EMR Serverless emulated (they run the job with a local spark-submit), every engine deployed;
+    the job's code goes to S3 (moto), as both services require, the data stays on file://."""
+    import os
+    import sys
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from recsys.emulators.ports import free_port
+    from recsys.emulators.running import RunningFake
+    from recsys.emulators.spark_engines import SparkEnginesFake, airflow_connection
+
+    fake = SparkEnginesFake(tmp_path / "engines", s3_endpoint=moto_s3)
+    with RunningFake(fake, free_port()) as running:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", airflow_connection(running.url, moto_s3))
+        monkeypatch.setenv("RECSYS_SPARK_CODE_URI", f"s3://aws_default@{s3_bucket}/code/spark")
+        monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        monkeypatch.setenv("RECSYS_SPARK_BACKENDS", "spark-local,glue,emr-serverless,dataproc")
+        monkeypatch.setenv("RECSYS_SPARK_POLL_SECONDS", "2")
+        monkeypatch.setenv("RECSYS_GLUE_ROLE_ARN", "arn:aws:iam::000000000000:role/recsys-glue")
+        monkeypatch.setenv("RECSYS_EMR_SERVERLESS_APPLICATION_ID", fake.emr_application["applicationId"])
+        monkeypatch.setenv("RECSYS_EMR_SERVERLESS_ROLE_ARN", "arn:aws:iam::000000000000:role/recsys-emr")
+        bag = DagBag(dag_folder=str(DAGS))  # parsed with every engine deployed
+        assert bag.import_errors == {}
+        yield fake, bag.dags["recsys_extract"]
+
+
+@pytest.mark.spark
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["glue", "emr-serverless"])
+def test_cloud_engines_run_the_same_job_deferrably(
+    cloud_engines, backend, postgres_source, connect, storage_root, insert, row
+):
+    import os
+
+    fake, dag = cloud_engines
+    bad = [row(" ", "i0", datetime(2026, 11, 10, 3))]
+    insert(postgres_source.engine, users=USERS, items=ITEMS, interactions=day_rows(row, DAY1, 30) + bad)
+    connect(postgres_source)
+    run = run_for_day(dag, DAY1, extraction_backend=backend, max_bad_fraction=0.5)
+    assert run.state == "success"
+    task_id = backend.replace("-", "_")
+    states = task_states(run)
+    assert states[task_id] == "success" and states["spark_local"] == "skipped" and states["extract"] == "skipped"
+    manifest = PartitionStore(storage_root + "/extract").read_manifest(DAY1)
+    assert manifest["run"]["extraction_backend"] == backend
+    assert manifest["counts"]["valid"] == 30 and manifest["quarantine_reasons"]["interactions"] == {
+        "user_id is empty": 1
+    }
+    code = os.environ["RECSYS_SPARK_CODE_URI"].replace("aws_default@", "") + "/"
+    if backend == "glue":
+        created = [p for s, op, p in fake.calls if op == "CreateJob"]
+        assert len(created) == 1 and created[0]["Role"].endswith("role/recsys-glue")
+        assert created[0]["Command"]["ScriptLocation"].startswith(code)
+        started = [p for s, op, p in fake.calls if op == "StartJobRun"]
+        assert len(started) == 1 and started[0]["Arguments"]["--spec"].endswith("/_spark/spec.json")
+        assert started[0]["Arguments"]["--extra-py-files"].startswith(code)
+    else:
+        started = [p for s, op, p in fake.calls if op == "start_job_run"]
+        assert len(started) == 1 and started[0]["name"].startswith("recsys-extract-")
+        assert started[0]["jobDriver"]["sparkSubmit"]["entryPoint"].startswith(code)

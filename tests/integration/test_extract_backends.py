@@ -42,8 +42,9 @@ def postgres_source(tmp_path):
     yield from server_source("postgres", tmp_path)
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
-                        pytest.param("mariadb", marks=pytest.mark.mariadb)])  # fmt: skip
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mariadb", marks=pytest.mark.mariadb)]
+)
 def spark_source(request, tmp_path):
     yield from server_source(request.param, tmp_path)
 

@@ -8,7 +8,7 @@ import pytest
 
 from recsys.policy import Policy, PolicyConfig
 from recsys.training.evaluate import SEGMENTS, evaluate_holdout, segment_rows
-from recsys.training.features import training_columns
+from recsys.training.features import training_examples
 from recsys.training.history import PAD, earlier_events, last_items, snapshot
 
 # user u: a@1, b@2 and c@2 (the same second), d@3; user v interleaved; rows deliberately unsorted
@@ -40,7 +40,12 @@ def test_history_holds_only_strictly_earlier_events():
 
 
 def test_training_examples_use_the_same_time_respecting_history():
-    columns = training_columns(EVENTS, pd.DataFrame(), pd.DataFrame(), history_length=2)
+    examples = training_examples(EVENTS, pd.DataFrame(), pd.DataFrame(), history_length=2)
+    columns = {k: v.numpy() for k, v in examples.columns(np.arange(len(EVENTS))).items()}
+    columns["history"] = columns["history"].astype(str).astype(object)
+    assert [u.decode() for u in columns["user_id"]] == list(EVENTS.user_id)
+    assert [i.decode() for i in columns["item_id"]] == list(EVENTS.item_id)
+    assert columns["item_probability"].tolist() == pytest.approx([1 / 6] * 6)
     got = [[i for i in row if i] for row in columns["history"]]
     assert got == [EXPECTED[(u, i)][-2:] for u, i in zip(EVENTS.user_id, EVENTS.item_id, strict=True)]
     assert list(columns["history"][0]) == ["c", "b"]  # newest last, truncated to the newest 2

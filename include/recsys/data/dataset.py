@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
@@ -20,6 +21,9 @@ class SourceDataset:
     users: list[dict]
     items: list[dict]
     interaction_chunks: Callable[[], Iterator[list[dict]]]
+    # generators may also offer the interactions as numpy columns (see recsys.data.synthetic)
+    interaction_columns: Callable[[], Iterator[dict]] | None = None
+    start: datetime | None = None  # the time column offsets count from
 
 
 class SourceNotEmptyError(RuntimeError):

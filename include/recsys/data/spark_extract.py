@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import sys
 import zipfile
 from collections import Counter
@@ -74,9 +75,10 @@ def jdbc_source(engine) -> dict[str, str]:
 
 
 def _spark_uri(path) -> str:
-    """A URI Spark's file systems read: ``file:///abs``, ``s3://``, ``gs://``."""
+    """A URI Spark's file systems read: ``file:///abs``, ``s3://bucket/...``, ``gs://bucket/...`` (the
+    Airflow connection an ObjectStoragePath names, ``s3://conn_id@bucket``, is dropped)."""
     text = str(path)
-    return text if "://" in text else Path(text).resolve().as_uri()
+    return re.sub(r"^(\w+://)[^@/]+@", r"\1", text) if "://" in text else Path(text).resolve().as_uri()
 
 
 def _put(code_root, name: str, data: bytes) -> str:
@@ -149,7 +151,7 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
         "glue": {
             "job_name": settings.glue_job_name,
             "script_location": plan["script"],
-            "iam_role_name": settings.glue_role_name,
+            "iam_role_arn": settings.glue_role_arn,
             "script_args": {
                 "--spec": plan["spec_uri"],
                 "--extra-py-files": plan["py_files"],
@@ -193,6 +195,13 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
             "gcp_conn_id": settings.gcp_conn_id,
         },
     }
+
+
+def local_submit_command(plan: dict[str, Any], master: str = "local[2]") -> list[str]:
+    """The spark-submit command line the ``spark_local`` task runs for ``plan`` (benchmarks use it)."""
+    conf = [x for key, value in plan["local_conf"].items() for x in ("--conf", f"{key}={value}")]
+    binary = str(Path(sys.executable).parent / "spark-submit")
+    return [binary, "--master", master, *conf, "--jars", plan["jars"], plan["script"], "--spec", plan["spec_uri"]]
 
 
 def spec_interval(interval: Interval) -> dict[str, str]:

@@ -95,12 +95,15 @@ def synthetic_dataset(spec: SyntheticSpec, end: datetime) -> SourceDataset:
     activity = rng.lognormal(0.0, 1.0, spec.users)
     activity /= activity.sum()
 
-    def interaction_chunks() -> Iterator[list[dict]]:
+    start = end - timedelta(days=spec.days)
+
+    def interaction_columns() -> Iterator[dict[str, np.ndarray]]:
+        """Chunks of interactions as columns: user and item numbers, event type index, microseconds
+        after ``start``, and which rows get which defect (the bulk loaders' fast path)."""
         chunk_rng = np.random.default_rng([spec.seed, 1])
         global_p = popularity / popularity.sum()
         genre_items = [np.flatnonzero(item_genre == g) for g in range(len(GENRES))]
         genre_p = [popularity[idx] / popularity[idx].sum() if len(idx) else None for idx in genre_items]
-        start = end - timedelta(days=spec.days)
         span_us = spec.days * 86_400 * 1_000_000
         remaining = spec.interactions
         while remaining > 0:
@@ -115,6 +118,20 @@ def synthetic_dataset(spec: SyntheticSpec, end: datetime) -> SourceDataset:
                     item[rows] = chunk_rng.choice(idx, len(rows), p=genre_p[g])
             event = chunk_rng.choice(len(EVENT_TYPES), n, p=EVENT_TYPE_WEIGHTS)
             offsets = chunk_rng.integers(0, span_us, n)
+            defective = np.flatnonzero(chunk_rng.random(n) < spec.malformed_fraction)
+            defects = chunk_rng.integers(0, len(_DEFECTS), len(defective))
+            yield {
+                "user": user,
+                "item": item,
+                "event": event,
+                "offset_us": offsets,
+                "defective": defective,
+                "defect": defects,
+            }
+
+    def interaction_chunks() -> Iterator[list[dict]]:
+        for columns in interaction_columns():
+            user, item, event, offsets = (columns[k] for k in ("user", "item", "event", "offset_us"))
             rows = [
                 {
                     "user_id": f"u{user[k]}",
@@ -123,11 +140,10 @@ def synthetic_dataset(spec: SyntheticSpec, end: datetime) -> SourceDataset:
                     "event_value": 1.0,
                     "occurred_at": start + timedelta(microseconds=int(offsets[k])),
                 }
-                for k in range(n)
+                for k in range(len(user))
             ]
-            defective = np.flatnonzero(chunk_rng.random(n) < spec.malformed_fraction)
-            for k, defect in zip(defective, chunk_rng.integers(0, len(_DEFECTS), len(defective)), strict=True):
+            for k, defect in zip(columns["defective"], columns["defect"], strict=True):
                 rows[k].update(_DEFECTS[defect])
             yield rows
 
-    return SourceDataset(users=users, items=items, interaction_chunks=interaction_chunks)
+    return SourceDataset(users, items, interaction_chunks, interaction_columns, start)

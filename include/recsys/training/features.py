@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys.training.history import earlier_events, last_items, pad_histories
+from recsys.training.history import PAD, earlier_events, pad_histories
 
 
 @dataclass(frozen=True)
@@ -100,25 +100,85 @@ def item_features(item_ids: pd.Series, items: pd.DataFrame) -> dict[str, np.ndar
     return {"item_id": frame["item_id"].to_numpy(dtype=object)}
 
 
-def training_columns(
+@dataclass(frozen=True)
+class TrainingExamples:
+    """The training interactions as integer codes; every string column is gathered per batch.
+
+    Memory is a few integers per interaction (item codes of the log sorted by user and time, and each
+    example's slice of it: ``log_items[start:cut]`` is the user's earlier events), plus one entry per
+    user and per item for ids and features. The ``[rows, history_length]`` history strings exist only
+    for the batch being trained on, so the window's size costs bytes per row, not a history per row.
+    """
+
+    user_codes: np.ndarray  # int32, per example: index into user_ids
+    item_codes: np.ndarray  # int32, per example: index into item_ids
+    start: np.ndarray  # int64, per example
+    cut: np.ndarray  # int64, per example
+    log_items: np.ndarray  # int32 item codes of the log, sorted by (user, timestamp)
+    user_ids: np.ndarray  # object, per user code
+    item_ids: np.ndarray  # object, per item code; one extra last entry: PAD
+    per_user: dict[str, np.ndarray]  # demographics per user code
+    per_item: dict[str, np.ndarray]  # genres and the logQ sampling probability per item code
+    history_length: int
+
+    def __len__(self) -> int:
+        return len(self.user_codes)
+
+    def columns(self, rows):
+        """The model inputs of ``rows`` (an int tensor of example indices), built with TF ops."""
+        import tensorflow as tf
+
+        users, items = tf.gather(self.user_codes, rows), tf.gather(self.item_codes, rows)
+        start, cut = tf.gather(self.start, rows), tf.gather(self.cut, rows)
+        positions = cut[:, None] - self.history_length + tf.range(self.history_length, dtype=tf.int64)[None, :]
+        codes = tf.gather(self.log_items, tf.maximum(positions, 0))
+        codes = tf.where(positions >= start[:, None], codes, len(self.item_ids) - 1)  # the PAD entry
+        return {
+            "user_id": tf.gather(self.user_ids, users),
+            "history": tf.gather(self.item_ids, codes),
+            **{name: tf.gather(values, users) for name, values in self.per_user.items()},
+            "item_id": tf.gather(self.item_ids, items),
+            **{name: tf.gather(values, items) for name, values in self.per_item.items()},
+        }
+
+
+def training_examples(
     train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, history_length: int
-) -> dict[str, np.ndarray]:
-    """One row per training interaction: its query (history strictly before it), its item, and the
+) -> TrainingExamples:
+    """One example per training interaction: its query (history strictly before it), its item, and the
     item's sampling probability for the logQ correction."""
-    counts = train["item_id"].astype(str).value_counts()
-    probability = (train["item_id"].astype(str).map(counts) / len(train)).to_numpy(dtype="float32")
-    histories = last_items(earlier_events(train), history_length)
-    return {
-        **query_features(train["user_id"].to_numpy(), histories, users, history_length),
-        **item_features(train["item_id"], items),
-        "item_probability": probability,
-    }
+    user_codes, user_ids = pd.factorize(train["user_id"].astype(str))
+    item_codes, item_ids = pd.factorize(train["item_id"].astype(str))
+    prefixes = earlier_events(train)
+    counts = np.bincount(item_codes, minlength=len(item_ids))
+    per_item = item_features(pd.Series(item_ids), items)
+    per_item.pop("item_id")
+    return TrainingExamples(
+        user_codes=user_codes.astype(np.int32),
+        item_codes=item_codes.astype(np.int32),
+        start=prefixes.start.astype(np.int64),
+        cut=prefixes.cut.astype(np.int64),
+        log_items=item_ids.get_indexer(prefixes.items).astype(np.int32),
+        user_ids=np.asarray(user_ids, dtype=object),
+        item_ids=np.append(np.asarray(item_ids, dtype=object), PAD),
+        per_user=demographics(user_ids, users),
+        per_item={**per_item, "item_probability": (counts / max(len(train), 1)).astype(np.float32)},
+        history_length=history_length,
+    )
 
 
-def make_dataset(columns: dict[str, np.ndarray], batch_size: int, seed: int):
-    """A shuffled, batched ``tf.data`` pipeline over in-memory columns."""
+def make_dataset(examples: TrainingExamples, batch_size: int, seed: int):
+    """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch,
+    each batch's columns gathered from the compact examples."""
     import tensorflow as tf
 
-    size = len(columns["user_id"])
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
-    return dataset.shuffle(size, seed=seed, reshuffle_each_iteration=True).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    size = len(examples)
+    epochs = iter(range(1 << 30))
+
+    def batches():
+        order = np.random.default_rng([seed, next(epochs)]).permutation(size).astype(np.int64)
+        for begin in range(0, size, batch_size):
+            yield order[begin : begin + batch_size]
+
+    rows = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))
+    return rows.map(examples.columns, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -8,7 +8,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from recsys.training.features import build_vocabularies, item_features, make_dataset, query_features, training_columns
+from recsys.training.features import (
+    build_vocabularies,
+    item_features,
+    make_dataset,
+    query_features,
+    training_examples,
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ def fit(train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, params: T
         else tf.keras.optimizers.Adam(params.learning_rate)
     )
     model.compile(optimizer=optimizer)
-    dataset = make_dataset(training_columns(train, users, items, params.history_length), params.batch_size, params.seed)
+    examples = training_examples(train, users, items, params.history_length)
+    dataset = make_dataset(examples, params.batch_size, params.seed)
     started = time.perf_counter()
     history = model.fit(dataset, epochs=params.epochs, verbose=0, callbacks=list(callbacks))
     seconds = time.perf_counter() - started

@@ -32,6 +32,7 @@ from recsys.training import MIN_INTERACTIONS
 
 log = logging.getLogger(__name__)
 POPULAR_ITEMS = 5000  # popular items exported for the fallback (enough to survive any exclusion)
+MAX_EVAL_ROWS = 100_000  # holdout rows evaluated (a seeded sample beyond): evaluation costs rows x catalog
 
 
 def upload_dir(local: Path, target: str) -> None:
@@ -73,8 +74,13 @@ def train_and_export(
     index_k: int = 100,
     min_index_recall: float = 0.95,
     scann_grid: list | None = None,
+    max_eval_rows: int = MAX_EVAL_ROWS,
 ) -> dict:
-    """The whole training job; returns the metrics written to ``metrics.json``."""
+    """The whole training job; returns the metrics written to ``metrics.json``.
+
+    Evaluation ranks the whole catalog for every holdout row, so its cost grows with rows x items: a
+    holdout larger than ``max_eval_rows`` is evaluated on a seeded sample of its rows (every policy on
+    the same rows; ``window.evaluated_rows`` says how many)."""
     import pandas as pd
 
     from recsys.policy import Policy
@@ -87,6 +93,7 @@ def train_and_export(
 
     if holdout_days >= window_days:
         raise ValueError(f"holdout_days ({holdout_days}) must be smaller than window_days ({window_days})")
+    clock = _StageClock()
     window = load_window(extract_root, end_day, window_days)
     holdout_start = datetime.combine(end_day - timedelta(days=holdout_days - 1), datetime.min.time(), tzinfo=UTC)
     train, holdout = temporal_split(window.interactions, int(holdout_start.timestamp()))
@@ -99,8 +106,11 @@ def train_and_export(
     if holdout.empty:
         raise NotEnoughDataError(f"no interactions in the {holdout_days} holdout day(s) ending {end_day}")
 
+    clock.lap("load")
     with tempfile.TemporaryDirectory(prefix="recsys-aip-") as aip_tmp:
         fitted = fit(train, window.users, window.items, params, callbacks=_aip_callbacks(Path(aip_tmp)))
+    clock.lap("fit")
+    evaluated = holdout if len(holdout) <= max_eval_rows else holdout.sample(max_eval_rows, random_state=0).sort_index()
     catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
     candidate_embeddings = fitted.candidate_embeddings(catalog, window.items)
     config = params.policy_config()
@@ -118,12 +128,13 @@ def train_and_export(
             ),
             "popularity": Policy(catalog, popular, config),
         },
-        holdout,
+        evaluated,
         history,
         window.users,
         fitted.vocab.user_ids,
     )
 
+    clock.lap("evaluate")
     with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
         out = Path(tmp)
         use_user_features = fitted.vocab.has_user_features
@@ -165,6 +176,7 @@ def train_and_export(
                 "holdout_days": holdout_days,
                 "train_rows": len(train),
                 "holdout_rows": len(holdout),
+                "evaluated_rows": len(evaluated),
             },
             "params": params.as_dict(),
             "policy": dataclasses.asdict(config),
@@ -187,10 +199,25 @@ def train_and_export(
         (out / "metadata.json").write_text(json.dumps(metadata, indent=2))
         (out / "vocabularies.json").write_text(json.dumps(dataclasses.asdict(fitted.vocab)))
         (out / "index.json").write_text(json.dumps(index_report, indent=2))
+        clock.lap("export")
+        result["stage_seconds"] = clock.laps
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         upload_dir(out, model_dir)
     log.info("exported model to %s: %s", model_dir, {k: v for k, v in metrics["model"].items() if k != "segments"})
     return result
+
+
+class _StageClock:
+    """Seconds per stage of the job (``metrics.json`` ``stage_seconds``)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def _tensors(columns: dict) -> dict:
