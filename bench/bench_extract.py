@@ -7,7 +7,10 @@ local PostgreSQL server, then measures in separate processes:
   that only counts bytes: the floor for moving these rows out of PostgreSQL;
 * recsys, for each backend (``arrow``: ADBC record batches + vectorised validation; ``rows``:
   SQLAlchemy rows + the row validator): ``stage_partition`` + ``publish_partition`` (read, validation,
-  Parquet + CSV + JSONL + manifest, atomic commit) into a temporary ``file://`` root.
+  Parquet + CSV + JSONL + manifest, atomic commit) into a temporary ``file://`` root;
+* ``spark-local``: ``prepare`` + the PySpark job (``spark-submit --master local[2]``, JVM start
+  included) + ``assemble`` + ``publish_partition``; the worker's peak RSS and the Spark process tree's
+  (``spark_peak_rss_mib``) apart. No target: it exists to scale out, not to win on 2 cores.
 
 Imports and the object-storage layer's one-time filesystem registry (about 0.8 s together) happen
 before the clock starts in every child, as psycopg2's import does for COPY. Prints a table and
@@ -146,6 +149,38 @@ def child_recsys(db: str, backend: str) -> dict:
     }
 
 
+def child_spark(db: str) -> dict:
+    from airflow.sdk import ObjectStoragePath
+    from sqlalchemy import create_engine
+
+    from recsys.config import load_settings
+    from recsys.data import spark_extract
+    from recsys.data.extract import QualityPolicy, publish_partition
+    from recsys.data.validate import Interval
+
+    ObjectStoragePath("file:///tmp").fs  # noqa: B018 - as in child_recsys
+    rss_start = _rss_mib()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings({"storage_root": Path(tmp).as_uri(), "extraction_backend": "spark-local"})
+        engine = create_engine(ADMIN.rsplit("/", 1)[0] + f"/{db}")
+        started = time.perf_counter()
+        plan = spark_extract.prepare(engine, Interval.for_day(DAY), settings, "spark-local", "bench")
+        job_started = time.perf_counter()
+        spark_extract.run_local(plan)
+        job_seconds = time.perf_counter() - job_started
+        manifest = publish_partition(spark_extract.assemble(plan, {}), settings, QualityPolicy())
+        seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "job_seconds": job_seconds,
+        "rows": manifest["counts"]["valid"],
+        "bytes_out": sum(f["bytes"] for f in manifest["files"].values()),
+        "rss_start_mib": rss_start,
+        "peak_rss_mib": _rss_mib(),
+        "spark_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
 def run_child(kind: str, db: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--db", db], capture_output=True, text=True)
     if out.returncode != 0:
@@ -156,11 +191,13 @@ def run_child(kind: str, db: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
-    parser.add_argument("--child", choices=["baseline", "arrow", "rows"])
+    parser.add_argument("--child", choices=["baseline", "arrow", "rows", "spark-local"])
     parser.add_argument("--db")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child_baseline(args.db) if args.child == "baseline" else child_recsys(args.db, args.child)))
+        children = {"baseline": child_baseline, "spark-local": child_spark}
+        child = children.get(args.child, lambda db: child_recsys(db, args.child))
+        print(json.dumps(child(args.db)))
         return 0
 
     runs = []
@@ -169,7 +206,7 @@ def main() -> int:
         try:
             seed_s = seed(db, rows)
             baseline = run_child("baseline", db)
-            backends = {b: run_child(b, db) for b in ("arrow", "rows")}
+            backends = {b: run_child(b, db) for b in ("arrow", "rows", "spark-local")}
         finally:
             drop(db)
         run = {
@@ -182,7 +219,7 @@ def main() -> int:
         for backend, ours in backends.items():
             assert ours["rows"] == rows, ours
             speed = round(baseline["seconds"] / ours["seconds"], 3)
-            run[f"recsys_{backend}"] = {
+            run[f"recsys_{backend.replace('-', '_')}"] = {
                 **ours,
                 "rows_per_s": round(rows / ours["seconds"]),
                 "vs_copy_rows_per_s": speed,

@@ -31,6 +31,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -168,7 +169,7 @@ def child_extract_spark(db: str, root: str) -> dict:
     started = time.perf_counter()
     plan = spark_extract.prepare(engine, Interval.for_day(_days()[-1]), settings, "spark-local", "bench")
     job_started = time.perf_counter()
-    subprocess.run(spark_extract.local_submit_command(plan), check=True, capture_output=True)
+    spark_extract.run_local(plan)
     job = time.perf_counter() - job_started
     manifest = publish_partition(spark_extract.assemble(plan, {}), settings, QualityPolicy())
     return {
@@ -185,8 +186,23 @@ def child_train(root: str, model_dir: str) -> dict:
     from recsys.training.fit import TrainParams
     from recsys.training.train import train_and_export
 
+    samples, done = [], threading.Event()
+
+    def sample_rss():  # (seconds since start, RSS MiB) every 0.2 s: the peak of each stage of the job
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not done.wait(0.2):
+            rss = int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**20
+            samples.append((time.perf_counter() - started, rss))
+
     started = time.perf_counter()
+    threading.Thread(target=sample_rss, daemon=True).start()
     result = train_and_export(root + "/extract", _days()[-1], DAYS, 1, Path(model_dir).as_uri(), TrainParams(epochs=1))
+    done.set()
+    stage_peaks, begin = {}, 0.0
+    for stage, seconds in result["stage_seconds"].items():
+        inside = [rss for t, rss in samples if begin <= t < begin + seconds]
+        stage_peaks[f"{stage}_peak_rss_mib"] = round(max(inside), 1) if inside else None
+        begin += seconds
     index = result["index"]["serving"]
     index_dir = Path(model_dir) / ("index_scann" if index == "scann" else "index_brute_force")
     return {
@@ -198,6 +214,7 @@ def child_train(root: str, model_dir: str) -> dict:
         "serving_index": index,
         "index_bytes": sum(f.stat().st_size for f in index_dir.rglob("*") if f.is_file()),
         "peak_rss_mib": _peak_mib(),
+        **stage_peaks,
         "model_top_10": result["metrics"]["model"]["top_10_accuracy"],
     }
 
@@ -256,7 +273,8 @@ METRICS = {  # name -> (stage, key)
     "extract_spark_local_jvm_peak_rss_mib": ("extract_spark_local", "spark_peak_rss_mib"),
     "train_load_seconds": ("train", "load_seconds"),
     "train_epoch_seconds": ("train", "epoch_seconds"),
-    "train_peak_rss_mib": ("train", "peak_rss_mib"),
+    "train_job_peak_rss_mib": ("train", "peak_rss_mib"),
+    "train_fit_peak_rss_mib": ("train", "fit_peak_rss_mib"),
     "evaluate_seconds": ("train", "evaluate_seconds"),
     "export_seconds": ("train", "export_seconds"),
     "index_bytes": ("train", "index_bytes"),

@@ -123,6 +123,20 @@ def source_db(request, tmp_path) -> SourceDB:
         drop()
 
 
+def server_source(kind: str, tmp_path: Path):
+    """A fresh PostgreSQL or MariaDB source with the schema (a generator for one-kind fixtures)."""
+    from recsys.data import schema
+
+    url, conn, drop = _make_source(kind, tmp_path)
+    engine = create_engine(url)
+    schema.metadata.create_all(engine)
+    try:
+        yield SourceDB(kind, url, engine, conn)
+    finally:
+        engine.dispose()
+        drop()
+
+
 @pytest.fixture
 def sqlite_source(tmp_path) -> SourceDB:
     from recsys.data import schema

@@ -210,9 +210,11 @@ class Policy:
         order = np.lexsort((columns, -scores), axis=1)
         return np.take_along_axis(columns, order, 1), np.take_along_axis(scores, order, 1)
 
-    def ranks(self, batch: QueryBatch, targets: Sequence[str], chunk: int = 2048) -> np.ndarray:
+    def ranks(self, batch: QueryBatch, targets: Sequence[str], cells: int = 1 << 24) -> np.ndarray:
         """Rank (0 = best) of each row's target among what the policy could return, ties broken by
-        catalog column as :meth:`recommend` does; an excluded or unknown target ranks last (the catalog size)."""
+        catalog column as :meth:`recommend` does; an excluded or unknown target ranks last (the catalog size).
+        Rows are scored in chunks of at most ``cells`` scores (64 MiB), whatever the catalog's size."""
+        chunk = max(1, min(2048, cells // max(len(self.catalog), 1)))
         columns = np.fromiter((self.position.get(str(t), -1) for t in targets), dtype=np.int64, count=len(targets))
         ranks = np.empty(len(batch), dtype=np.int64)
         for start in range(0, len(batch), chunk):

@@ -161,11 +161,17 @@ def test_unknown_source_connection_fails_clearly(extract_dag, storage_root, monk
     assert PartitionStore(storage_root + "/extract").manifests() == []
 
 
-def test_the_arrow_backend_on_a_sqlite_source_fails_clearly(extract_dag, sqlite_source, connect, storage_root):
+@pytest.mark.parametrize(
+    ("backend", "failing_task"),
+    [("arrow", "extract"), ("spark-local", "prepare_spark"), ("glue", "route")],  # glue: not deployed here
+)
+def test_a_backend_the_source_or_deployment_lacks_fails_clearly(
+    extract_dag, sqlite_source, connect, storage_root, backend, failing_task
+):
     connect(sqlite_source)
-    run = run_for_day(extract_dag, DAY1, extraction_backend="arrow")
+    run = run_for_day(extract_dag, DAY1, extraction_backend=backend)
     assert run.state == "failed"
-    assert failed_task(run) == ("extract", "failed", 1)  # a configuration error: no retry
+    assert failed_task(run) == (failing_task, "failed", 1)  # a configuration error: no retry
     assert PartitionStore(storage_root + "/extract").manifests() == []
 
 
@@ -178,17 +184,9 @@ def task_states(run) -> dict[str, str]:
 
 @pytest.fixture
 def postgres_source(tmp_path):
-    from conftest import SourceDB, _make_source  # noqa: I001 - the shared source factory
-    from sqlalchemy import create_engine
+    from conftest import server_source
 
-    from recsys.data import schema
-
-    url, conn, drop = _make_source("postgres", tmp_path)
-    engine = create_engine(url)
-    schema.metadata.create_all(engine)
-    yield SourceDB("postgres", url, engine, conn)
-    engine.dispose()
-    drop()
+    yield from server_source("postgres", tmp_path)
 
 
 @pytest.mark.spark
@@ -215,21 +213,6 @@ def test_the_spark_local_backend_runs_the_job_and_publishes(
         "unknown event_type 'teleport'": 1
     }
     assert manifest["counts"]["users"] == 3 and manifest["counts"]["items"] == 3
-
-
-def test_a_spark_backend_on_a_sqlite_source_fails_clearly(extract_dag, sqlite_source, connect, storage_root):
-    connect(sqlite_source)
-    run = run_for_day(extract_dag, DAY1, extraction_backend="spark-local")
-    assert run.state == "failed"
-    assert failed_task(run) == ("prepare_spark", "failed", 1)  # a configuration error: no retry
-    assert PartitionStore(storage_root + "/extract").manifests() == []
-
-
-def test_a_cloud_engine_this_deployment_lacks_fails_clearly(extract_dag, sqlite_source, connect, storage_root):
-    connect(sqlite_source)
-    run = run_for_day(extract_dag, DAY1, extraction_backend="glue")  # RECSYS_SPARK_BACKENDS: spark-local only
-    assert run.state == "failed"
-    assert failed_task(run) == ("route", "failed", 1)
 
 
 @pytest.fixture

@@ -23,22 +23,10 @@ DAY = date(2026, 11, 10)
 START = datetime(2026, 11, 10)
 
 
-def server_source(kind, tmp_path):
-    from conftest import SourceDB, _make_source  # noqa: I001 - the shared source factory
-    from sqlalchemy import create_engine
-
-    from recsys.data import schema
-
-    url, conn, drop = _make_source(kind, tmp_path)
-    engine = create_engine(url)
-    schema.metadata.create_all(engine)
-    yield SourceDB(kind, url, engine, conn)
-    engine.dispose()
-    drop()
-
-
 @pytest.fixture
 def postgres_source(tmp_path):
+    from conftest import server_source
+
     yield from server_source("postgres", tmp_path)
 
 
@@ -46,6 +34,8 @@ def postgres_source(tmp_path):
     params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mariadb", marks=pytest.mark.mariadb)]
 )
 def spark_source(request, tmp_path):
+    from conftest import server_source
+
     yield from server_source(request.param, tmp_path)
 
 

@@ -52,6 +52,7 @@ LOCAL_CONF = {
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "8",
+    "spark.driver.memory": "2g",  # local mode: the driver is the executor
 }
 
 
@@ -197,11 +198,28 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
     }
 
 
-def local_submit_command(plan: dict[str, Any], master: str = "local[2]") -> list[str]:
-    """The spark-submit command line the ``spark_local`` task runs for ``plan`` (benchmarks use it)."""
+def run_local(plan: dict[str, Any], master: str = "local[2]") -> None:
+    """Run the job as the ``spark_local`` task does, without Airflow (benchmarks use it)."""
+    import os
+    import subprocess
+
     conf = [x for key, value in plan["local_conf"].items() for x in ("--conf", f"{key}={value}")]
-    binary = str(Path(sys.executable).parent / "spark-submit")
-    return [binary, "--master", master, *conf, "--jars", plan["jars"], plan["script"], "--spec", plan["spec_uri"]]
+    binary = Path(sys.executable).parent / "spark-submit"  # its launcher scripts are found on PATH
+    command = [
+        str(binary),
+        "--master",
+        master,
+        *conf,
+        "--jars",
+        plan["jars"],
+        plan["script"],
+        "--spec",
+        plan["spec_uri"],
+    ]
+    env = {**os.environ, "PATH": f"{binary.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"spark-submit exited with {done.returncode}: {done.stderr[-3000:]}")
 
 
 def spec_interval(interval: Interval) -> dict[str, str]:

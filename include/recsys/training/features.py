@@ -106,8 +106,9 @@ class TrainingExamples:
 
     Memory is a few integers per interaction (item codes of the log sorted by user and time, and each
     example's slice of it: ``log_items[start:cut]`` is the user's earlier events), plus one entry per
-    user and per item for ids and features. The ``[rows, history_length]`` history strings exist only
-    for the batch being trained on, so the window's size costs bytes per row, not a history per row.
+    user and per item for ids and features. The ``[rows, history_length]`` histories exist only for the
+    batch being trained on, so the window's size costs bytes per row, not a history per row; the
+    per-example arrays stay in numpy (a TF graph constant of them would be copied by every trace).
     """
 
     user_codes: np.ndarray  # int32, per example: index into user_ids
@@ -124,22 +125,31 @@ class TrainingExamples:
     def __len__(self) -> int:
         return len(self.user_codes)
 
-    def columns(self, rows):
-        """The model inputs of ``rows`` (an int tensor of example indices), built with TF ops."""
+    def codes(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Integer codes of ``rows`` (example indices): user, item and the ``[rows, history_length]``
+        history (the item codes before it, newest last, left-padded with the PAD code)."""
+        start, cut = self.start[rows], self.cut[rows]
+        positions = cut[:, None] - self.history_length + np.arange(self.history_length)[None, :]
+        history = np.where(
+            positions >= start[:, None], self.log_items[np.maximum(positions, 0)], len(self.item_ids) - 1
+        )
+        return {"user": self.user_codes[rows], "item": self.item_codes[rows], "history": history.astype(np.int32)}
+
+    def strings(self, codes: dict):
+        """The model inputs for :meth:`codes` output, with TF gathers from the per-user/per-item tables."""
         import tensorflow as tf
 
-        users, items = tf.gather(self.user_codes, rows), tf.gather(self.item_codes, rows)
-        start, cut = tf.gather(self.start, rows), tf.gather(self.cut, rows)
-        positions = cut[:, None] - self.history_length + tf.range(self.history_length, dtype=tf.int64)[None, :]
-        codes = tf.gather(self.log_items, tf.maximum(positions, 0))
-        codes = tf.where(positions >= start[:, None], codes, len(self.item_ids) - 1)  # the PAD entry
+        users, items = codes["user"], codes["item"]
         return {
             "user_id": tf.gather(self.user_ids, users),
-            "history": tf.gather(self.item_ids, codes),
+            "history": tf.gather(self.item_ids, codes["history"]),
             **{name: tf.gather(values, users) for name, values in self.per_user.items()},
             "item_id": tf.gather(self.item_ids, items),
             **{name: tf.gather(values, items) for name, values in self.per_item.items()},
         }
+
+    def columns(self, rows: np.ndarray) -> dict:
+        return self.strings(self.codes(np.asarray(rows)))
 
 
 def training_examples(
@@ -149,7 +159,7 @@ def training_examples(
     item's sampling probability for the logQ correction."""
     user_codes, user_ids = pd.factorize(train["user_id"].astype(str))
     item_codes, item_ids = pd.factorize(train["item_id"].astype(str))
-    prefixes = earlier_events(train)
+    prefixes = earlier_events(train.assign(item_id=item_codes))  # integer items: no string per event
     counts = np.bincount(item_codes, minlength=len(item_ids))
     per_item = item_features(pd.Series(item_ids), items)
     per_item.pop("item_id")
@@ -158,7 +168,7 @@ def training_examples(
         item_codes=item_codes.astype(np.int32),
         start=prefixes.start.astype(np.int64),
         cut=prefixes.cut.astype(np.int64),
-        log_items=item_ids.get_indexer(prefixes.items).astype(np.int32),
+        log_items=prefixes.items.astype(np.int32),
         user_ids=np.asarray(user_ids, dtype=object),
         item_ids=np.append(np.asarray(item_ids, dtype=object), PAD),
         per_user=demographics(user_ids, users),
@@ -168,17 +178,23 @@ def training_examples(
 
 
 def make_dataset(examples: TrainingExamples, batch_size: int, seed: int):
-    """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch,
-    each batch's columns gathered from the compact examples."""
+    """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch; each
+    batch's codes come from numpy (the per-example arrays stay out of the TF graph), its strings from
+    TF gathers over the per-user and per-item tables."""
     import tensorflow as tf
 
-    size = len(examples)
+    size, length = len(examples), examples.history_length
     epochs = iter(range(1 << 30))
 
     def batches():
-        order = np.random.default_rng([seed, next(epochs)]).permutation(size).astype(np.int64)
+        order = np.random.default_rng([seed, next(epochs)]).permutation(size)
         for begin in range(0, size, batch_size):
-            yield order[begin : begin + batch_size]
+            yield examples.codes(order[begin : begin + batch_size])
 
-    rows = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))
-    return rows.map(examples.columns, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    signature = {
+        "user": tf.TensorSpec([None], tf.int32),
+        "item": tf.TensorSpec([None], tf.int32),
+        "history": tf.TensorSpec([None, length], tf.int32),
+    }
+    codes = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return codes.map(examples.strings, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

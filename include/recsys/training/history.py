@@ -44,10 +44,12 @@ def earlier_events(events: pd.DataFrame, log: pd.DataFrame | None = None) -> Pre
     ``log`` is everything a live system has ingested: for a holdout it is the training window plus
     the holdout, so a holdout event's history includes the user's earlier holdout events.
     """
+    if log is not None:  # only the events' users matter
+        log = log[log["user_id"].astype(str).isin(events["user_id"].astype(str).unique())]
     log = events if log is None else log
     ordered = (
         log[["user_id", "item_id", "timestamp"]]
-        .astype({"user_id": str, "item_id": str})
+        .astype({"user_id": str})
         .sort_values(["user_id", "timestamp"], kind="stable")
         .reset_index(drop=True)
     )
@@ -61,7 +63,9 @@ def earlier_events(events: pd.DataFrame, log: pd.DataFrame | None = None) -> Pre
     cut = np.searchsorted(keys, (query_codes.astype(np.int64) << 34) + query_stamps, side="left")
     unknown = query_codes < 0
     start[unknown], cut[unknown] = 0, 0
-    return Prefixes(ordered["item_id"].to_numpy(dtype=object), start, cut)
+    items = ordered["item_id"]  # integer item codes stay integers (training); ids become str objects
+    items = items.to_numpy() if pd.api.types.is_integer_dtype(items) else items.astype(str).to_numpy(dtype=object)
+    return Prefixes(items, start, cut)
 
 
 def last_items(prefixes: Prefixes, length: int = HISTORY_LENGTH) -> np.ndarray:
