@@ -8,8 +8,8 @@ runs in its own process (peak RSS is that process's own):
 * extraction, Spark-local backend: the newest day (``spark-submit --master local[2]``); the worker's
   peak RSS and the Spark JVM's (its process tree) are reported apart;
 * training: the real job (``train_and_export``, one epoch): the window read through the manifests
-  (29 days; the newest is the holdout), the fit, the evaluation (at most 100,000 holdout rows), the
-  export (candidate embeddings, brute force vs ScaNN on 1,000 real queries, SavedModels); its stage
+  (29 days; the newest is the holdout), the fit, the evaluation (holdout rows x items scored capped),
+  the export (candidate embeddings, brute force vs ScaNN on 1,000 real queries, SavedModels); its stage
   timings, peak RSS, and the serving index's size on disk;
 * serving: that export behind the prediction server, 400 sequential requests (user id + the
   server's own history lookup), p50 / p99.
@@ -291,9 +291,15 @@ def plot(runs: list[dict], slopes: dict, path: Path) -> None:
 
     sizes = [r["interactions"] for r in runs]
     fig, ax = plt.subplots(figsize=(9, 6))
-    for name, (stage, key) in METRICS.items():
+    for number, (name, (stage, key)) in enumerate(METRICS.items()):
         values = [r[stage][key] for r in runs]
-        ax.plot(sizes, [v / values[0] for v in values], marker="o", label=f"{name} (slope {slopes[name]})")
+        ax.plot(
+            sizes,
+            [v / values[0] for v in values],
+            marker="o",
+            color=plt.cm.tab20(number),
+            label=f"{name} (slope {slopes[name]})",
+        )
     ax.plot(sizes, [s / sizes[0] for s in sizes], "k--", label="linear (slope 1)")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -309,8 +315,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--child", choices=["extract_arrow", "extract_spark_local", "train"])
+    parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the results JSON")
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
+    if args.replot:
+        results = json.loads((RESULTS_DIR / "bench_scale.json").read_text())
+        plot(results["runs"], results["slopes"], RESULTS_DIR / "bench_scale.png")
+        return 0
     if args.child:
         children = {
             "extract_arrow": child_extract_arrow,

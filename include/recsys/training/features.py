@@ -7,7 +7,7 @@ see :mod:`recsys.training.history`) + demographics when the data has them. A can
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -107,8 +107,7 @@ class TrainingExamples:
     Memory is a few integers per interaction (item codes of the log sorted by user and time, and each
     example's slice of it: ``log_items[start:cut]`` is the user's earlier events), plus one entry per
     user and per item for ids and features. The ``[rows, history_length]`` histories exist only for the
-    batch being trained on, so the window's size costs bytes per row, not a history per row; the
-    per-example arrays stay in numpy (a TF graph constant of them would be copied by every trace).
+    batch being trained on, so the window's size costs bytes per row, not a history per row.
     """
 
     user_codes: np.ndarray  # int32, per example: index into user_ids
@@ -121,35 +120,37 @@ class TrainingExamples:
     per_user: dict[str, np.ndarray]  # demographics per user code
     per_item: dict[str, np.ndarray]  # genres and the logQ sampling probability per item code
     history_length: int
+    _tf: dict = field(default_factory=dict, repr=False, compare=False)  # the variables, made on first use
 
     def __len__(self) -> int:
         return len(self.user_codes)
 
-    def codes(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Integer codes of ``rows`` (example indices): user, item and the ``[rows, history_length]``
-        history (the item codes before it, newest last, left-padded with the PAD code)."""
-        start, cut = self.start[rows], self.cut[rows]
-        positions = cut[:, None] - self.history_length + np.arange(self.history_length)[None, :]
-        history = np.where(
-            positions >= start[:, None], self.log_items[np.maximum(positions, 0)], len(self.item_ids) - 1
-        )
-        return {"user": self.user_codes[rows], "item": self.item_codes[rows], "history": history.astype(np.int32)}
-
-    def strings(self, codes: dict):
-        """The model inputs for :meth:`codes` output, with TF gathers from the per-user/per-item tables."""
+    def columns(self, rows):
+        """The model inputs of ``rows`` (example indices), gathered with TF ops. The per-example arrays
+        are read through non-trainable variables: a graph constant of them would be copied by every trace."""
         import tensorflow as tf
 
-        users, items = codes["user"], codes["item"]
+        table = self._variables()
+        users, items = tf.gather(table["user_codes"], rows), tf.gather(table["item_codes"], rows)
+        start, cut = tf.gather(table["start"], rows), tf.gather(table["cut"], rows)
+        positions = cut[:, None] - self.history_length + tf.range(self.history_length, dtype=tf.int64)[None, :]
+        codes = tf.gather(table["log_items"], tf.maximum(positions, 0))
+        codes = tf.where(positions >= start[:, None], codes, len(self.item_ids) - 1)  # the PAD entry
         return {
             "user_id": tf.gather(self.user_ids, users),
-            "history": tf.gather(self.item_ids, codes["history"]),
+            "history": tf.gather(self.item_ids, codes),
             **{name: tf.gather(values, users) for name, values in self.per_user.items()},
             "item_id": tf.gather(self.item_ids, items),
             **{name: tf.gather(values, items) for name, values in self.per_item.items()},
         }
 
-    def columns(self, rows: np.ndarray) -> dict:
-        return self.strings(self.codes(np.asarray(rows)))
+    def _variables(self) -> dict:
+        import tensorflow as tf
+
+        if not self._tf:
+            for name in ("user_codes", "item_codes", "start", "cut", "log_items"):
+                self._tf[name] = tf.Variable(getattr(self, name), trainable=False, name=name)
+        return self._tf
 
 
 def training_examples(
@@ -178,23 +179,18 @@ def training_examples(
 
 
 def make_dataset(examples: TrainingExamples, batch_size: int, seed: int):
-    """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch; each
-    batch's codes come from numpy (the per-example arrays stay out of the TF graph), its strings from
-    TF gathers over the per-user and per-item tables."""
+    """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch (the
+    only Python per batch is slicing it); each batch's columns are gathered in parallel TF ops."""
     import tensorflow as tf
 
-    size, length = len(examples), examples.history_length
+    size = len(examples)
     epochs = iter(range(1 << 30))
 
     def batches():
         order = np.random.default_rng([seed, next(epochs)]).permutation(size)
         for begin in range(0, size, batch_size):
-            yield examples.codes(order[begin : begin + batch_size])
+            yield order[begin : begin + batch_size]
 
-    signature = {
-        "user": tf.TensorSpec([None], tf.int32),
-        "item": tf.TensorSpec([None], tf.int32),
-        "history": tf.TensorSpec([None, length], tf.int32),
-    }
-    codes = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    return codes.map(examples.strings, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    examples._variables()  # made eagerly: tf.data functions cannot create variables
+    rows = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))
+    return rows.map(examples.columns, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

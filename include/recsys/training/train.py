@@ -32,7 +32,7 @@ from recsys.training import MIN_INTERACTIONS
 
 log = logging.getLogger(__name__)
 POPULAR_ITEMS = 5000  # popular items exported for the fallback (enough to survive any exclusion)
-MAX_EVAL_ROWS = 100_000  # holdout rows evaluated (a seeded sample beyond): evaluation costs rows x catalog
+MAX_EVAL_CELLS = 2_000_000_000  # holdout rows x catalog items scored per policy (a seeded row sample beyond)
 
 
 def upload_dir(local: Path, target: str) -> None:
@@ -74,13 +74,13 @@ def train_and_export(
     index_k: int = 100,
     min_index_recall: float = 0.95,
     scann_grid: list | None = None,
-    max_eval_rows: int = MAX_EVAL_ROWS,
+    max_eval_cells: int = MAX_EVAL_CELLS,
 ) -> dict:
     """The whole training job; returns the metrics written to ``metrics.json``.
 
-    Evaluation ranks the whole catalog for every holdout row, so its cost grows with rows x items: a
-    holdout larger than ``max_eval_rows`` is evaluated on a seeded sample of its rows (every policy on
-    the same rows; ``window.evaluated_rows`` says how many)."""
+    Evaluation ranks the whole catalog for every holdout row, so its cost grows with rows x items: when
+    that product passes ``max_eval_cells`` the holdout is evaluated on a seeded sample of its rows (every
+    policy on the same rows; ``window.evaluated_rows`` says how many; 20,000 rows at 100,000 items)."""
     import pandas as pd
 
     from recsys.policy import Policy
@@ -110,8 +110,9 @@ def train_and_export(
     with tempfile.TemporaryDirectory(prefix="recsys-aip-") as aip_tmp:
         fitted = fit(train, window.users, window.items, params, callbacks=_aip_callbacks(Path(aip_tmp)))
     clock.lap("fit")
-    evaluated = holdout if len(holdout) <= max_eval_rows else holdout.sample(max_eval_rows, random_state=0).sort_index()
     catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
+    eval_rows = max(1, max_eval_cells // len(catalog))
+    evaluated = holdout if len(holdout) <= eval_rows else holdout.sample(eval_rows, random_state=0).sort_index()
     candidate_embeddings = fitted.candidate_embeddings(catalog, window.items)
     config = params.policy_config()
     popular = popularity_order(train)
