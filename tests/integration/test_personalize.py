@@ -127,10 +127,11 @@ def test_limit_exceeded_is_waited_out_without_a_task_retry(personalize):
     from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
     fake = personalize
-    fake.job_seconds = 1.5
+    fake.job_seconds = 6  # long enough to still hold the 5 slots when ``busy`` asks, even on a slow machine
     location = put_interactions(fake, "runs/r3/interactions.csv")
     for n in range(5):
         import_operator(fake, location, name=f"other-{n}", wait_for_completion=False).execute({})
+    fake.job_seconds = 1.5
     busy = import_operator(fake, location, busy_retry_seconds=5)
     trigger = deferred(busy, method="execute")  # deferrable: waits in the triggerer, then tries again
     assert isinstance(trigger, TimeDeltaTrigger)
