@@ -138,7 +138,7 @@ def _engine_task(backend: str):
     if backend == "emr-serverless":
         from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
 
-        fields = ("application_id", "execution_role_arn", "name", "job_driver", "aws_conn_id")
+        fields = ("application_id", "execution_role_arn", "name", "job_driver", "config", "aws_conn_id")
         return EmrServerlessStartJobOperator(task_id="emr_serverless", deferrable=True, **waits, **_submitted(*fields))
     from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator
 

@@ -276,4 +276,5 @@ def test_cloud_engines_run_the_same_job_deferrably(
     else:
         started = [p for s, op, p in fake.calls if op == "start_job_run"]
         assert len(started) == 1 and started[0]["name"].startswith("recsys-extract-")
+        assert started[0]["clientToken"] == started[0]["name"]  # fixed per plan: a task retry reattaches
         assert started[0]["jobDriver"]["sparkSubmit"]["entryPoint"].startswith(code)

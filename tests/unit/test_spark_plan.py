@@ -62,7 +62,7 @@ def test_emr_serverless_requests_match_the_service_model():
         "StartJobRun",
         {
             "applicationId": emr["application_id"],
-            "clientToken": "t",
+            "clientToken": emr["config"]["clientToken"],
             "executionRoleArn": emr["execution_role_arn"],
             "jobDriver": emr["job_driver"],
             "name": emr["name"],

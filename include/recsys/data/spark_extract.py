@@ -173,6 +173,10 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
                     "sparkSubmitParameters": f"--py-files {plan['py_files']} --jars {plan['jars']} {conf}",
                 }
             },
+            # StartJobRun's idempotency token, fixed per prepared run: a retry of the task gets the same
+            # job run back instead of starting a second one (the operator's own token is a new uuid
+            # per parse; ``config`` is its documented pass-through to StartJobRun)
+            "config": {"clientToken": run_name[:64]},
             "aws_conn_id": settings.aws_conn_id,
         },
         "dataproc": {
