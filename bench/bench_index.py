@@ -1,14 +1,15 @@
-"""ScaNN vs brute-force retrieval over 1M candidates, as the reloaded SavedModels serve them.
+"""Native ScaNN vs exact search over 1M candidates, as the server searches them.
 
 Candidates are built like the TFRS efficient-serving tutorial: the real item embeddings of a model
 trained on MovieLens 100K, repeated to ``--candidates`` rows with Gaussian noise added (noise std =
 ``--noise`` x the per-dimension std of the real embeddings), not pure random vectors. Queries are
-the real MovieLens users.
+the real MovieLens users' query embeddings.
 
-Measured in one run: ScaNN grid (build time, recall@10/@100 vs exact, latency) through the
-project's index evaluator; then the chosen ScaNN and the brute-force index are saved as
-SavedModels, reloaded (after ``import scann``) and timed: single-query p50/p99 latency, batch
-throughput, size on disk. Writes ``bench/results/bench_index.json``.
+Measured in one run: the export's ScaNN grid (build time, recall@10/@100 vs exact, single-query
+latency) through the project's index chooser; the chosen native searcher saved, reloaded and timed
+per single query (k=10) against exact numpy search (BLAS thread count reported), the headline
+speedup; then, for reference, the portable TF SavedModels (brute force and ScaNN, query tower
+included) reloaded and timed. Writes ``bench/results/bench_index.json``.
 
     .venv/bin/python bench/bench_index.py [--candidates 1000000]
 """
@@ -73,6 +74,7 @@ def main() -> int:
     import tensorflow as tf
 
     import recsys.training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    from recsys import index
     from recsys.training import export
     from recsys.training.features import query_features
     from recsys.training.fit import TrainParams, fit
@@ -94,49 +96,70 @@ def main() -> int:
     print(f"{args.candidates:,} candidates x {real.shape[1]} dims, {len(users)} real queries", flush=True)
 
     started = time.perf_counter()
-    brute, scann_index, report = export.choose_index(fitted.model.query_tower, item_ids, embeddings, queries,
-                                                     k=100, latency_queries=100)  # fmt: skip
+    brute, scann_index, native, report = export.choose_index(
+        fitted.model.query_tower, item_ids, embeddings, queries, k=100, latency_queries=100
+    )
     print(f"grid done in {time.perf_counter() - started:.0f} s", flush=True)
     for row in report["grid"]:
-        print(f"  leaves {row['num_leaves']} search {row['num_leaves_to_search']:>4} reorder "
-              f"{row['num_reordering_candidates']:>5}: build {row['build_s']:6.1f}s recall@10 {row['recall@10']:.4f} "
-              f"recall@100 {row['recall@100']:.4f} p50 {row['latency_ms']['p50']:.3f} ms")  # fmt: skip
-    if scann_index is None:
+        print(
+            f"  leaves {row['num_leaves']} search {row['num_leaves_to_search']:>4} reorder "
+            f"{row['num_reordering_candidates']:>5}: build {row['build_s']:6.1f}s recall@10 {row['recall@10']:.4f} "
+            f"recall@100 {row['recall@100']:.4f} p50 {row['latency_ms']['p50']:.4f} ms"
+        )
+    if native is None:
         print(f"no ScaNN configuration qualified: {report.get('reason')}")
-    leaves = report["grid"][0]["num_leaves"]
-    floor_index = export.build_scann(fitted.model.query_tower, item_ids, embeddings, 100,
-                                     export.ScannConfig(leaves, 1, 100))  # fmt: skip
-    singles = [{k: v[i : i + 1] for k, v in queries.items()} for i in range(100)]
-    report["per_call_floor_ms"] = export.latency_ms(floor_index, singles)
-    print(f"per-call floor (ScaNN searching 1 of {leaves} leaves): {report['per_call_floor_ms']}", flush=True)
-
-    exported = {}
+    query_embeddings = np.asarray(fitted.model.query_tower(queries), dtype=np.float32)
+    exact = index.exact_search(embeddings)
+    native_figures = {"brute_force_blas_threads": index.blas_threads()}
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        bf_build = export.build_brute_force(fitted.model.query_tower, item_ids, embeddings, 100)
-        brute_build_s = time.perf_counter() - started
-        to_save = {"brute_force": (bf_build, False, brute_build_s)}
+        if native is not None:
+            config = index.config_of(report["scann"])
+            index.save(native, Path(tmp) / "native", item_ids)
+            loaded, _ = index.load(Path(tmp) / "native")
+            search = index.native_search(loaded, config)
+            singles = query_embeddings[:300]
+            native_figures |= {
+                "size_mib": _dir_mib(Path(tmp) / "native"),
+                "exact_search_ms": index.latency_ms(exact, singles, 10),
+                "scann_search_ms": index.latency_ms(search, singles, 10),
+                "recall@10": report["scann"]["recall@10"],
+            }
+            speedup = native_figures["exact_search_ms"]["p50"] / native_figures["scann_search_ms"]["p50"]
+            native_figures["single_query_p50_speedup"] = round(speedup, 1)
+            print(
+                f"native ScaNN (reloaded), k=10: {native_figures['scann_search_ms']} vs exact "
+                f"{native_figures['exact_search_ms']} -> {speedup:.1f}x at recall@10 {report['scann']['recall@10']} "
+                f"(BLAS threads {native_figures['brute_force_blas_threads']})",
+                flush=True,
+            )
+        exported = {}
+        to_save = {"brute_force": (brute, False)}
         if scann_index is not None:
-            to_save["scann"] = (scann_index, True, report["scann"]["build_s"])
+            to_save["scann"] = (scann_index, True)
         singles = [{k: v[i : i + 1] for k, v in queries.items()} for i in range(200)]
         batch = {k: v[:1000] for k, v in queries.items()}
-        for name, (index, is_scann, build_s) in to_save.items():
+        for name, (layer, is_scann) in to_save.items():
             path = Path(tmp) / name
-            export.save_retrieval_model(index, path, True, TrainParams().history_length, scann=is_scann)
+            export.save_retrieval_model(layer, path, True, TrainParams().history_length, scann=is_scann)
             serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-            exported[name] = {"build_s": round(build_s, 2), "size_mib": _dir_mib(path),
-                              "single_query": _time_single(serve, singles),
-                              "batch_1000_queries_per_s": _throughput(serve, batch)}  # fmt: skip
-            print(f"{name:<12} reloaded: {exported[name]}", flush=True)
-    if "scann" in exported:
-        speedup = exported["brute_force"]["single_query"]["p50_ms"] / exported["scann"]["single_query"]["p50_ms"]
-        exported["scann"]["recall@10"] = report["scann"]["recall@10"]
-        exported["scann"]["recall@100"] = report["scann"]["recall@100"]
-        exported["single_query_p50_speedup"] = round(speedup, 1)
-        print(f"ScaNN p50 speedup over brute force (reloaded SavedModels): {speedup:.1f}x at "
-              f"recall@10 {report['scann']['recall@10']}")  # fmt: skip
-    write_results("bench_index", {"candidates": args.candidates, "noise": args.noise, "dims": int(real.shape[1]),
-                                  "queries": len(users), "evaluator": report, "reloaded": exported})  # fmt: skip
+            exported[name] = {
+                "size_mib": _dir_mib(path),
+                "single_query": _time_single(serve, singles),
+                "batch_1000_queries_per_s": _throughput(serve, batch),
+            }
+            print(f"TF SavedModel {name:<12} reloaded (query tower included): {exported[name]}", flush=True)
+    write_results(
+        "bench_index",
+        {
+            "candidates": args.candidates,
+            "noise": args.noise,
+            "dims": int(real.shape[1]),
+            "queries": len(users),
+            "evaluator": report,
+            "native": native_figures,
+            "tf_savedmodels": exported,
+        },
+    )
     return 0
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.index import Search, top_k
 from recsys.training.history import HISTORY_LENGTH, earlier_events, last_items, pad_histories
 
 Encoder = Callable[[dict], np.ndarray]  # query features -> [n, dim] embeddings
-Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # (queries, depth) -> (columns, scores)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Policy:
         encoder: Encoder | None = None,
         item_embeddings: np.ndarray | None = None,
         known_users: Iterable[str] = (),
-        searcher: Searcher | None = None,
+        searcher: Search | None = None,
     ):
         self.catalog = np.asarray(list(catalog), dtype=object)
         self.position = {item: i for i, item in enumerate(self.catalog)}
@@ -182,7 +182,7 @@ class Policy:
         """The top ``k`` per query: ``item_ids``, ``scores`` (None for popular items), ``fallback``."""
         fallback = self.uses_fallback(batch)
         if self.searcher is None or fallback.all():
-            columns, scores = _top(self.scores(batch), min(k, len(self.catalog)))
+            columns, scores = top_k(self.scores(batch), min(k, len(self.catalog)))
         else:
             columns, scores = self._searched(batch, fallback, k)
         out = []
@@ -203,7 +203,7 @@ class Policy:
         found, values = self.searcher(self.encoder(_select(batch, ~fallback).features()), depth)
         columns[personal, : found.shape[1]], scores[personal, : found.shape[1]] = found, values
         if fallback.any():
-            columns[fallback], scores[fallback] = _top(np.tile(self.popularity, (int(fallback.sum()), 1)), depth)
+            columns[fallback], scores[fallback] = top_k(np.tile(self.popularity, (int(fallback.sum()), 1)), depth)
         for row in range(len(batch)):
             banned = batch.excluded_cols[batch.excluded_indptr[row] : batch.excluded_indptr[row + 1]]
             scores[row, np.isin(columns[row], banned)] = -np.inf
@@ -228,17 +228,6 @@ class Policy:
         return ranks
 
 
-def _top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Columns and scores of each row's ``k`` best, best first; ties go to the lower column (as in
-    :meth:`Policy.ranks`)."""
-    kth = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k]
-    columns = np.zeros((len(scores), k), dtype=np.int64)
-    for row in range(len(scores)):
-        candidates = np.flatnonzero(scores[row] >= kth[row])
-        columns[row] = candidates[np.lexsort((candidates, -scores[row, candidates]))][:k]
-    return columns, np.take_along_axis(scores, columns, 1)
-
-
 def _select(batch: QueryBatch, mask: np.ndarray) -> QueryBatch:
     return QueryBatch(
         batch.user_ids[mask],
@@ -260,20 +249,15 @@ def load_policy(model_dir: Path, index: str = "brute_force") -> Policy:
     candidates = pd.read_parquet(model_dir / "candidates.parquet")
     embeddings = np.stack(candidates["embedding"].to_numpy()).astype(np.float32)
     vocab = json.loads((model_dir / "vocabularies.json").read_text())
-    searcher = None
-    if index == "scann":
-        chosen = json.loads((model_dir / "index.json").read_text()).get("scann")
-        if not chosen:
-            raise ValueError(f"{model_dir} has no qualified ScaNN configuration; serve it with brute_force")
-        searcher = scann_searcher(embeddings, chosen)
+    item_ids = candidates["item_id"].astype(str).tolist()
     return Policy(
-        candidates["item_id"].astype(str).tolist(),
+        item_ids,
         metadata["popular_items"],
         config,
         encoder=saved_model_encoder(model_dir / "query_model"),
         item_embeddings=embeddings,
         known_users=vocab["user_ids"],
-        searcher=searcher,
+        searcher=scann_search(model_dir, embeddings, item_ids) if index == "scann" else None,
     )
 
 
@@ -300,22 +284,20 @@ def saved_model_encoder(path: Path, batch: int = 4096) -> Encoder:
     return encode
 
 
-def scann_searcher(embeddings: np.ndarray, config: dict) -> Searcher:
-    """Native ScaNN over the candidate embeddings with the export's chosen configuration."""
-    import scann
+def scann_search(model_dir: Path, embeddings: np.ndarray, item_ids: list[str]) -> Search:
+    """The export's native ScaNN searcher with its chosen query-time settings (an export made before
+    the searcher was serialised gets one built from the chosen configuration)."""
+    import json
 
-    leaves = min(int(config["num_leaves"]), len(embeddings))
-    searcher = (
-        scann.scann_ops_pybind.builder(embeddings, 10, "dot_product")
-        .tree(leaves, min(int(config["num_leaves_to_search"]), leaves), training_sample_size=len(embeddings))
-        .score_ah(int(config.get("dimensions_per_block", 2)), anisotropic_quantization_threshold=0.2)
-        .reorder(int(config["num_reordering_candidates"]))
-        .build()
-    )
+    from recsys import index
 
-    def search(queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        reorder = max(depth, int(config["num_reordering_candidates"]))
-        columns, scores = searcher.search_batched(queries, final_num_neighbors=depth, pre_reorder_num_neighbors=reorder)
-        return columns.astype(np.int64), scores.astype(np.float32)
-
-    return search
+    chosen = json.loads((model_dir / "index.json").read_text()).get("scann")
+    if not chosen:
+        raise ValueError(f"{model_dir} has no qualified ScaNN configuration; serve it with brute_force")
+    config = index.config_of(chosen)
+    if not (model_dir / index.NATIVE_DIR).exists():
+        return index.native_search(index.build(embeddings, config), config)
+    searcher, columns = index.load(model_dir / index.NATIVE_DIR)
+    if columns != item_ids:
+        raise ValueError(f"{model_dir}: the ScaNN index's item ids differ from candidates.parquet")
+    return index.native_search(searcher, config)

@@ -17,17 +17,26 @@ HEALTH, PREDICT = "/v1/models/recsys/health", "/v1/models/recsys:predict"  # non
 
 
 class Server:
-    def __init__(self, model_dir: str, index: str, tmp_path: Path):
+    def __init__(self, model_dir: str, index: str, tmp_path: Path, env: dict[str, str] | None = None):
         self.index = index
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"server-{index}.log"
-        env = {**os.environ, "AIP_HTTP_PORT": str(self.port), "AIP_HEALTH_ROUTE": HEALTH,
-               "AIP_PREDICT_ROUTE": PREDICT, "AIP_STORAGE_URI": model_dir, "RECSYS_SERVING_HOST": "127.0.0.1",
-               "RECSYS_SERVING_INDEX": index, "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+        env = {
+            **os.environ,
+            "AIP_HTTP_PORT": str(self.port),
+            "AIP_HEALTH_ROUTE": HEALTH,
+            "AIP_PREDICT_ROUTE": PREDICT,
+            "AIP_STORAGE_URI": model_dir,
+            "RECSYS_SERVING_HOST": "127.0.0.1",
+            "RECSYS_SERVING_INDEX": index,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            **(env or {}),
+        }
         self.log = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "recsys.serving"], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)  # fmt: skip
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recsys.serving"], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.health_codes = self._wait_ready()
 
     def _wait_ready(self) -> list[int]:
@@ -43,6 +52,12 @@ class Server:
                 pass
             time.sleep(0.05)
         raise AssertionError(f"server not ready: {self.log_path.read_text()[-3000:]}")
+
+    def access_log(self) -> list[dict]:
+        """The server's JSON access-log lines so far."""
+        import json
+
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith('{"ts"')]
 
     def predict(self, body, **kwargs) -> httpx.Response:
         if isinstance(body, dict | list):

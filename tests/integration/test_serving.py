@@ -151,14 +151,51 @@ def test_unknown_routes_and_methods_are_json(server):
     assert httpx.post(server.url + HEALTH).status_code == 405
 
 
-def test_concurrent_requests(server, users):
-    def call(n):
-        return server.predict({"instances": [users[n % len(users)]], "parameters": {"k": 10}})
+def test_concurrent_requests_are_batched_and_answered_as_alone(server, users, trained_model):
+    """Requests that arrive together are answered in shared batches, each with its own k and exclusions,
+    as the same request answered alone (the same items; scores equal up to float rounding)."""
+    model_dir = Path(trained_model[0].removeprefix("file://"))
+    items = pd.read_parquet(model_dir / "candidates.parquet")["item_id"].tolist()
 
+    def body(n):
+        excluded = [] if n % 3 else [items[n % 7], items[n % 11]]
+        instance = users[n % len(users)] if n % 4 else {"user_id": f"new-{n}", "recent_item_ids": [items[n % 5]]}
+        return {"instances": [instance], "parameters": {"k": 1 + n % 10, "exclude_item_ids": excluded}}
+
+    alone = [server.predict(body(n)).json()["predictions"] for n in range(120)]
+    seen = len(server.access_log())
     with ThreadPoolExecutor(max_workers=32) as pool:
-        responses = list(pool.map(call, range(200)))
-    assert all(r.status_code == 200 for r in responses)
-    assert all(r.json()["predictions"][0]["user_id"] == users[n % len(users)] for n, r in enumerate(responses))
+        together = list(pool.map(lambda n: server.predict(body(n)), range(120)))
+    assert all(r.status_code == 200 for r in together)
+    for response, answer in zip(together, alone, strict=True):
+        (batched,), (single,) = response.json()["predictions"], answer
+        assert batched["scores"] == pytest.approx(single["scores"], abs=1e-5)  # a batched matmul rounds apart
+        assert {**batched, "scores": None} == {**single, "scores": None}
+    batches = [line["batch"] for line in server.access_log()[seen:] if line["path"] == PREDICT]
+    assert len(batches) == 120 and max(batches) > 1  # requests shared a model call
+
+
+def test_over_capacity_requests_are_shed_at_once_and_health_stays_green(trained_model, tmp_path, users):
+    running = Server(
+        trained_model[0],
+        "brute_force",
+        tmp_path,
+        env={"RECSYS_SERVING_MAX_CONCURRENT": "1", "RECSYS_SERVING_MAX_QUEUE": "2"},
+    )
+    try:
+        heavy = {"instances": (users * 10)[:1000], "parameters": {"k": 100}}  # a slow batch each
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            calls = [pool.submit(running.predict, heavy) for _ in range(24)]
+            health = httpx.get(running.url + HEALTH, timeout=5)
+            responses = [c.result() for c in calls]
+    finally:
+        running.stop()
+    assert health.status_code == 200
+    shed = [r for r in responses if r.status_code == 503]
+    served = [r for r in responses if r.status_code == 200]
+    assert shed and served and len(shed) + len(served) == len(responses)
+    assert all(r.headers["retry-after"] == "1" and "capacity" in r.json()["error"] for r in shed)
+    assert all(len(r.json()["predictions"]) == 1000 for r in served)
 
 
 def test_structured_access_log_and_graceful_shutdown(trained_model, tmp_path):
@@ -168,9 +205,9 @@ def test_structured_access_log_and_graceful_shutdown(trained_model, tmp_path):
     assert running.stop() in (0, -signal.SIGTERM)
     log = running.log_path.read_text()
     assert log.index("Shutting down") < log.index("Application shutdown complete") < log.index("Finished server")
-    lines = [json.loads(line) for line in running.log_path.read_text().splitlines() if line.startswith('{"ts"')]
-    predict = [entry for entry in lines if entry["path"] == PREDICT]
+    predict = [entry for entry in running.access_log() if entry["path"] == PREDICT]
     assert predict[-1]["status"] == 200 and predict[-1]["instances"] == 1 and predict[-1]["latency_ms"] > 0
+    assert predict[-1]["batch"] == 1
 
 
 def test_model_is_copied_from_object_storage(trained_model, moto_s3, monkeypatch, tmp_path):

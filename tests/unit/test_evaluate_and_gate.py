@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.index import scann_grid
 from recsys.policy import Policy, PolicyConfig
 from recsys.training.evaluate import evaluate_holdout, metrics_from_ranks, popularity_order
-from recsys.training.export import scann_grid
 from recsys.training.gate import GatePolicy, decide, promote, read_champion
 
 NO_EXCLUSION = PolicyConfig(exclude_seen=False)

@@ -5,11 +5,16 @@
 * ``AIP_PREDICT_ROUTE`` (default ``/predict``): ``{"instances": [...], "parameters": {...}}`` in,
   ``{"predictions": [...]}`` out.
 * Bad input never crashes the server: 400 with a JSON error, 413 over 1.5 MB, 404/405 JSON.
-* One structured (JSON) access-log line per request on stdout.
+* Concurrent requests are answered in micro-batches (:mod:`recsys.serving.batching`); over capacity
+  a request gets 503 with ``Retry-After`` at once (``RECSYS_SERVING_MAX_QUEUE`` requests may wait,
+  default 64; ``RECSYS_SERVING_MAX_BATCH`` instances per batch, default 64, 1 = no batching;
+  ``RECSYS_SERVING_MAX_CONCURRENT`` batches at once, default one per core).
+* One structured (JSON) access-log line per request on stdout (``batch``: requests answered together).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,14 +23,13 @@ import threading
 import time
 from pathlib import Path
 
-import anyio
-import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from recsys.serving.batching import MicroBatcher, Overloaded
 from recsys.serving.request import MAX_BODY_BYTES, BadRequest, parse_request
 
 access_log = logging.getLogger("recsys.serving.access")
@@ -74,12 +78,18 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            client = scope.get("client")
-            access_log.info(json.dumps({
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": scope["method"], "path": scope["path"],
-                "status": status.get("code", 500), "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                "instances": scope.get("state", {}).get("instances"), "client": client[0] if client else None,
-            }))  # fmt: skip
+            client, state = scope.get("client"), scope.get("state", {})
+            line = {
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status.get("code", 500),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "instances": state.get("instances"),
+                "batch": state.get("batch"),
+                "client": client[0] if client else None,
+            }
+            access_log.info(json.dumps(line))
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -101,8 +111,12 @@ async def _read_limited(request: Request) -> bytes:
 def create_app(model_dir: str | None = None, index: str | None = None, load_in_background: bool = True) -> Starlette:
     model_dir = model_dir or os.environ["RECSYS_SERVING_MODEL_DIR"]
     state = ModelState(Path(model_dir), index or os.environ.get("RECSYS_SERVING_INDEX", "auto"))
-    # Predictions in flight at once (default: one per core); more requests wait in the event loop.
-    limiter = anyio.CapacityLimiter(int(os.environ.get("RECSYS_SERVING_MAX_CONCURRENT", os.cpu_count() or 1)))
+    batcher = MicroBatcher(
+        lambda requests: state.predictor.predict_many(requests),
+        workers=_env_int("RECSYS_SERVING_MAX_CONCURRENT", os.cpu_count() or 1),
+        max_instances=_env_int("RECSYS_SERVING_MAX_BATCH", 64),
+        max_queued=_env_int("RECSYS_SERVING_MAX_QUEUE", 64),
+    )
     health_route = os.environ.get("AIP_HEALTH_ROUTE", "/health")
     predict_route = os.environ.get("AIP_PREDICT_ROUTE", "/predict")
 
@@ -127,7 +141,12 @@ def create_app(model_dir: str | None = None, index: str | None = None, load_in_b
         except BadRequest as exc:
             return _error(400, str(exc))
         request.state.instances = len(parsed.instances)
-        predictions = await anyio.to_thread.run_sync(predictor.predict, parsed, limiter=limiter)
+        try:
+            predictions, request.state.batch = await batcher.submit(parsed)
+        except Overloaded:
+            response = _error(503, "the server is at capacity; retry shortly")
+            response.headers["Retry-After"] = "1"
+            return response
         return JSONResponse({"predictions": predictions})
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -139,9 +158,16 @@ def create_app(model_dir: str | None = None, index: str | None = None, load_in_b
         log.exception("prediction failed")
         return _error(500, f"internal error: {type(exc).__name__}")
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
     app = Starlette(
         routes=[Route(health_route, health, methods=["GET"]), Route(predict_route, predict, methods=["POST"])],
         exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
     )
 
     app.add_middleware(AccessLog)
@@ -149,8 +175,13 @@ def create_app(model_dir: str | None = None, index: str | None = None, load_in_b
         threading.Thread(target=state.load, name="model-loader", daemon=True).start()
     else:
         state.load()
-    app.state.model = state
+    app.state.model, app.state.batcher = state, batcher
     return app
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
 
 
 def configure_logging() -> None:

@@ -120,17 +120,35 @@ class Predictor:
         return [i for _, i in sorted(merged, key=lambda pair: pair[0])]
 
     def predict(self, request: PredictRequest) -> list[dict]:
-        instances = request.instances
+        return self.predict_many([request])[0]
+
+    def predict_many(self, requests: list[PredictRequest]) -> list[list[dict]]:
+        """Several requests in one policy call (one query-model call, one search): each request's
+        instances keep their own exclusions and get their own ``k`` (the top ``k`` of a deeper
+        ranking is the same ranking's first ``k``)."""
+        instances = [i for r in requests for i in r.instances]
         batch = self.policy.batch_from_histories(
             [i.user_id for i in instances],
             [self.history_of(i) for i in instances],
             self._demographics(instances),
-            exclude=[request.exclude_item_ids] * len(instances),
+            exclude=[r.exclude_item_ids for r in requests for _ in r.instances],
         )
+        answers = iter(self.policy.recommend(batch, max(r.k for r in requests)))
         out = []
-        for instance, answer in zip(instances, self.policy.recommend(batch, request.k), strict=True):
-            titles = [self.titles.get(i, "") for i in answer["item_ids"]]
-            out.append({"user_id": instance.user_id, **answer, "titles": titles})
+        for request in requests:
+            predictions = []
+            for instance, answer in zip(request.instances, answers, strict=False):
+                ids = answer["item_ids"][: request.k]
+                predictions.append(
+                    {
+                        "user_id": instance.user_id,
+                        "item_ids": ids,
+                        "scores": answer["scores"][: request.k],
+                        "fallback": answer["fallback"],
+                        "titles": [self.titles.get(i, "") for i in ids],
+                    }
+                )
+            out.append(predictions)
         return out
 
     def recommend_users(self, user_ids: list[str], k: int) -> list[dict]:

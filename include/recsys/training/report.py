@@ -86,7 +86,8 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         "",
         "## Serving index",
         f"- Serving export: **{index['serving']}**" + (f" ({index['reason']})" if index.get("reason") else ""),
-        f"- Brute-force single-query latency p50 {index['brute_force_latency_ms']['p50']} ms",
+        f"- Exact search single-query latency p50 {index['brute_force_latency_ms']['p50']} ms"
+        + (f" (BLAS threads: {index['brute_force_blas_threads']})" if index.get("brute_force_blas_threads") else ""),
     ]
     if index.get("scann"):
         s = index["scann"]
@@ -94,6 +95,7 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
             f"- ScaNN settings: leaves {s['num_leaves']}, search {s['num_leaves_to_search']}, "
             f"reorder {s['num_reordering_candidates']}; recall@10 {s['recall@10']}, "
             f"recall@100 {s['recall@100']}, p50 {s['latency_ms']['p50']} ms"
+            + (f" ({index['speedup_p50']}x exact search)" if index.get("speedup_p50") else "")
         )
     lines += ["", "![training plot](training_plot.png)", ""]
     return "\n".join(lines)

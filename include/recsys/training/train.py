@@ -7,7 +7,8 @@ The same entrypoint runs in the Airflow worker and inside the trainer container 
 ``AIP_MODEL_DIR`` (output), ``AIP_CHECKPOINT_DIR`` (per-epoch weights) and
 ``AIP_TENSORBOARD_LOG_DIR`` (TensorBoard logs) are honoured when set.
 
-Output (``--model-dir``): ``query_model/``, ``index_brute_force/``, ``index_scann/`` (when chosen),
+Output (``--model-dir``): ``query_model/``, ``index_brute_force/``, ``index_scann/`` and
+``index_scann_native/`` (the native searcher + ``item_ids.json``, when ScaNN qualified),
 ``candidates.parquet`` (item embeddings), ``history.parquet`` (each user's newest events of the
 window: the server's history snapshot), ``vocabularies.json``, ``items.parquet``,
 ``users.parquet``, ``holdout.parquet`` (the evaluation set, for the champion gate),
@@ -83,6 +84,7 @@ def train_and_export(
     policy on the same rows; ``window.evaluated_rows`` says how many; 20,000 rows at 100,000 items)."""
     import pandas as pd
 
+    from recsys import index
     from recsys.policy import Policy
     from recsys.training import export
     from recsys.training.data import NotEnoughDataError, load_window, temporal_split
@@ -146,7 +148,7 @@ def train_and_export(
         queries = {"user_id": sample.user_ids, "history": sample.histories}
         if use_user_features:
             queries |= demographics(sample.user_ids, window.users)
-        brute, scann, index_report = export.choose_index(
+        brute, scann, native, index_report = export.choose_index(
             fitted.model.query_tower,
             catalog,
             candidate_embeddings,
@@ -160,6 +162,7 @@ def train_and_export(
         export.save_retrieval_model(brute, out / "index_brute_force", use_user_features, length, scann=False)
         if scann is not None:
             export.save_retrieval_model(scann, out / "index_scann", use_user_features, length, scann=True)
+            index.save(native, out / index.NATIVE_DIR, catalog)
         _write_parquet(
             pd.DataFrame({"item_id": catalog, "embedding": list(candidate_embeddings)}), out / "candidates.parquet"
         )
