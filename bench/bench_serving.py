@@ -1,14 +1,16 @@
-"""Prediction latency and throughput: the HTTP server vs the same calls in-process, one run.
+"""Prediction latency and throughput of the HTTP server: one model call per request vs micro-batched.
 
 Builds the MovieLens 100K model with the real pipeline (seed re-timed onto 30 days -> 30 extracted
 partitions -> ``train_and_export`` with a pinned high-recall ScaNN configuration, so both a ScaNN
-and a brute-force export exist). For each export it starts ``python -m recsys.serving`` on loopback
-and sends one instance per request (a random known user, k=10) — the user id alone, and with 5
-``recent_item_ids`` (history merged in the request) — from keep-alive clients at concurrency 1, 8
-and 32 (p50/p99 latency, requests/s), then makes the same
-calls in-process through ``Predictor.predict``. The load generator shares the 2 cores with the
-server: ``wrk`` (``apt-get install wrk``) is used when installed because a Python client saturates
-the CPU itself at high concurrency; otherwise the httpx fallback runs, and the results say which.
+and a brute-force export exist). For each export, each request kind (the user id alone, or with 5
+``recent_item_ids``) and each server mode — ``one_per_call`` (``RECSYS_SERVING_MAX_BATCH=1``, no
+queue bound: the server as it was) and ``micro_batched`` (the defaults) — it starts
+``python -m recsys.serving`` on loopback and drives it with ``wrk`` (keep-alive, one instance per
+request, k=10) at concurrency 1, 8, 32 and 256: p50/p99, requests/s, non-2xx (503s). wrk cannot
+split latency by status, so at concurrency 256 ``bench/http_load.py`` (a lean asyncio client) also
+measures the accepted (200) requests' client-side p50/p99 apart from the refused ones; the server's
+own access log gives the accepted requests' time inside the server. In-process ``Predictor.predict``
+at concurrency 1 gives the HTTP overhead. The load generators share the 2 cores with the server.
 Writes ``bench/results/bench_serving.json``.
 
     .venv/bin/python bench/bench_serving.py [--requests 600]
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -30,11 +33,16 @@ from datetime import date, datetime
 from datetime import time as dtime
 from pathlib import Path
 
+import http_load
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1] / "tests")]
-CONCURRENCY = (1, 8, 32)
+CONCURRENCY = (1, 8, 32, 256)
+MODES = {
+    "one_per_call": {"RECSYS_SERVING_MAX_BATCH": "1", "RECSYS_SERVING_MAX_QUEUE": "1000000"},
+    "micro_batched": {},
+}
 
 
 def build_model(data_dir: str, work: Path) -> Path:
@@ -119,12 +127,16 @@ def wrk_load(
         text=True,
         check=True,
     ).stdout
-    assert "Non-2xx" not in out, out
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    refused = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    refused = int(refused.group(1)) if refused else 0
     return {
         "p50_ms": _wrk_ms(out, "50%"),
         "p99_ms": _wrk_ms(out, "99%"),
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "requests": requests,
+        "non_2xx": refused,
+        "ok_per_s": round((requests - refused) / seconds, 1),
     }
 
 
@@ -164,10 +176,10 @@ def in_process_load(predictor, users: list[str], items: list[str], recent: int, 
     return summarize(latencies, time.perf_counter() - started)
 
 
-def start_server(model_dir: Path, index: str, port: int, log: Path) -> subprocess.Popen:
+def start_server(model_dir: Path, index: str, port: int, log: Path, server_env: dict) -> subprocess.Popen:
     import httpx
 
-    env = {**os.environ, "AIP_HTTP_PORT": str(port), "RECSYS_SERVING_HOST": "127.0.0.1"}
+    env = {**os.environ, "AIP_HTTP_PORT": str(port), "RECSYS_SERVING_HOST": "127.0.0.1", **server_env}
     process = subprocess.Popen(
         [sys.executable, "-m", "recsys.serving", "--model-dir", str(model_dir), "--index", index],
         env=env,
@@ -188,39 +200,56 @@ def start_server(model_dir: Path, index: str, port: int, log: Path) -> subproces
     raise RuntimeError(f"{index} server not ready: {last and last.text}\n" + "\n".join(errors[-20:]))
 
 
-def measure(model_dir: Path, index: str, users, items, recent: int, generator: str, args, tmp: Path) -> dict:
-    """HTTP at each concurrency, then the same calls in-process, for one index and request kind."""
+def _accepted_server_ms(log: Path, skip: int) -> tuple[dict, int]:
+    """p50/p99 of the 200s the server logged after line ``skip`` (time inside the server only)."""
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith('{"ts"')]
+    accepted = [x["latency_ms"] for x in lines[skip:] if x["status"] == 200 and x["path"] == "/predict"]
+    figures = {
+        "p50_ms": round(float(np.percentile(accepted, 50)), 3),
+        "p99_ms": round(float(np.percentile(accepted, 99)), 3),
+    }
+    return figures, len(lines)
+
+
+def measure(model_dir: Path, index: str, users, items, recent: int, mode: str, generator: str, args, tmp: Path) -> dict:
+    """HTTP at each concurrency for one index, request kind and server mode (plus in-process at c=1)."""
     from recsys.emulators.ports import free_port
     from recsys.serving.predictor import Predictor
 
     port = free_port()
-    server = start_server(model_dir, index, port, tmp / f"{index}.log")
+    log = tmp / f"{index}-{mode}-{recent}.log"
+    server = start_server(model_dir, index, port, log, MODES[mode])
     try:
         url = f"http://127.0.0.1:{port}/predict"
         asyncio.run(python_load(url, users, items, recent, 8, 100))  # warm up
-        if generator == "wrk":
-            http = {c: wrk_load(url, users, items, recent, c, args.seconds, tmp) for c in CONCURRENCY}
-        else:
-            http = {c: asyncio.run(python_load(url, users, items, recent, c, args.requests)) for c in CONCURRENCY}
+        http = {}
+        for c in CONCURRENCY:
+            before = sum(1 for x in log.read_text().splitlines() if x.startswith('{"ts"'))
+            if generator == "wrk":
+                http[c] = wrk_load(url, users, items, recent, c, args.seconds, tmp)
+            else:
+                http[c] = asyncio.run(python_load(url, users, items, recent, min(c, 64), args.requests))
+            http[c]["accepted_in_server"], _ = _accepted_server_ms(log, before)
+        bodies = [json.dumps(body_for(users, items, n, recent)).encode() for n in range(500)]
+        http["256_by_status"] = http_load.run("127.0.0.1", port, "/predict", bodies, 256, args.seconds)
     finally:
         server.terminate()
         server.wait(timeout=30)
     predictor = Predictor(model_dir, index)
     predictor.warm_up()
-    local = {c: in_process_load(predictor, users, items, recent, c, args.requests) for c in CONCURRENCY}
-    label = f"{index} recent={recent}"
+    local = in_process_load(predictor, users, items, recent, 1, args.requests)
+    label = f"{index} recent={recent} {mode}"
     for c in CONCURRENCY:
-        h, p = http[c], local[c]
+        h = http[c]
         print(
-            f"{label:<22} c={c:<3} HTTP p50 {h['p50_ms']:7.2f} ms p99 {h['p99_ms']:7.2f} ms "
-            f"{h['requests_per_s']:8.1f} req/s | in-process p50 {p['p50_ms']:6.2f} ms "
-            f"p99 {p['p99_ms']:6.2f} ms {p['requests_per_s']:8.1f} calls/s",
+            f"{label:<38} c={c:<3} p50 {h['p50_ms']:7.2f} ms p99 {h['p99_ms']:7.2f} ms {h['requests_per_s']:8.1f} req/s"
+            f" (non-2xx {h.get('non_2xx', 0)}; accepted p99 in server {h['accepted_in_server']['p99_ms']} ms)",
             flush=True,
         )
     return {
         "http": http,
-        "in_process": local,
-        "http_overhead_p50_ratio_c1": round(http[1]["p50_ms"] / local[1]["p50_ms"], 2),
+        "in_process_c1": local,
+        "http_overhead_p50_ratio_c1": round(http[1]["p50_ms"] / local["p50_ms"], 2),
     }
 
 
@@ -236,8 +265,6 @@ def main() -> int:
     if not (Path(args.data) / "u.data").exists():
         print(f"MovieLens 100K not found at {args.data}", file=sys.stderr)
         return 2
-    import json
-
     import pandas as pd
 
     import recsys.training  # noqa: F401
@@ -252,16 +279,43 @@ def main() -> int:
         index_report = json.loads((model_dir / "index.json").read_text())
         for index in ("brute_force", "scann"):
             for kind, recent in (("user_id", 0), ("with_recent_events", RECENT)):
-                runs[f"{index}/{kind}"] = measure(model_dir, index, users, items, recent, generator, args, Path(tmp))
+                for mode in MODES:
+                    runs[f"{index}/{kind}/{mode}"] = measure(
+                        model_dir, index, users, items, recent, mode, generator, args, Path(tmp)
+                    )
+        ratios = {}
+        for index in ("brute_force", "scann"):
+            for kind in ("user_id", "with_recent_events"):
+                base, batched = (
+                    runs[f"{index}/{kind}/one_per_call"]["http"],
+                    runs[f"{index}/{kind}/micro_batched"]["http"],
+                )
+                ratios[f"{index}/{kind}"] = {
+                    "requests_per_s_c32": round(batched[32]["requests_per_s"] / base[32]["requests_per_s"], 2),
+                    "p50_c1_delta_ms": round(batched[1]["p50_ms"] - base[1]["p50_ms"], 3),
+                    "p99_c8_ms": batched[8]["p99_ms"],
+                    "c256_non_2xx_share": round(batched[256]["non_2xx"] / max(batched[256]["requests"], 1), 3),
+                    "c256_p99_all_ms": batched[256]["p99_ms"],
+                    "c256_accepted_p99_in_server_ms": batched[256]["accepted_in_server"]["p99_ms"],
+                    "c256_accepted_p99_client_ms": batched["256_by_status"]["200"]["p99_ms"],
+                    "c256_refused_share_client": round(
+                        batched["256_by_status"].get("503", {}).get("requests", 0)
+                        / sum(v["requests"] for k, v in batched["256_by_status"].items() if k.isdigit()),
+                        3,
+                    ),
+                }
+                print(f"{index}/{kind}: {ratios[f'{index}/{kind}']}", flush=True)
     write_results(
         "bench_serving",
         {
             "model": "MovieLens 100K via the pipeline (30 days, 1 holdout day)",
             "scann_recall": index_report["grid"][0],
             "request": f"1 instance, k=10; user_id only, or with {RECENT} recent_item_ids",
-            "server": "uvicorn, 1 worker process, thread pool",
+            "server": "uvicorn, 1 worker process; one_per_call = one model call per request (the previous "
+            "server), micro_batched = the default (coalesced calls, bounded queue, 503 past it)",
             "load_generator": generator,
             "runs": runs,
+            "micro_batched_vs_one_per_call": ratios,
         },
     )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -164,8 +165,13 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(server, users, tr
 
     alone = [server.predict(body(n)).json()["predictions"] for n in range(120)]
     seen = len(server.access_log())
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        together = list(pool.map(lambda n: server.predict(body(n)), range(120)))
+
+    async def all_at_once():  # 60 at a time: under the default queue bound (64), so none is shed
+        async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=60)) as client:
+            first = await asyncio.gather(*(client.post(PREDICT, json=body(n)) for n in range(60)))
+            return first + await asyncio.gather(*(client.post(PREDICT, json=body(n)) for n in range(60, 120)))
+
+    together = asyncio.run(all_at_once())
     assert all(r.status_code == 200 for r in together)
     for response, answer in zip(together, alone, strict=True):
         (batched,), (single,) = response.json()["predictions"], answer
@@ -176,26 +182,27 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(server, users, tr
 
 
 def test_over_capacity_requests_are_shed_at_once_and_health_stays_green(trained_model, tmp_path, users):
-    running = Server(
-        trained_model[0],
-        "brute_force",
-        tmp_path,
-        env={"RECSYS_SERVING_MAX_CONCURRENT": "1", "RECSYS_SERVING_MAX_QUEUE": "2"},
-    )
+    """100 requests at once against a queue of 4: the overflow gets 503 + Retry-After, the rest are served,
+    and health answers 200 in the middle of it."""
+    running = Server(trained_model[0], "brute_force", tmp_path, env={"RECSYS_SERVING_MAX_QUEUE": "4"})
+    body = {"instances": users[:50], "parameters": {"k": 100}}
+
+    async def flood():
+        async with httpx.AsyncClient(base_url=running.url, limits=httpx.Limits(max_connections=101)) as client:
+            calls = [client.post(PREDICT, json=body) for _ in range(100)]
+            return await asyncio.gather(*calls[:50], client.get(HEALTH), *calls[50:])
+
     try:
-        heavy = {"instances": (users * 10)[:1000], "parameters": {"k": 100}}  # a slow batch each
-        with ThreadPoolExecutor(max_workers=24) as pool:
-            calls = [pool.submit(running.predict, heavy) for _ in range(24)]
-            health = httpx.get(running.url + HEALTH, timeout=5)
-            responses = [c.result() for c in calls]
+        responses = asyncio.run(flood())
     finally:
         running.stop()
+    health = responses.pop(50)
     assert health.status_code == 200
     shed = [r for r in responses if r.status_code == 503]
     served = [r for r in responses if r.status_code == 200]
     assert shed and served and len(shed) + len(served) == len(responses)
     assert all(r.headers["retry-after"] == "1" and "capacity" in r.json()["error"] for r in shed)
-    assert all(len(r.json()["predictions"]) == 1000 for r in served)
+    assert all(len(r.json()["predictions"]) == 50 for r in served)
 
 
 def test_structured_access_log_and_graceful_shutdown(trained_model, tmp_path):

@@ -81,4 +81,5 @@ def test_scann_grid_fits_the_catalog():
     small = scann_grid(50, k=100)
     assert all(c.num_leaves_to_search <= c.num_leaves and c.num_reordering_candidates <= 50 for c in small)
     big = scann_grid(1_000_000, k=100)
-    assert big[0].num_leaves == 1000 and max(c.num_reordering_candidates for c in big) == 1000
+    assert {c.num_leaves for c in big} == {1000, 2000} and max(c.num_reordering_candidates for c in big) == 1000
+    assert min(c.num_leaves_to_search for c in big) == 20

@@ -35,10 +35,14 @@ def champion_or(model_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys.serving")
-    parser.add_argument("--model-dir", default=os.environ.get("AIP_STORAGE_URI"),
-                        help="exported model folder or URI (default: $AIP_STORAGE_URI)")  # fmt: skip
-    parser.add_argument("--index", choices=["auto", "scann", "brute_force"],
-                        default=os.environ.get("RECSYS_SERVING_INDEX", "auto"))  # fmt: skip
+    parser.add_argument(
+        "--model-dir",
+        default=os.environ.get("AIP_STORAGE_URI"),
+        help="exported model folder or URI (default: $AIP_STORAGE_URI)",
+    )
+    parser.add_argument(
+        "--index", choices=["auto", "scann", "brute_force"], default=os.environ.get("RECSYS_SERVING_INDEX", "auto")
+    )
     parser.add_argument("--host", default=os.environ.get("RECSYS_SERVING_HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIP_HTTP_PORT", "8080")))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("RECSYS_SERVING_WORKERS", "1")))

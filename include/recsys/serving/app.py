@@ -7,14 +7,14 @@
 * Bad input never crashes the server: 400 with a JSON error, 413 over 1.5 MB, 404/405 JSON.
 * Concurrent requests are answered in micro-batches (:mod:`recsys.serving.batching`); over capacity
   a request gets 503 with ``Retry-After`` at once (``RECSYS_SERVING_MAX_QUEUE`` requests may wait,
-  default 64; ``RECSYS_SERVING_MAX_BATCH`` instances per batch, default 64, 1 = no batching;
-  ``RECSYS_SERVING_MAX_CONCURRENT`` batches at once, default one per core).
+  default 64; ``RECSYS_SERVING_MAX_BATCH`` instances per batch, default 64; 1 = one request per
+  model call).
 * One structured (JSON) access-log line per request on stdout (``batch``: requests answered together).
 """
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import json
 import logging
 import os
@@ -51,12 +51,46 @@ class ModelState:
 
             predictor = Predictor(self.model_dir, self.index)
             predictor.warm_up()
+            # The model's objects live as long as the process: keep them out of the collector's full passes,
+            # which otherwise walk millions of them every few seconds under load and stall every request.
+            gc.collect()
+            gc.freeze()
             self.predictor = predictor
-            log.info("model %s loaded (%s index) in %.1f s", self.model_dir, predictor.index,
-                     time.monotonic() - self.started)  # fmt: skip
+            seconds = time.monotonic() - self.started
+            log.info("model %s loaded (%s index) in %.1f s", self.model_dir, predictor.index, seconds)
         except Exception as exc:  # reported by the health route; the process stays up for diagnosis
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("model load failed")
+
+
+SHED_BODY = json.dumps({"error": "the server is at capacity; retry shortly"}).encode()
+SHED_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(SHED_BODY)).encode()),
+    (b"retry-after", b"1"),
+]
+
+
+class Shedder:
+    """Outermost ASGI layer: while the prediction queue is full, a prediction request gets 503 with
+    ``Retry-After`` before anything else runs (no routing, no body read, no per-request log line: a
+    flood of refusals must not starve the requests being served). Refusals are counted and logged
+    at most every 10 s."""
+
+    def __init__(self, app, batcher: MicroBatcher, path: str):
+        self.app, self.batcher, self.path = app, batcher, path
+        self.logged_at, self.logged_count = 0.0, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == self.path and self.batcher.full():
+            self.batcher.shed += 1
+            await send({"type": "http.response.start", "status": 503, "headers": SHED_HEADERS})
+            await send({"type": "http.response.body", "body": SHED_BODY})
+            if time.monotonic() - self.logged_at > 10:
+                log.warning("at capacity: %d prediction requests refused with 503 so far", self.batcher.shed)
+                self.logged_at = time.monotonic()
+            return None
+        return await self.app(scope, receive, send)
 
 
 class AccessLog:
@@ -96,6 +130,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _overloaded() -> JSONResponse:
+    """503 with ``Retry-After``: Vertex AI (and well-behaved clients) retry it."""
+    return JSONResponse(
+        {"error": "the server is at capacity; retry shortly"}, status_code=503, headers={"Retry-After": "1"}
+    )
+
+
 async def _read_limited(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -109,11 +150,11 @@ async def _read_limited(request: Request) -> bytes:
 
 
 def create_app(model_dir: str | None = None, index: str | None = None, load_in_background: bool = True) -> Starlette:
+    configure_logging()
     model_dir = model_dir or os.environ["RECSYS_SERVING_MODEL_DIR"]
     state = ModelState(Path(model_dir), index or os.environ.get("RECSYS_SERVING_INDEX", "auto"))
     batcher = MicroBatcher(
         lambda requests: state.predictor.predict_many(requests),
-        workers=_env_int("RECSYS_SERVING_MAX_CONCURRENT", os.cpu_count() or 1),
         max_instances=_env_int("RECSYS_SERVING_MAX_BATCH", 64),
         max_queued=_env_int("RECSYS_SERVING_MAX_QUEUE", 64),
     )
@@ -144,33 +185,27 @@ def create_app(model_dir: str | None = None, index: str | None = None, load_in_b
         try:
             predictions, request.state.batch = await batcher.submit(parsed)
         except Overloaded:
-            response = _error(503, "the server is at capacity; retry shortly")
-            response.headers["Retry-After"] = "1"
-            return response
+            return _overloaded()
         return JSONResponse({"predictions": predictions})
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        messages = {404: f"no route {request.url.path}; use {predict_route} or {health_route}",
-                    405: f"method {request.method} is not allowed on {request.url.path}"}  # fmt: skip
+        messages = {
+            404: f"no route {request.url.path}; use {predict_route} or {health_route}",
+            405: f"method {request.method} is not allowed on {request.url.path}",
+        }
         return _error(exc.status_code, messages.get(exc.status_code, exc.detail))
 
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("prediction failed")
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        yield
-        await batcher.stop()
-
     app = Starlette(
         routes=[Route(health_route, health, methods=["GET"]), Route(predict_route, predict, methods=["POST"])],
         exception_handlers={HTTPException: http_error, Exception: server_error},
-        lifespan=lifespan,
     )
 
     app.add_middleware(AccessLog)
+    app.add_middleware(Shedder, batcher=batcher, path=predict_route)
     if load_in_background:
         threading.Thread(target=state.load, name="model-loader", daemon=True).start()
     else:
@@ -185,6 +220,9 @@ def _env_int(name: str, default: int) -> int:
 
 
 def configure_logging() -> None:
+    """Access lines as bare JSON on stdout; once per process (each uvicorn worker process calls it)."""
+    if access_log.handlers:
+        return
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     access_log.addHandler(handler)
