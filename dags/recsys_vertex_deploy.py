@@ -11,7 +11,9 @@ Triggered by `recsys_blessed_model` (from `recsys_two_tower`) and from the UI.
 3. `endpoint` — find the endpoint by display name + label, or create it; note the live model.
 4. `deploy_canary` — deploy the new version with `canary_percent` of the traffic (100 with
    `skip_canary` or on a fresh endpoint). Deferrable.
-5. `smoke_test` — real predictions through the endpoint: schema and non-empty results.
+5. `smoke_test` — real predictions through the endpoint: schema and non-empty results. A dedicated
+   endpoint (Param `dedicated_endpoint` / setting `vertex_dedicated_endpoint`: its own DNS, created
+   with `dedicatedEndpointEnabled`) is called at its `dedicatedEndpointDns`, as its clients must.
 6. `promote` — 100% traffic to the new version, aliases `default` and `champion`.
 7. `undeploy_previous` — remove the previous model from the endpoint. Deferrable.
 
@@ -30,15 +32,26 @@ from recsys.assets import BLESSED_MODEL
 from recsys.config import load_settings  # stdlib only: cheap at parse time
 
 PARAMS = {
-    "model_dir": Param(None, type=["null", "string"], title="Exported model directory",
-                       description="Empty = the model announced by recsys_two_tower (or the champion)."),
+    "model_dir": Param(
+        None,
+        type=["null", "string"],
+        title="Exported model directory",
+        description="Empty = the model announced by recsys_two_tower (or the champion).",
+    ),
     "canary_percent": Param(10, type="integer", minimum=1, maximum=99, title="Canary traffic (%)"),
     "machine_type": Param("n1-standard-2", type="string", pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$"),
     "min_replicas": Param(1, type="integer", minimum=1, maximum=100),
     "max_replicas": Param(2, type="integer", minimum=1, maximum=100),
     "skip_canary": Param(False, type="boolean"),
+    "dedicated_endpoint": Param(
+        None,
+        type=["null", "boolean"],
+        title="Dedicated endpoint",
+        description="Create the endpoint with its own DNS (dedicatedEndpointEnabled); "
+        "empty = the vertex_dedicated_endpoint setting. Fixed once the endpoint exists.",
+    ),
     "dry_run": Param(False, type="boolean", title="Plan only: change nothing"),
-}  # fmt: skip
+}
 
 
 @dag(
@@ -73,13 +86,22 @@ def recsys_vertex_deploy():
         model_dir = model_dir or (champion or {}).get("model_dir")
         if not model_dir:
             raise AirflowFailException("no model_dir given, announced or blessed yet")
-        return {"model_dir": model_dir, "version": model_dir.rstrip("/").rsplit("/", 1)[-1],
-                "project": settings.vertex_project, "region": settings.vertex_region,
-                "gcp_conn_id": settings.gcp_conn_id, "image": settings.serving_image_uri,
-                "model_name": settings.vertex_model_display_name,
-                "endpoint_name": settings.vertex_endpoint_display_name, "dry_run": params["dry_run"],
-                "poll_seconds": settings.vertex_poll_seconds,
-                "operation_timeout": settings.vertex_operation_timeout_seconds}  # fmt: skip
+        return {
+            "model_dir": model_dir,
+            "version": model_dir.rstrip("/").rsplit("/", 1)[-1],
+            "project": settings.vertex_project,
+            "region": settings.vertex_region,
+            "gcp_conn_id": settings.gcp_conn_id,
+            "image": settings.serving_image_uri,
+            "model_name": settings.vertex_model_display_name,
+            "endpoint_name": settings.vertex_endpoint_display_name,
+            "dry_run": params["dry_run"],
+            "dedicated": settings.vertex_dedicated_endpoint
+            if params["dedicated_endpoint"] is None
+            else params["dedicated_endpoint"],
+            "poll_seconds": settings.vertex_poll_seconds,
+            "operation_timeout": settings.vertex_operation_timeout_seconds,
+        }
 
     @task.short_circuit
     def changes_allowed(planned: dict) -> bool:
@@ -93,11 +115,17 @@ def recsys_vertex_deploy():
 
     @task(multiple_outputs=True)  # downstream operators read its keys
     def endpoint(planned: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
         from vertex.deploy import ensure_endpoint
         from vertex.hooks import VertexEndpointServiceHook
 
         hook = VertexEndpointServiceHook(gcp_conn_id=planned["gcp_conn_id"])
-        return ensure_endpoint(hook, planned["project"], planned["region"], planned["endpoint_name"])
+        try:
+            return ensure_endpoint(
+                hook, planned["project"], planned["region"], planned["endpoint_name"], planned["dedicated"]
+            )
+        except ValueError as exc:  # the existing endpoint is of the other kind: a retry cannot help
+            raise AirflowFailException(str(exc)) from exc
 
     @task(multiple_outputs=True)  # downstream operators read its keys
     def deployment(planned: dict, uploaded: dict, target: dict) -> dict:
@@ -117,7 +145,7 @@ def recsys_vertex_deploy():
                                     "max_replica_count": params["max_replicas"]}}}  # fmt: skip
 
     @task(multiple_outputs=False)
-    def smoke_test(planned: dict, deployed: dict) -> dict:
+    def smoke_test(planned: dict, deployed: dict, target: dict) -> dict:
         import pandas as pd
         from airflow.sdk import ObjectStoragePath
         from vertex.deploy import smoke_test as check
@@ -126,7 +154,8 @@ def recsys_vertex_deploy():
         with (ObjectStoragePath(planned["model_dir"]) / "holdout.parquet").open("rb") as handle:
             users = pd.read_parquet(handle)["user_id"].astype(str).drop_duplicates().head(5).tolist()
         hook = VertexPredictionServiceHook(gcp_conn_id=planned["gcp_conn_id"])
-        return check(hook, planned["project"], planned["region"], deployed["endpoint_id"], users)
+        dns = target["dedicated_endpoint_dns"]
+        return check(hook, planned["project"], planned["region"], deployed["endpoint_id"], users, dns)
 
     @task(multiple_outputs=False)
     def promote(planned: dict, uploaded: dict, deployed: dict) -> dict:
@@ -185,7 +214,7 @@ def recsys_vertex_deploy():
     canary = DeferrableDeployModelOperator(task_id="deploy_canary", endpoint_id=spec["endpoint_id"],
                                            deployed_model=spec["deployed_model"],
                                            traffic_split=spec["traffic_split"], **conn)  # fmt: skip
-    checked = smoke_test(planned, canary.output)
+    checked = smoke_test(planned, canary.output, target)
     promoted = promote(planned, upload.output, canary.output)
     undeploy = DeferrableUndeployModelOperator(task_id="undeploy_previous", endpoint_id=target["endpoint_id"],
                                                deployed_model_id=target["previous_deployed_model_id"],

@@ -78,6 +78,7 @@ class Settings:
     vertex_region: str = "us-central1"
     vertex_model_display_name: str = "recsys-two-tower"
     vertex_endpoint_display_name: str = "recsys-retrieval"
+    vertex_dedicated_endpoint: bool = False  # new endpoints get their own DNS (dedicatedEndpointEnabled)
     serving_image_uri: str = ""
     vertex_poll_seconds: float = 10.0
     vertex_operation_timeout_seconds: float = 3600.0  # upload / deploy / undeploy waits

@@ -101,6 +101,33 @@ def test_failed_canary_rolls_back_and_the_old_model_keeps_serving(deploy_dag, ve
     assert endpoint["trafficSplit"] == {live: 100}
 
 
+def test_dedicated_endpoint_is_served_at_its_own_dns(deploy_dag, vertex, trained_model):
+    from google.api_core.exceptions import BadRequest
+    from vertex.deploy import predict
+    from vertex.hooks import VertexPredictionServiceHook
+
+    run = deploy_dag.test(run_conf={"model_dir": trained_model[0], "dedicated_endpoint": True})
+    assert run.state == "success", states(run)
+    endpoint = endpoint_state(vertex)
+    dns = endpoint["dedicatedEndpointDns"]
+    assert endpoint["dedicatedEndpointEnabled"] is True and dns.startswith("localhost:")
+    smoke = {ti.task_id: ti for ti in run.get_task_instances()}["smoke_test"].xcom_pull(task_ids="smoke_test")
+    assert smoke["host"] == dns and vertex.predict_hosts == [dns]  # the smoke test called the dedicated DNS
+
+    endpoint_id = endpoint["name"].rsplit("/", 1)[-1]
+    hook = VertexPredictionServiceHook()
+    with pytest.raises(BadRequest, match="dedicated DNS"):  # the shared host refuses, as the provider's hook meets
+        predict(hook, PROJECT, REGION, endpoint_id, ["u1"], {"k": 3})
+    answer = predict(hook, PROJECT, REGION, endpoint_id, ["u1"], {"k": 3}, dedicated_dns=dns)
+    assert len(answer.predictions) == 1 and answer.deployed_model_id == endpoint["deployedModels"][0]["id"]
+
+    # the kind of an endpoint is fixed: asking for a shared one under the same name fails at once, clearly
+    shared = deploy_dag.test(run_conf={"model_dir": trained_model[0], "dedicated_endpoint": False})
+    assert shared.state == "failed" and states(shared)["endpoint"] == "failed"
+    assert {ti.task_id: ti.try_number for ti in shared.get_task_instances()}["endpoint"] == 1  # no retry
+    assert len(vertex.endpoints) == 1
+
+
 def test_dry_run_changes_nothing(deploy_dag, vertex, trained_model):
     run = deploy_dag.test(run_conf={"model_dir": trained_model[0], "dry_run": True})
     assert run.state == "success"

@@ -18,6 +18,10 @@ variables Vertex derives from ``baseOutputDirectory``. States: PENDING -> RUNNIN
 FAILED (with Vertex's "exited with a non-zero status" error), ``:cancel`` -> CANCELLED;
 ``fake.stall("customJobs")`` keeps the next job RUNNING forever without starting it.
 
+Dedicated endpoints (``dedicatedEndpointEnabled``) get a ``dedicatedEndpointDns`` of
+``localhost:<port>``: predictions are served there and refused (FAILED_PRECONDITION) at the shared
+host (127.0.0.1), as the service does; the DNS answers nothing but that endpoint's ``:predict``.
+
 Implemented: models:upload, models list (display_name filter) / get / listVersions /
 mergeVersionAliases, endpoints create / get / list / patch (traffic split), deployModel,
 undeployModel, :predict, customJobs create / get / list (label filter) / cancel, operations get.
@@ -80,6 +84,7 @@ class VertexFake:
     endpoints: dict = field(default_factory=dict)  # endpoint id -> endpoint dict
     operations: dict = field(default_factory=dict)
     calls: list = field(default_factory=list)
+    predict_hosts: list = field(default_factory=list)  # the Host of every :predict call, in order
     _faults: dict = field(default_factory=dict)
     _op_faults: dict = field(default_factory=dict)
     _stalls: list = field(default_factory=list)
@@ -200,10 +205,19 @@ class VertexFake:
             target["versionAliases"].append(alias)
         return target
 
-    def create_endpoint(self, body: dict, endpoint_id: str | None) -> dict:
+    def create_endpoint(self, body: dict, endpoint_id: str | None, port: int | None = None) -> dict:
         endpoint_id = endpoint_id or str(next(self._ids))
-        endpoint = {**body, "name": f"{self.parent}/endpoints/{endpoint_id}", "deployedModels": [],
-                    "trafficSplit": {}, "createTime": "2026-11-23T00:00:00Z"}  # fmt: skip
+        endpoint = {
+            **body,
+            "name": f"{self.parent}/endpoints/{endpoint_id}",
+            "deployedModels": [],
+            "trafficSplit": {},
+            "createTime": "2026-11-23T00:00:00Z",
+        }
+        if body.get("dedicatedEndpointEnabled"):
+            # Vertex: "<id>.<region>-<project number>.prediction.vertexai.goog"; here a name that reaches this
+            # server but is not the host the shared API is called at (127.0.0.1)
+            endpoint["dedicatedEndpointDns"] = f"localhost:{port}"
 
         def commit():
             self.endpoints[endpoint_id] = endpoint
@@ -352,8 +366,29 @@ class VertexFake:
         if not path.startswith(prefix):
             return _not_found(path)
         rest = path[len(prefix) :]
+        if verb == "predict":
+            self.predict_hosts.append(request.headers.get("host", ""))
+        if refused := self._wrong_host(rest, verb, request.headers.get("host", "")):
+            return refused
         with self._lock:
             return await self._route(rest, method, verb, body, request)
+
+    def _wrong_host(self, rest: str, verb: str, host: str) -> JSONResponse | None:
+        """A dedicated endpoint answers predictions only at its own DNS, and that DNS answers nothing else."""
+        dedicated = {e.get("dedicatedEndpointDns"): e for e in self.endpoints.values() if e.get("dedicatedEndpointDns")}
+        target = self.endpoints.get(rest.split("/")[1].split(":")[0]) if rest.startswith("endpoints/") else None
+        if host in dedicated:
+            if verb != "predict" or target is not dedicated[host]:
+                return _not_found(rest)
+            return None
+        if verb == "predict" and target and target.get("dedicatedEndpointDns"):
+            return _error(
+                400,
+                "This endpoint is a dedicated endpoint and cannot be accessed through the shared Vertex AI API "
+                f"host. Please send requests to its dedicated DNS name: {target['dedicatedEndpointDns']}",
+                "FAILED_PRECONDITION",
+            )
+        return None
 
     async def _route(self, rest: str, method: str, verb: str, body: dict, request: Request) -> JSONResponse:
         if "/operations/" in rest and method == "GET":
@@ -375,7 +410,7 @@ class VertexFake:
             model = self.merge_aliases(m.group(1), body.get("versionAliases", []))
             return JSONResponse(model) if model else _not_found(rest)
         if rest == "endpoints" and method == "POST":
-            return JSONResponse(self.create_endpoint(body, request.query_params.get("endpointId")))
+            return JSONResponse(self.create_endpoint(body, request.query_params.get("endpointId"), request.url.port))
         if rest == "endpoints" and method == "GET":
             wanted = request.query_params.get("filter", "")
             found = [e for e in self.endpoints.values() if _matches(e, wanted)]
