@@ -19,6 +19,10 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
    window to `gs://` (unless the storage root is already there) and `train_on_vertex` runs the
    trainer image as a custom job (deferrable: no worker slot while it runs; a retry reattaches to
    the same job; on timeout the job is cancelled) with `AIP_MODEL_DIR` = the run's model dir.
+   `training_backend=cloud_run` runs the same image as an execution of the Cloud Run job
+   `cloud_run_job_name` (created or updated first) with the window as args and `AIP_MODEL_DIR` as
+   env overrides (`train_on_cloud_run`: deferrable; a retry reattaches to the run's execution; on
+   timeout or kill the execution is cancelled).
 3. `gate` — evaluates the current champion on the same holdout; blesses the candidate when it beats
    popularity and is not worse than the champion by more than `tolerance` (or `force`); writes
    `model_card.md`, `training_plot.png`, `metrics.json`; moves `models/champion.json` atomically.
@@ -89,10 +93,10 @@ PARAMS = {
     ),
     "training_backend": Param(
         "local",
-        enum=["local", "vertex"],
+        enum=["local", "vertex", "cloud_run"],
         title="Where to train",
-        description="local = in the Airflow worker; vertex = a Vertex AI custom job "
-        "running the trainer image (needs RECSYS_TRAINER_IMAGE_URI).",
+        description="local = in the Airflow worker; vertex = a Vertex AI custom job; cloud_run = a Cloud Run "
+        "job execution (cheaper for small models); both run the trainer image (RECSYS_TRAINER_IMAGE_URI).",
     ),
 }
 
@@ -132,34 +136,26 @@ def recsys_two_tower():
 
             raise AirflowFailException("holdout_days must be smaller than window_days")
         version = f"{end_day:%Y%m%d}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        planned = {"end_day": end_day.isoformat(), "version": version, "backend": params["training_backend"],
-                   "model_dir": f"{settings.models_root}/{version}"}  # fmt: skip
-        if params["training_backend"] == "vertex":
-            planned["vertex"] = _vertex_plan(settings, version)
-            planned["model_dir"] = planned["vertex"]["model_dir"]
+        planned = {
+            "end_day": end_day.isoformat(),
+            "version": version,
+            "backend": params["training_backend"],
+            "model_dir": f"{settings.models_root}/{version}",
+        }
+        if params["training_backend"] != "local":
+            planned["remote"] = _remote_plan(params["training_backend"], settings, version)
+            planned["model_dir"] = planned["remote"]["model_dir"]
         return planned
 
-    def _vertex_plan(settings, version: str) -> dict:
+    def _remote_plan(backend: str, settings, version: str) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
-        from vertex.training import model_dir_for
 
-        if not settings.vertex_project or not settings.trainer_image_uri:
-            raise AirflowFailException("training_backend=vertex: set RECSYS_VERTEX_PROJECT and "
-                                       "RECSYS_TRAINER_IMAGE_URI (or the Variables)")  # fmt: skip
+        from recsys.training.remote import cloud_run_plan, vertex_plan
+
         try:
-            root = settings.vertex_training_root()
-        except ValueError as exc:
+            return (vertex_plan if backend == "vertex" else cloud_run_plan)(settings, version)
+        except ValueError as exc:  # a missing setting: retrying cannot help
             raise AirflowFailException(str(exc)) from exc
-        staged = settings.extract_root.startswith("gs://")
-        base = f"{root}/models/{version}"
-        return {"project": settings.vertex_project, "region": settings.vertex_region,
-                "gcp_conn_id": settings.gcp_conn_id, "image": settings.trainer_image_uri,
-                "extract_root": settings.extract_root if staged else f"{root}/windows/{version}/extract",
-                "base_output_dir": base, "model_dir": model_dir_for(base),
-                "machine_type": settings.vertex_training_machine_type,
-                "service_account": settings.vertex_service_account,
-                "poll_seconds": settings.vertex_poll_seconds,
-                "timeout_seconds": settings.vertex_training_timeout_seconds}  # fmt: skip
 
     @task.branch
     def choose_backend(plan: dict) -> str:
@@ -180,45 +176,83 @@ def recsys_two_tower():
         train_params = TrainParams.from_params(params)
         extract_root = load_settings(use_airflow_variables=True).extract_root
         try:
-            result = train_and_export(extract_root, date.fromisoformat(plan["end_day"]), params["window_days"],
-                                      params["holdout_days"], plan["model_dir"], train_params)  # fmt: skip
+            result = train_and_export(
+                extract_root,
+                date.fromisoformat(plan["end_day"]),
+                params["window_days"],
+                params["holdout_days"],
+                plan["model_dir"],
+                train_params,
+            )
         except NotEnoughDataError as exc:
             raise AirflowSkipException(str(exc)) from exc
-        return {"model": result["metrics"]["model"], "popularity": result["metrics"]["popularity"],
-                "index": result["index"]["serving"], "window": result["window"]}  # fmt: skip
+        return {
+            "model": result["metrics"]["model"],
+            "popularity": result["metrics"]["popularity"],
+            "index": result["index"]["serving"],
+            "window": result["window"],
+        }
 
-    @task(multiple_outputs=True)  # train_on_vertex reads its keys
+    @task(multiple_outputs=True)  # the remote training task reads its keys
     def stage_window(plan: dict) -> dict:
-        """Copy the window to gs:// for the Vertex job and build the job (skip if too little data)."""
+        """Copy the window to gs:// for the remote job and build its request (skip if too little data)."""
         from datetime import date
 
         from airflow.sdk.exceptions import AirflowSkipException
-        from vertex.training import trainer_job_spec
 
         from recsys.training import MIN_INTERACTIONS
         from recsys.training.fit import TrainParams
+        from recsys.training.remote import trainer_args
         from recsys.training.staging import stage_window as copy_window
         from recsys.training.staging import window_manifests, window_rows
 
-        params, vertex = get_current_context()["params"], plan["vertex"]
+        params, remote = get_current_context()["params"], plan["remote"]
         end_day = date.fromisoformat(plan["end_day"])
         extract_root = load_settings(use_airflow_variables=True).extract_root
         manifests = window_manifests(extract_root, end_day, params["window_days"])
         rows = window_rows(manifests)
         if rows < MIN_INTERACTIONS:
-            raise AirflowSkipException(f"only {rows} interactions in the window ending {end_day}; "
-                                       f"need at least {MIN_INTERACTIONS}")  # fmt: skip
-        if vertex["extract_root"] != extract_root:
-            staged = copy_window(extract_root, manifests, vertex["extract_root"])
+            raise AirflowSkipException(
+                f"only {rows} interactions in the window ending {end_day}; need at least {MIN_INTERACTIONS}"
+            )
+        if remote["extract_root"] != extract_root:
+            staged = copy_window(extract_root, manifests, remote["extract_root"])
         else:
             staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
-        train_params = TrainParams.from_params(params)
-        job = trainer_job_spec(version=plan["version"], image_uri=vertex["image"], extract_root=vertex["extract_root"],
-                               end_day=plan["end_day"], window_days=params["window_days"],
-                               holdout_days=params["holdout_days"], train_params=train_params.as_dict(),
-                               base_output_dir=vertex["base_output_dir"], machine_type=vertex["machine_type"],
-                               service_account=vertex["service_account"])  # fmt: skip
-        return {"staged": staged, "custom_job": job}
+        args = trainer_args(
+            remote["extract_root"],
+            plan["end_day"],
+            params["window_days"],
+            params["holdout_days"],
+            TrainParams.from_params(params).as_dict(),
+        )
+        if plan["backend"] == "vertex":
+            from vertex.training import trainer_job_spec
+
+            job = trainer_job_spec(
+                version=plan["version"],
+                image_uri=remote["image"],
+                args=args,
+                base_output_dir=remote["base_output_dir"],
+                machine_type=remote["machine_type"],
+                service_account=remote["service_account"],
+            )
+            return {"staged": staged, "custom_job": job, "job": None, "overrides": None}
+        from cloud_run.training import trainer_job, trainer_overrides
+
+        job = trainer_job(
+            image_uri=remote["image"],
+            cpu=remote["cpu"],
+            memory=remote["memory"],
+            timeout_seconds=remote["timeout_seconds"],
+            service_account=remote["service_account"],
+        )
+        overrides = trainer_overrides(args, remote["model_dir"])
+        return {"staged": staged, "custom_job": None, "job": job, "overrides": overrides}
+
+    @task.branch
+    def remote_backend(plan: dict) -> str:
+        return "train_on_vertex" if plan["backend"] == "vertex" else "train_on_cloud_run"
 
     @task(multiple_outputs=False)
     def gate(plan: dict) -> dict:
@@ -238,8 +272,12 @@ def recsys_two_tower():
     @task(multiple_outputs=False, outlets=[BLESSED_MODEL])
     def publish(decision: dict) -> dict:
         """Announce the blessed model to downstream DAGs (deployment)."""
-        event = {"version": decision["version"], "model_dir": decision["model_dir"],
-                 "top_100_accuracy": decision["model"]["top_100_accuracy"], "forced": decision["forced"]}  # fmt: skip
+        event = {
+            "version": decision["version"],
+            "model_dir": decision["model_dir"],
+            "top_100_accuracy": decision["model"]["top_100_accuracy"],
+            "forced": decision["forced"],
+        }
         get_current_context()["outlet_events"][BLESSED_MODEL].extra = event
         return event
 
@@ -255,24 +293,41 @@ def recsys_two_tower():
         return deliver(event["model_dir"], event["version"], settings.delivery_conn_id, k)
 
     from airflow.providers.standard.operators.empty import EmptyOperator
+    from cloud_run.operators import CloudRunJobExecutionOperator
     from vertex.operators import DeferrableCustomJobOperator
+
+    def remote(key: str) -> str:
+        return "{{ ti.xcom_pull('plan')['remote']['" + key + "'] }}"
 
     planned = plan()
     staged = stage_window(planned)
+    waits = {"gcp_conn_id": remote("gcp_conn_id"), "poll_interval": remote("poll_seconds")}
     on_vertex = DeferrableCustomJobOperator(
-        task_id="train_on_vertex", custom_job=staged["custom_job"],
-        project_id="{{ ti.xcom_pull('plan')['vertex']['project'] }}",
-        region="{{ ti.xcom_pull('plan')['vertex']['region'] }}",
-        gcp_conn_id="{{ ti.xcom_pull('plan')['vertex']['gcp_conn_id'] }}",
-        poll_interval="{{ ti.xcom_pull('plan')['vertex']['poll_seconds'] }}",
-        operation_timeout="{{ ti.xcom_pull('plan')['vertex']['timeout_seconds'] }}",
-    )  # fmt: skip
+        task_id="train_on_vertex",
+        custom_job=staged["custom_job"],
+        project_id=remote("project"),
+        region=remote("region"),
+        operation_timeout=remote("timeout_seconds"),
+        **waits,
+    )
+    on_cloud_run = CloudRunJobExecutionOperator(
+        task_id="train_on_cloud_run",
+        job=staged["job"],
+        overrides=staged["overrides"],
+        job_id=remote("job_id"),
+        run_key="{{ ti.xcom_pull('plan')['version'] }}",
+        project_id=remote("project"),
+        region=remote("region"),
+        timeout_seconds=remote("timeout_seconds"),
+        **waits,
+    )
     local = train(planned)
-    # joins the two backends: skipped (and so is the gate) when the chosen one skipped for lack of data
+    # joins the backends: skipped (and so is the gate) when the chosen one skipped for lack of data
     model_exported = EmptyOperator(task_id="model_exported", trigger_rule="none_failed_min_one_success")
     decision = gate(planned)
     choose_backend(planned) >> [local, staged]
-    [local, on_vertex] >> model_exported >> decision
+    staged >> remote_backend(planned) >> [on_vertex, on_cloud_run]
+    [local, on_vertex, on_cloud_run] >> model_exported >> decision
     published = publish(decision)
     blessed(decision) >> published
     deliver(published)

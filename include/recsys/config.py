@@ -87,6 +87,14 @@ class Settings:
     vertex_training_machine_type: str = "n1-standard-8"
     vertex_service_account: str = ""  # the job's identity; empty = the project's default Vertex service agent
     vertex_training_timeout_seconds: float = 4 * 3600.0
+    # Cloud Run Jobs training (training_backend=cloud_run): the trainer image as a job, one execution per run
+    cloud_run_project: str = ""  # empty = vertex_project
+    cloud_run_region: str = ""  # empty = vertex_region
+    cloud_run_job_name: str = "recsys-trainer"
+    cloud_run_cpu: str = "4"
+    cloud_run_memory: str = "16Gi"
+    cloud_run_service_account: str = ""  # the job's identity; empty = the Compute Engine default
+    cloud_run_timeout_seconds: float = 4 * 3600.0
     # Amazon Personalize: recsys_personalize_setup records the ARNs below as Variables (or set them by hand / IaC).
     personalize_s3_uri: str = ""  # s3://bucket/prefix the role can read (CSVs, batch input) and write (output)
     personalize_role_arn: str = ""  # the role Personalize assumes to read/write that prefix
@@ -118,11 +126,11 @@ class Settings:
                 "items": self.personalize_items_dataset_arn}  # fmt: skip
 
     def vertex_training_root(self) -> str:
-        """The ``gs://`` folder a Vertex training job reads from and writes to."""
+        """The ``gs://`` folder a remote training job (Vertex AI, Cloud Run) reads from and writes to."""
         root = self.storage_root if self.storage_root.startswith("gs://") else self.vertex_staging_uri
         if not root.startswith("gs://"):
             raise ValueError(
-                "training_backend=vertex needs storage_root or vertex_staging_uri on gs:// "
+                "training on Vertex AI or Cloud Run needs storage_root or vertex_staging_uri on gs:// "
                 f"(storage_root={self.storage_root!r}, vertex_staging_uri={self.vertex_staging_uri!r})"
             )
         return root.rstrip("/")

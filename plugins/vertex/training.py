@@ -2,7 +2,7 @@
 
 Vertex sets ``AIP_MODEL_DIR=<base_output_dir>/model/`` (and ``checkpoints/``, ``logs/`` beside it)
 from ``baseOutputDirectory``; the trainer's entrypoint writes its export there, so the run's model
-directory is ``<base_output_dir>/model``.
+directory is ``<base_output_dir>/model`` (:func:`recsys.training.remote.model_dir_for`).
 """
 
 from __future__ import annotations
@@ -12,31 +12,21 @@ from vertex.deploy import version_label
 RUN_LABEL = "recsys-run"
 
 
-def model_dir_for(base_output_dir: str) -> str:
-    return base_output_dir.rstrip("/") + "/model"
-
-
-def trainer_job_spec(*, version: str, image_uri: str, extract_root: str, end_day: str, window_days: int,
-                     holdout_days: int, train_params: dict, base_output_dir: str, machine_type: str,
-                     service_account: str = "") -> dict:  # fmt: skip
+def trainer_job_spec(
+    *, version: str, image_uri: str, args: list[str], base_output_dir: str, machine_type: str, service_account: str = ""
+) -> dict:
     """A ``CustomJob`` resource; its ``recsys-run`` label makes a retry reattach instead of starting twice."""
-    args = ["--extract-root", extract_root, "--end-day", end_day, "--window-days", str(window_days),
-            "--holdout-days", str(holdout_days)]  # fmt: skip
-    for name, value in train_params.items():
-        args += [f"--{name.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+    container = {"image_uri": image_uri, "args": args, "env": [{"name": "TF_USE_LEGACY_KERAS", "value": "1"}]}
     job = {
         "display_name": f"recsys-train-{version}"[:128],
         "labels": {RUN_LABEL: version_label(version), "app": "recsys"},
         "job_spec": {
-            "worker_pool_specs": [{
-                "machine_spec": {"machine_type": machine_type},
-                "replica_count": 1,
-                "container_spec": {"image_uri": image_uri, "args": args,
-                                   "env": [{"name": "TF_USE_LEGACY_KERAS", "value": "1"}]},
-            }],
+            "worker_pool_specs": [
+                {"machine_spec": {"machine_type": machine_type}, "replica_count": 1, "container_spec": container}
+            ],
             "base_output_directory": {"output_uri_prefix": base_output_dir},
         },
-    }  # fmt: skip
+    }
     if service_account:
         job["job_spec"]["service_account"] = service_account
     return job

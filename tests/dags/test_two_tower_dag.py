@@ -168,9 +168,53 @@ def test_vertex_backend_trains_in_a_custom_job_then_gates_locally(two_tower, ver
     assert checkpoints == {"epoch-001.weights.h5", "epoch-002.weights.h5"}
 
 
-def test_vertex_backend_without_its_settings_fails_clearly(two_tower):
+@pytest.fixture
+def cloud_run_training(two_tower, gcs_bucket, monkeypatch):
+    """The Cloud Run fake runs the trainer image's entrypoint as a local process; GCS is fake-gcs-server."""
+    from recsys.emulators.cloud_run import CloudRunFake
+    from recsys.emulators.cloud_run import airflow_connection as run_connection
+
+    fake = CloudRunFake(images={TRAINER: [sys.executable, "-m", "recsys.training.train"]})
+    with RunningFake(fake, free_port()) as running:
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", run_connection(running.url, fake.project))
+        monkeypatch.setenv("RECSYS_CLOUD_RUN_PROJECT", fake.project)
+        monkeypatch.setenv("RECSYS_CLOUD_RUN_REGION", fake.location)
+        monkeypatch.setenv("RECSYS_TRAINER_IMAGE_URI", TRAINER)
+        monkeypatch.setenv("RECSYS_VERTEX_STAGING_URI", f"gs://{gcs_bucket}/recsys")
+        monkeypatch.setenv("RECSYS_VERTEX_POLL_SECONDS", "0.5")
+        yield fake
+
+
+def test_cloud_run_backend_trains_in_a_job_execution_then_gates_locally(two_tower, cloud_run_training, gcs_bucket):
+    from airflow.sdk import ObjectStoragePath
+
+    dag, root = two_tower
+    run = dag.test(run_conf={**FAST, "training_backend": "cloud_run"})
+    assert run.state == "success", states(run)
+    assert states(run) | {
+        "train": "skipped",
+        "stage_window": "success",
+        "train_on_vertex": "skipped",
+        "train_on_cloud_run": "success",
+        "gate": "success",
+        "publish": "success",
+    } == states(run)
+    (execution,) = cloud_run_training.executions.values()
+    assert execution["succeededCount"] == 1, cloud_run_training.logs
+    container = execution["template"]["containers"][0]
+    assert container["args"][container["args"].index("--extract-root") + 1].startswith(f"gs://{gcs_bucket}/recsys/")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    champion = read_champion((root / "models").as_uri())
+    assert champion["model_dir"] == env["AIP_MODEL_DIR"]  # the override the job wrote to
+    model_dir = ObjectStoragePath(champion["model_dir"])
+    assert (model_dir / "index_brute_force" / "saved_model.pb").exists() and (model_dir / "model_card.md").exists()
+    assert cloud_run_training.jobs["recsys-trainer"]["template"]["template"]["containers"][0]["image"] == TRAINER
+
+
+@pytest.mark.parametrize("backend", ["vertex", "cloud_run"])
+def test_remote_backend_without_its_settings_fails_clearly(two_tower, backend):
     dag, _ = two_tower
-    run = dag.test(run_conf={**FAST, "training_backend": "vertex"})
+    run = dag.test(run_conf={**FAST, "training_backend": backend})
     assert run.state == "failed" and states(run)["plan"] == "failed"
 
 

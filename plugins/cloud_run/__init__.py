@@ -1,0 +1,1 @@
+"""Cloud Run Jobs: the hook, the deferrable execution operator and its trigger, the trainer job."""
