@@ -137,12 +137,15 @@ def emulated() -> int:
         )
         dags = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", "dags")
         print(f"[vertex] EMULATED Vertex AI at {v_url}: recsys_vertex_deploy for model {champion['version']}")
-        run = _dag("recsys_vertex_deploy", dags).test(run_conf={"model_dir": champion["model_dir"]})
+        conf = {"model_dir": champion["model_dir"], "dedicated_endpoint": True}
+        run = _dag("recsys_vertex_deploy", dags).test(run_conf=conf)
         (endpoint,) = vertex.endpoints.values() or [{}]
         print(
             f"[vertex] {run.state}: endpoint {endpoint.get('displayName')} traffic {endpoint.get('trafficSplit')}, "
             f"model versions {[v['versionId'] for vs in vertex.models.values() for v in vs]}"
         )
+        if run.state == "success":
+            _predict_dedicated(vertex, endpoint)
         print(f"[personalize] EMULATED Amazon Personalize at {p_url}, S3 (moto) at {moto_url}")
         setup = _dag("recsys_personalize_setup", dags).test(
             run_conf={"prefix": "recsys-demo", "initial_import_days": 14}
@@ -171,6 +174,27 @@ def emulated() -> int:
         )
         _print_recommendations()
         return 0 if run.state == run2.state == setup.state == "success" else 1
+
+
+def _predict_dedicated(vertex, endpoint: dict) -> None:
+    """What an application does with a dedicated endpoint: call its own DNS (the shared host refuses it)."""
+    from google.protobuf import json_format
+    from vertex.deploy import predict
+    from vertex.hooks import VertexPredictionServiceHook
+
+    dns, endpoint_id = endpoint["dedicatedEndpointDns"], endpoint["name"].rsplit("/", 1)[-1]
+    user = json.loads((Path(_champion()["model_dir"].removeprefix("file://")) / "vocabularies.json").read_text())
+    answer = predict(
+        VertexPredictionServiceHook(),
+        vertex.project,
+        vertex.location,
+        endpoint_id,
+        [user["user_ids"][0]],
+        {"k": 5},
+        dedicated_dns=dns,
+    )
+    (prediction,) = [json_format.MessageToDict(p) for p in answer._pb.predictions]
+    print(f"[vertex] dedicated endpoint {dns}: {prediction['user_id']} -> {prediction['item_ids']}")
 
 
 def _print_recommendations() -> None:
