@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx

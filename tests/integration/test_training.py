@@ -64,9 +64,10 @@ def test_training_beats_popularity_and_exports_everything(trained):
     assert index["grid"][0]["recall@10"] == 1.0 and (local(model_dir) / "index_scann").is_dir()  # pinned config
     native = local(model_dir) / "index_scann_native"
     assert (native / "scann_assets.pbtxt").is_file() and "/" not in (native / "scann_assets.pbtxt").read_text()
-    assert json.loads((native / "item_ids.json").read_text()) == pd.read_parquet(
-        local(model_dir) / "candidates.parquet"
-    )["item_id"].tolist()
+    assert (
+        json.loads((native / "item_ids.json").read_text())
+        == pd.read_parquet(local(model_dir) / "candidates.parquet")["item_id"].tolist()
+    )
     candidates = pd.read_parquet(local(model_dir) / "candidates.parquet")
     assert len(candidates) == 150 and len(candidates["embedding"][0]) == FAST.embedding_dim
 
