@@ -90,6 +90,8 @@ def _event_value(value: Any) -> tuple[float | None, str | None]:
         return None, None
     try:
         number = float(value)
+    except OverflowError:  # an integer beyond float range (e.g. a huge NUMERIC)
+        return None, "event_value is not finite"
     except (TypeError, ValueError):
         return None, "event_value is not a number"
     if not math.isfinite(number):

@@ -181,6 +181,10 @@ def create_app(model_dir: str | None = None, index: str | None = None, load_in_b
             return _error(400, "the body is not UTF-8 text")
         except BadRequest as exc:
             return _error(400, str(exc))
+        except RecursionError:  # found by fuzzing: json.loads on "[" * 100000
+            return _error(400, "the body is nested too deeply")
+        except ValueError as exc:  # found by fuzzing: an integer of more than 4,300 digits
+            return _error(400, f"the body is not acceptable JSON: {exc}")
         request.state.instances = len(parsed.instances)
         try:
             predictions, request.state.batch = await batcher.submit(parsed)

@@ -61,7 +61,18 @@ def _text(value: Any, where: str, *, required: bool) -> str | None:
         raise BadRequest(f"{where} must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise BadRequest(f"{where} is longer than {MAX_ID_LENGTH} characters")
+    if not _unicode(value):
+        raise BadRequest(f"{where} is not valid Unicode text (a lone surrogate escape)")
     return value.strip()
+
+
+def _unicode(value: str) -> bool:
+    """False for a string JSON allows but UTF-8 cannot hold (a lone ``\\ud800`` escape; found by fuzzing)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _instance(raw: Any, index: int) -> Instance:
@@ -131,7 +142,7 @@ def parse_request(body: Any, max_k: int) -> PredictRequest:
     if k is None or not 1 <= k <= max_k:
         raise BadRequest(f"parameters.k must be an integer between 1 and {max_k}, got {raw_k!r}")
     exclude = parameters.get("exclude_item_ids", [])
-    if not isinstance(exclude, list) or not all(isinstance(i, str) for i in exclude):
+    if not isinstance(exclude, list) or not all(isinstance(i, str) and _unicode(i) for i in exclude):
         raise BadRequest("parameters.exclude_item_ids must be a list of item id strings")
     if len(exclude) > MAX_EXCLUSIONS:
         raise BadRequest(f"at most {MAX_EXCLUSIONS} exclude_item_ids, got {len(exclude)}")
