@@ -39,6 +39,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, get_current_context, task
 
+from recsys.alerts import on_failure  # notifiers built from settings at parse time
 from recsys.config import PERSONALIZE_IMPORT_POOL, load_settings  # stdlib only: cheap at parse time
 
 DATASETS = ["interactions", "users", "items"]
@@ -67,13 +68,17 @@ PARAMS = {
 }  # fmt: skip
 
 
+_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
+ALERTS = on_failure(_SETTINGS)
+
+
 @dag(
     dag_id="recsys_personalize",
     schedule=MultipleCronTriggerTimetable(INCREMENTAL_CRON, FULL_CRON, timezone="UTC", interval=timedelta(days=1)),
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
     tags=["recsys", "personalize", "aws"],
     params=PARAMS,
     doc_md=__doc__,

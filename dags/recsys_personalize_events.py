@@ -25,7 +25,9 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.alerts import on_failure  # notifiers built from settings at parse time
 from recsys.assets import EXTRACT_PARTITIONS
+from recsys.config import load_settings
 
 PARAMS = {
     "day": Param(
@@ -40,13 +42,17 @@ PARAMS = {
 }
 
 
+_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
+ALERTS = on_failure(_SETTINGS)
+
+
 @dag(
     dag_id="recsys_personalize_events",
     schedule=[EXTRACT_PARTITIONS],
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
     tags=["recsys", "personalize", "aws"],
     params=PARAMS,
     doc_md=__doc__,

@@ -27,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.alerts import on_failure  # notifiers built from settings at parse time
+from recsys.config import load_settings
 from recsys.personalize.setup import DEFAULT_FILTERS, RECIPES, materialize  # light: stdlib only
 
 PREFIX = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$"
@@ -71,13 +73,17 @@ PARAMS = {
 }
 
 
+_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
+ALERTS = on_failure(_SETTINGS)
+
+
 @dag(
     dag_id="recsys_personalize_setup",
     schedule=None,
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1), **ALERTS},
     tags=["recsys", "personalize", "aws", "setup"],
     params=PARAMS,
     doc_md=__doc__,

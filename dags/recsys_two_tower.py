@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.alerts import deadline_alert, on_failure  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
 from recsys.config import load_settings  # stdlib only: cheap at parse time
 
@@ -101,13 +102,18 @@ PARAMS = {
 }
 
 
+_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
+ALERTS = on_failure(_SETTINGS)
+
+
 @dag(
     dag_id="recsys_two_tower",
+    deadline=deadline_alert(_SETTINGS, "recsys_two_tower", _SETTINGS.training_deadline_hours),
     schedule=[EXTRACT_PARTITIONS],
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
     tags=["recsys", "training"],
     params=PARAMS,
     doc_md=__doc__,

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from recsys.alerts import on_failure  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL
 from recsys.config import load_settings  # stdlib only: cheap at parse time
 
@@ -54,13 +55,17 @@ PARAMS = {
 }
 
 
+_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
+ALERTS = on_failure(_SETTINGS)
+
+
 @dag(
     dag_id="recsys_vertex_deploy",
     schedule=[BLESSED_MODEL],
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1), **ALERTS},
     tags=["recsys", "deploy", "vertex"],
     params=PARAMS,
     doc_md=__doc__,
@@ -175,10 +180,13 @@ def recsys_vertex_deploy():
 
     @task(trigger_rule="one_failed", retries=3)
     def rollback(planned: dict, target: dict) -> None:
-        """Traffic back to the previous model, the new one undeployed; the run still fails."""
+        """Traffic back to the previous model, the new one undeployed; the run still fails. Nothing to undo
+        when the run failed before the endpoint was known (e.g. in ``plan``)."""
         from vertex.deploy import set_traffic
         from vertex.hooks import VertexEndpointServiceHook
 
+        if not planned or not target:
+            return
         hook = VertexEndpointServiceHook(gcp_conn_id=planned["gcp_conn_id"])
         project, region, endpoint_id = planned["project"], planned["region"], target["endpoint_id"]
         state = hook.get_endpoint(project_id=project, region=region, endpoint=endpoint_id)

@@ -108,6 +108,13 @@ class Settings:
     personalize_tracking_id: str = ""  # the event tracker's id the application sends PutEvents with
     personalize_filter_arn: str = ""  # batch inference filter; empty = none
     personalize_poll_seconds: float = 60.0
+    # Alerts (read at parse time): failure notifications and deadlines; empty/0 = off.
+    alert_email_to: str = ""  # comma-separated recipients (SmtpNotifier through alert_smtp_conn_id)
+    alert_smtp_conn_id: str = "smtp_default"
+    alert_webhook_conn_id: str = ""  # an HTTP connection whose host is the receiver's base URL
+    alert_webhook_endpoint: str = ""  # path under it, e.g. "hooks/recsys"
+    extract_deadline_hours: float = 0.0  # recsys_extract must finish this long after its run is queued
+    training_deadline_hours: float = 0.0  # recsys_two_tower, likewise
     # The application database the recommendations table is published to (an Airflow SQL connection).
     delivery_conn_id: str = "recsys_app"
 
