@@ -21,7 +21,7 @@ from recsys.config import Settings
 SUBJECT = "[recsys] {{ dag.dag_id }} / {{ ti.task_id }} failed (try {{ ti.try_number }})"
 BODY = (
     "<p>DAG <b>{{ dag.dag_id }}</b>, run {{ run_id }}: task <b>{{ ti.task_id }}</b> failed on try "
-    "{{ ti.try_number }}.</p><p>Reason: {{ exception }}</p><p><a href=\"{{ ti.log_url }}\">Task log</a></p>"
+    '{{ ti.try_number }}.</p><p>Reason: {{ exception }}</p><p><a href="{{ ti.log_url }}">Task log</a></p>'
 )
 PAYLOAD = {
     "event": "task_failed",
