@@ -78,7 +78,12 @@ PARAMS = {
         title="On a row-count anomaly",
         description="Row count outside 0.5x-2x of the median of the previous 7 partitions.",
     ),
-    "fail_on_empty": Param(False, type="boolean", title="Fail when the day has no interactions"),
+    "fail_on_empty": Param(
+        False,
+        type="boolean",
+        title="Fail when the day has no interactions",
+        description="Fail the run when the day has no interactions (an outage) instead of committing it empty.",
+    ),
     "extraction_backend": Param(
         None,
         type=["null", "string"],

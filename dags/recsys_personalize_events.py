@@ -37,8 +37,18 @@ PARAMS = {
         title="Day",
         description="YYYY-MM-DD; empty = the days the triggering extractions published, or the newest one.",
     ),
-    "put_records": Param(True, type="boolean", title="PutUsers / PutItems of what changed"),
-    "merge_events": Param(True, type="boolean", title="Export the PUT events and merge them into the lake"),
+    "put_records": Param(
+        True,
+        type="boolean",
+        title="PutUsers / PutItems of what changed",
+        description="Send the day's new or changed users and items with PutUsers / PutItems.",
+    ),
+    "merge_events": Param(
+        True,
+        type="boolean",
+        title="Export the PUT events and merge them into the lake",
+        description="Export the event tracker's interactions and merge them into the lake.",
+    ),
 }
 
 

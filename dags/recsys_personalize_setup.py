@@ -33,9 +33,25 @@ from recsys.personalize.setup import DEFAULT_FILTERS, RECIPES, materialize  # li
 
 PREFIX = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$"
 PARAMS = {
-    "prefix": Param("recsys", type="string", pattern=PREFIX, title="Name prefix of every resource"),
-    "recipe": Param("aws-user-personalization", enum=list(RECIPES), title="Recipe"),
-    "perform_hpo": Param(False, type="boolean", title="Hyperparameter optimisation"),
+    "prefix": Param(
+        "recsys",
+        type="string",
+        pattern=PREFIX,
+        title="Name prefix of every resource",
+        description="Names every resource (<prefix>-interactions, <prefix>-solution, ...); found by it on re-runs.",
+    ),
+    "recipe": Param(
+        "aws-user-personalization",
+        enum=list(RECIPES),
+        title="Recipe",
+        description="The Personalize recipe of the solution.",
+    ),
+    "perform_hpo": Param(
+        False,
+        type="boolean",
+        title="Hyperparameter optimisation",
+        description="Hyperparameter optimisation when the solution is created (slower, costlier).",
+    ),
     "perform_auto_training": Param(
         False,
         type="boolean",
@@ -49,26 +65,57 @@ PARAMS = {
         description='e.g. {"hpoConfig": {...}, "eventValueThreshold": "0.5"}',
     ),
     "initial_import_days": Param(
-        30, type="integer", minimum=0, maximum=365, title="Days to import when the dataset is empty (0 = none)"
+        30,
+        type="integer",
+        minimum=0,
+        maximum=365,
+        title="Days to import when the dataset is empty (0 = none)",
+        description="Days of extracted interactions imported once, while nothing has been imported yet.",
     ),
-    "create_campaign": Param(True, type="boolean"),
-    "min_provisioned_tps": Param(1, type="integer", minimum=1, maximum=10000, title="Campaign minProvisionedTPS"),
-    "sync_campaign_with_latest": Param(False, type="boolean", title="Campaign follows <solution>/$LATEST"),
+    "create_campaign": Param(
+        True,
+        type="boolean",
+        title="Create a campaign",
+        description="A campaign on the first solution version (real-time recommendations).",
+    ),
+    "min_provisioned_tps": Param(
+        1,
+        type="integer",
+        minimum=1,
+        maximum=10000,
+        title="Campaign minProvisionedTPS",
+        description="The campaign's minimum provisioned transactions per second (billed).",
+    ),
+    "sync_campaign_with_latest": Param(
+        False,
+        type="boolean",
+        title="Campaign follows <solution>/$LATEST",
+        description="Let Personalize move the campaign to each new solution version by itself.",
+    ),
     "campaign_config": Param(
         {},
         type="object",
         title="campaignConfig (JSON)",
         description='e.g. {"itemExplorationConfig": {"explorationWeight": "0.3"}}',
     ),
-    "create_event_tracker": Param(True, type="boolean"),
+    "create_event_tracker": Param(
+        True,
+        type="boolean",
+        title="Create an event tracker",
+        description="For PutEvents from the application; its tracking id is recorded as a Variable.",
+    ),
     "filters": Param(
         DEFAULT_FILTERS,
         type="object",
         title="Filters: name -> filter expression",
         additionalProperties={"type": "string", "minLength": 8},
+        description="Filter expressions to create, by name.",
     ),
     "batch_filter": Param(
-        "exclude-interacted", type=["null", "string"], title="Filter batch inference uses (a name above; empty = none)"
+        "exclude-interacted",
+        type=["null", "string"],
+        title="Filter batch inference uses (a name above; empty = none)",
+        description="The filter batch inference uses (one of the filters; empty = none).",
     ),
 }
 

@@ -20,7 +20,13 @@ from recsys.alerts import on_failure  # notifiers built from settings at parse t
 from recsys.config import load_settings
 
 PARAMS = {
-    "prefix": Param("recsys", type="string", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$", title="Prefix to delete"),
+    "prefix": Param(
+        "recsys",
+        type="string",
+        pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$",
+        title="Prefix to delete",
+        description="Deletes the resources the setup DAG created with this prefix, in dependency order.",
+    ),
     "confirm": Param(
         "",
         type="string",

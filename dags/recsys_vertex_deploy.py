@@ -39,11 +39,35 @@ PARAMS = {
         title="Exported model directory",
         description="Empty = the model announced by recsys_two_tower (or the champion).",
     ),
-    "canary_percent": Param(10, type="integer", minimum=1, maximum=99, title="Canary traffic (%)"),
-    "machine_type": Param("n1-standard-2", type="string", pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$"),
-    "min_replicas": Param(1, type="integer", minimum=1, maximum=100),
-    "max_replicas": Param(2, type="integer", minimum=1, maximum=100),
-    "skip_canary": Param(False, type="boolean"),
+    "canary_percent": Param(
+        10,
+        type="integer",
+        minimum=1,
+        maximum=99,
+        title="Canary traffic (%)",
+        description="Share of traffic the new model gets before the smoke test and promotion.",
+    ),
+    "machine_type": Param(
+        "n1-standard-2",
+        type="string",
+        pattern=r"^[a-z0-9]+(-[a-z0-9]+)+$",
+        title="Machine type",
+        description="Compute Engine machine type of the endpoint's replicas, e.g. n1-standard-2.",
+    ),
+    "min_replicas": Param(
+        1,
+        type="integer",
+        minimum=1,
+        maximum=100,
+        title="Minimum replicas",
+        description="Replicas always running (autoscaling floor).",
+    ),
+    "max_replicas": Param(
+        2, type="integer", minimum=1, maximum=100, title="Maximum replicas", description="Autoscaling ceiling."
+    ),
+    "skip_canary": Param(
+        False, type="boolean", title="Skip the canary", description="Send 100% of the traffic to the new model at once."
+    ),
     "dedicated_endpoint": Param(
         None,
         type=["null", "boolean"],
@@ -51,7 +75,12 @@ PARAMS = {
         description="Create the endpoint with its own DNS (dedicatedEndpointEnabled); "
         "empty = the vertex_dedicated_endpoint setting. Fixed once the endpoint exists.",
     ),
-    "dry_run": Param(False, type="boolean", title="Plan only: change nothing"),
+    "dry_run": Param(
+        False,
+        type="boolean",
+        title="Plan only: change nothing",
+        description="Resolve the model and names, log the plan, change nothing.",
+    ),
 }
 
 
@@ -143,11 +172,19 @@ def recsys_vertex_deploy():
         previous = target["previous_deployed_model_id"]
         canary = 100 if params["skip_canary"] or previous is None else params["canary_percent"]
         split = {"0": canary, **({previous: 100 - canary} if canary < 100 else {})}
-        return {"endpoint_id": target["endpoint_id"], "traffic_split": split, "deployed_model": {
-            "model": uploaded["model"], "display_name": f"recsys-{planned['version']}"[:119] + f"-{run_key}",
-            "dedicated_resources": {"machine_spec": {"machine_type": params["machine_type"]},
-                                    "min_replica_count": params["min_replicas"],
-                                    "max_replica_count": params["max_replicas"]}}}  # fmt: skip
+        return {
+            "endpoint_id": target["endpoint_id"],
+            "traffic_split": split,
+            "deployed_model": {
+                "model": uploaded["model"],
+                "display_name": f"recsys-{planned['version']}"[:119] + f"-{run_key}",
+                "dedicated_resources": {
+                    "machine_spec": {"machine_type": params["machine_type"]},
+                    "min_replica_count": params["min_replicas"],
+                    "max_replica_count": params["max_replicas"],
+                },
+            },
+        }
 
     @task(multiple_outputs=False)
     def smoke_test(planned: dict, deployed: dict, target: dict) -> dict:

@@ -88,6 +88,17 @@ print(json.dumps(sorted(set(sys.modules) - before)))
     assert not [m for m in added if m.split(".")[0] in {h.split(".")[0] for h in HEAVY} or m.startswith(HEAVY)]
 
 
+def test_every_param_has_a_title_and_a_description(dagbag):
+    """What the UI's trigger form shows for each field."""
+    missing = [
+        f"{dag_id}.{name}"
+        for dag_id, dag in dagbag.dags.items()
+        for name in dag.params
+        if not dag.params.get_param(name).schema.get("title") or not dag.params.get_param(name).description
+    ]
+    assert missing == []
+
+
 def test_every_dag_serializes_for_the_scheduler(dagbag):
     from airflow.serialization.serialized_objects import DagSerialization
 
