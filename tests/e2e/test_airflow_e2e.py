@@ -195,6 +195,77 @@ def test_invalid_params_are_rejected_through_the_rest_api(world):
     assert answer.status_code == 400 and "is not one of" in answer.json()["detail"]
 
 
+def _invalid(schema: dict):
+    """Values a Param's JSON schema refuses (an empty strategy where none is generated here)."""
+    import re
+
+    from hypothesis import strategies as st
+
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    choices = []
+    if "enum" in schema:
+        choices.append(st.text(max_size=12).filter(lambda v: v not in schema["enum"]))
+    if "integer" in kinds or "number" in kinds:
+        if "minimum" in schema:
+            choices.append(st.integers(max_value=int(schema["minimum"]) - 1))
+        if "maximum" in schema:
+            choices.append(st.integers(min_value=int(schema["maximum"]) + 1))
+        if "exclusiveMinimum" in schema:
+            choices.append(st.just(schema["exclusiveMinimum"]))
+        choices.append(st.text(max_size=8))
+    if "integer" in kinds:
+        choices.append(st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not x.is_integer()))
+    if kinds == ["boolean"]:
+        choices.append(st.one_of(st.integers(), st.text(max_size=8)))
+    if "string" in kinds:
+        choices.append(st.one_of(st.booleans(), st.integers(), st.lists(st.integers(), min_size=1, max_size=2)))
+        if "pattern" in schema:
+            choices.append(st.text(max_size=20).filter(lambda v: not re.search(schema["pattern"], v)))
+        if schema.get("format") == "date":
+            choices.append(st.sampled_from(["2026-13-01", "yesterday", "2026/11/01", "2026-11-31"]))
+    if "array" in kinds:
+        item_enum = schema.get("items", {}).get("enum")
+        if item_enum:
+            choices.append(st.lists(st.text(max_size=8).filter(lambda v: v not in item_enum), min_size=1, max_size=2))
+        choices.append(st.text(max_size=8))
+    return st.one_of(*choices) if choices else st.nothing()
+
+
+def test_fuzzed_invalid_params_are_refused_naming_the_param(world):
+    """Every Param of every DAG, with values its schema refuses (hypothesis): 400 naming the Param, no run."""
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+    from jsonschema import Draft7Validator, FormatChecker
+
+    stack = world.stack
+    every_dag = DAGS | {"recsys_personalize_events", "recsys_personalize_teardown"}
+    stack.wait_for_dags(every_dag)
+    params = {}
+    for dag_id in sorted(every_dag):
+        details = stack.api("GET", f"/dags/{dag_id}/details").json()
+        for name, spec in (details.get("params") or {}).items():
+            schema = spec.get("schema") or {}
+            if not _invalid(schema).is_empty:
+                params[(dag_id, name)] = schema
+    assert len(params) >= 40  # every DAG's form, not a few
+    runs_before = {dag_id: len(stack.runs(dag_id)) for dag_id in every_dag}
+    cases = st.sampled_from(sorted(params)).flatmap(lambda key: st.tuples(st.just(key), _invalid(params[key])))
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=cases)
+    def refused(case):
+        (dag_id, name), value = case
+        checker = Draft7Validator(params[(dag_id, name)], format_checker=FormatChecker())
+        assume(not checker.is_valid(value))
+        answer = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {name: value}})
+        assert answer.status_code == 400, (dag_id, name, value, answer.text[:300])
+        assert name in answer.json()["detail"], (dag_id, name, value, answer.json()["detail"])
+
+    refused()
+    assert {dag_id: len(stack.runs(dag_id)) for dag_id in every_dag} == runs_before
+
+
 def test_catch_up_records_the_outage_days_as_empty(world):
     stack = world.stack
     stack.set_paused("recsys_extract", False)  # catch-up from the start date, one run per day
