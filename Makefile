@@ -19,7 +19,7 @@ export PATH := $(BIN):$(PATH)
 
 DEMO_DAYS ?= 14
 
-.PHONY: help install jdbc-drivers demo test lint format airflow-home constraints clean serve airflow
+.PHONY: help install jdbc-drivers browser demo test lint format airflow-home constraints clean serve airflow
 
 help:
 	@echo "make demo   - install, seed the embedded source DB, extract the last $(DEMO_DAYS) days, train, show the result"
@@ -38,6 +38,14 @@ jdbc-drivers:
 		echo "== installing Java 17 and the JDBC drivers (Debian packages)"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q openjdk-17-jre-headless libpostgresql-jdbc-java libmariadb-java; \
+	fi
+
+# Debian's Chromium, driven by Playwright (executable_path) in the UI tests: no browser download.
+browser:
+	@if ! command -v chromium >/dev/null; then \
+		echo "== installing Debian's chromium (UI tests)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; \
 	fi
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-serving.txt constraints.txt pyproject.toml
@@ -74,7 +82,7 @@ airflow: airflow-home
 	@echo "== airflow standalone: UI on http://localhost:8080 (AIRFLOW_HOME=$(AIRFLOW_HOME); DAGs paused at creation)"
 	$(BIN)/airflow standalone
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
