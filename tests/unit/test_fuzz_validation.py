@@ -6,7 +6,6 @@ NaN/inf and timestamps just outside the interval."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
@@ -14,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recsys.data.arrow_extract import COLUMNS, split
+from recsys.data.extract import split_rows
 from recsys.data.validate import Interval, quarantine_row, validate_interaction
 
 INTERVAL = Interval.for_day(date(2026, 11, 10))
@@ -87,14 +87,7 @@ def test_arrow_validation_equals_the_row_validator(rows):
     )
     table, quarantined, reasons = split(batch, INTERVAL, KNOWN)
 
-    expected_rows, expected_reasons, expected_quarantine = [], Counter(), []
-    for row in rows:
-        clean, reason = validate_interaction(row, INTERVAL, KNOWN)
-        if clean is None:
-            expected_reasons[reason] += 1
-            expected_quarantine.append(("interactions", reason, quarantine_row(row)))
-        else:
-            expected_rows.append(clean)
+    expected_rows, expected_quarantine, expected_reasons = split_rows(rows, INTERVAL, KNOWN)  # the row backend
     assert reasons == expected_reasons
     assert quarantined == expected_quarantine
     got = table.to_pylist()

@@ -84,20 +84,28 @@ def resolve_interval(
     return Interval.for_day(anchor.date() - timedelta(days=1))
 
 
+def split_rows(rows, interval, known) -> tuple[list, list[tuple], Counter]:
+    """The row backend's validation of one chunk: clean rows, quarantine rows ``(table, reason, raw)``,
+    reason counts (the Arrow backend's ``split`` gives the same for the same rows)."""
+    good, quarantined, reasons = [], [], Counter()
+    for row in rows:
+        clean, why = validate_interaction(row, interval, known)
+        if clean is None:
+            reasons[why] += 1
+            quarantined.append(("interactions", why, quarantine_row(row)))
+        else:
+            good.append(clean)
+    return good, quarantined, reasons
+
+
 def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter, int, set[str]]:
     reasons: Counter = Counter()
     read = 0
     active_users: set[str] = set()
     for chunk in stream_interactions(engine, interval.start, interval.end, settings.extract_chunk_rows):
         read += len(chunk)
-        good, bad_rows = [], []
-        for row in chunk:
-            clean, why = validate_interaction(row, interval, known)
-            if clean is None:
-                reasons[why] += 1
-                bad_rows.append(("interactions", why, quarantine_row(row)))
-            else:
-                good.append(clean)
+        good, bad_rows, why = split_rows(chunk, interval, known)
+        reasons.update(why)
         columns = list(zip(*good, strict=True)) if good else [()] * len(w.INTERACTIONS_SCHEMA.names)
         out["interactions"].write_columns(dict(zip(w.INTERACTIONS_SCHEMA.names, columns, strict=True)))
         csv_rows = [(c.user_id, c.item_id, c.timestamp, c.event_type) for c in good]
