@@ -69,6 +69,12 @@ def test_a_failing_request_fails_alone():
     assert recorder.batches == [["good", "boom"], ["good"], ["boom"]]
 
 
+def test_a_lone_failing_request_is_not_computed_twice():
+    recorder = Recorder()
+    [outcome] = together(MicroBatcher(recorder), request("boom"))
+    assert isinstance(outcome, RuntimeError) and recorder.batches == [["boom"]]
+
+
 def test_the_first_request_over_the_bound_still_runs():
     recorder = Recorder()
     [(answer, size)] = together(MicroBatcher(recorder, max_instances=2), request("a", "b", "c"))

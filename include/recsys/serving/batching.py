@@ -80,8 +80,8 @@ class MicroBatcher:
             requests = [request for request, _ in taken]
             try:
                 outcomes = [(result, len(taken)) for result in self.predict_many(requests)]
-            except Exception:  # noqa: BLE001
-                outcomes = [self._alone(request) for request in requests]
+            except Exception as exc:  # noqa: BLE001 - a batch of one fails alone already
+                outcomes = [self._alone(request) for request in requests] if len(requests) > 1 else [exc]
             for (_, future), outcome in zip(taken, outcomes, strict=True):
                 if future.done():
                     continue
