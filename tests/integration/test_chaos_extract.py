@@ -120,3 +120,89 @@ def test_a_killed_source_session_fails_the_attempt_and_the_retry_commits_the_sam
     assert chaos["versions"] == [f"v={chaos['version']}"]  # the failed attempt's folder is gone
     for key in ("counts", "reasons", "files", "tables"):
         assert chaos[key] == clean[key], key
+
+
+class FailingStore:
+    """A proxy in front of the S3 server (moto) that answers ``failures`` writes of ``_manifest.json`` with
+    503 SlowDown (what S3 sends under load) before it lets them through again."""
+
+    def __init__(self, upstream: str, failures: int):
+        self.upstream, self.failures, self.refused = upstream, failures, 0
+
+    def app(self):
+        import httpx
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        async def forward(request: Request) -> Response:
+            if request.method == "PUT" and request.url.path.endswith("/_manifest.json") and self.failures:
+                self.failures -= 1
+                self.refused += 1
+                body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                return Response(body, status_code=503, media_type="application/xml")
+            headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+            async with httpx.AsyncClient(base_url=self.upstream, timeout=30) as client:
+                answer = await client.request(
+                    request.method,
+                    request.url.path,
+                    params=request.query_params,
+                    headers=headers,
+                    content=await request.body(),
+                )
+            drop = {"transfer-encoding", "content-encoding", "connection"}
+            if request.method != "HEAD":  # a HEAD's length is the object's, not the (empty) body's
+                drop.add("content-length")
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in drop}
+            return Response(answer.content, status_code=answer.status_code, headers=kept)
+
+        methods = ["GET", "PUT", "POST", "DELETE", "HEAD"]
+        return Starlette(routes=[Route("/{path:path}", forward, methods=methods), Route("/", forward, methods=methods)])
+
+
+def test_a_failing_manifest_commit_publishes_nothing_and_the_retry_commits_once(
+    postgres_source, insert, row, tmp_path, moto_s3, monkeypatch
+):
+    import json
+    import uuid
+
+    import boto3
+
+    from recsys.emulators.ports import free_port
+    from recsys.emulators.running import RunningFake
+
+    seeded(insert, postgres_source, row)
+    fault_free = load_settings({"storage_root": (tmp_path / "clean").as_uri()})
+    extract(fault_free, postgres_source.engine)
+
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3", endpoint_url=moto_s3, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+    ).create_bucket(Bucket=bucket)
+    store = FailingStore(moto_s3, failures=1000)  # more than every retry botocore and s3fs make
+    with RunningFake(store, free_port()) as proxy:
+        connection = {
+            "conn_type": "aws",
+            "login": "t",
+            "password": "t",
+            "extra": {
+                "endpoint_url": proxy.url,
+                "region_name": "us-east-1",
+                "config_kwargs": {"retries": {"max_attempts": 2}},  # keep the giving-up short
+            },
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+        settings = load_settings({"storage_root": f"s3://aws_default@{bucket}/recsys"})
+        staged = stage_partition(postgres_source.engine, Interval.for_day(DAY), settings)
+        with pytest.raises(Exception):  # noqa: B017 - whatever the S3 client raises once it gives up
+            publish_partition(staged, settings, QualityPolicy(max_bad_fraction=0.5))
+        assert store.refused > 1  # the client retried before giving up
+        assert PartitionStore(settings.extract_root).read_manifest(DAY) is None  # nothing published
+
+        store.failures = 0  # the store recovers; the publish task's retry commits the staged version
+        publish_partition(staged, settings, QualityPolicy(max_bad_fraction=0.5))
+        chaos, clean = content(settings.extract_root), content(fault_free.extract_root)
+    assert chaos["versions"] == [f"v={staged['version']}"] and chaos["version"] == staged["version"]
+    for key in ("counts", "reasons", "files", "tables"):
+        assert chaos[key] == clean[key], key
