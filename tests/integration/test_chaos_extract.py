@@ -192,8 +192,9 @@ def test_a_failing_manifest_commit_publishes_nothing_and_the_retry_commits_once(
                 "config_kwargs": {"retries": {"max_attempts": 2}},  # keep the giving-up short
             },
         }
-        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
-        settings = load_settings({"storage_root": f"s3://aws_default@{bucket}/recsys"})
+        conn_id = f"chaos_{uuid.uuid4().hex[:8]}"  # its own: S3 filesystems are cached per connection id
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+        settings = load_settings({"storage_root": f"s3://{conn_id}@{bucket}/recsys"})
         staged = stage_partition(postgres_source.engine, Interval.for_day(DAY), settings)
         with pytest.raises(Exception):  # noqa: B017 - whatever the S3 client raises once it gives up
             publish_partition(staged, settings, QualityPolicy(max_bad_fraction=0.5))
