@@ -26,7 +26,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from recsys.serving.batching import MicroBatcher, Overloaded
@@ -130,11 +130,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _overloaded() -> JSONResponse:
-    """503 with ``Retry-After``: Vertex AI (and well-behaved clients) retry it."""
-    return JSONResponse(
-        {"error": "the server is at capacity; retry shortly"}, status_code=503, headers={"Retry-After": "1"}
-    )
+def _overloaded() -> Response:
+    """503 with ``Retry-After`` (Vertex AI and well-behaved clients retry it): the body the shedder sends."""
+    return Response(SHED_BODY, status_code=503, media_type="application/json", headers={"Retry-After": "1"})
 
 
 async def _read_limited(request: Request) -> bytes:
