@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from recsys.alerts import deadline_alert, on_failure  # notifiers built from settings at parse time
+from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import EXTRACT_PARTITIONS
 from recsys.config import deployed_spark_backends, load_settings  # stdlib only: cheap at parse time
 
@@ -184,18 +184,17 @@ def _settings():
     return load_settings(overrides, use_airflow_variables=True)
 
 
-_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
-ALERTS = on_failure(_SETTINGS)
+_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
 
 
 @dag(
     dag_id="recsys_extract",
     deadline=deadline_alert(_SETTINGS, "recsys_extract", _SETTINGS.extract_deadline_hours),
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    start_date=datetime.fromisoformat(_SETTINGS.extract_start_date).replace(tzinfo=UTC),
     catchup=True,
     max_active_runs=3,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
+    default_args=task_defaults(_SETTINGS),
     tags=["recsys", "extract"],
     params=PARAMS,
     doc_md=__doc__,

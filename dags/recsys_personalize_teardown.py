@@ -12,11 +12,11 @@ teardown deletes what is left; with nothing left it does nothing.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.alerts import on_failure  # notifiers built from settings at parse time
+from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.config import load_settings
 
 PARAMS = {
@@ -36,8 +36,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
-ALERTS = on_failure(_SETTINGS)
+_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
 
 
 @dag(
@@ -46,7 +45,7 @@ ALERTS = on_failure(_SETTINGS)
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=1), **ALERTS},
+    default_args=task_defaults(_SETTINGS),
     tags=["recsys", "personalize", "aws", "setup"],
     params=PARAMS,
     doc_md=__doc__,

@@ -41,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from recsys.alerts import deadline_alert, on_failure  # notifiers built from settings at parse time
+from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
 from recsys.config import load_settings  # stdlib only: cheap at parse time
 
@@ -149,8 +149,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: what the DAG's callbacks are
-ALERTS = on_failure(_SETTINGS)
+_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
 
 
 @dag(
@@ -160,7 +159,7 @@ ALERTS = on_failure(_SETTINGS)
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "ml-platform", "retries": 2, "retry_delay": timedelta(minutes=2), **ALERTS},
+    default_args=task_defaults(_SETTINGS),
     tags=["recsys", "training"],
     params=PARAMS,
     doc_md=__doc__,

@@ -164,6 +164,32 @@ def storage_root(tmp_path, monkeypatch) -> str:
     return root
 
 
+def partition_content(extract_root: str, day) -> dict:
+    """What a committed partition holds (counts, reasons, every file's content, Parquet as rows) and its
+    version folders: two extractions of the same rows compare equal whatever their versions."""
+    import pyarrow.parquet as pq
+
+    from recsys.data.partitions import PartitionStore
+
+    store = PartitionStore(extract_root)
+    manifest = store.read_manifest(day)
+    part = store.partition_dir(day)
+    files, tables = {}, {}
+    for name, entry in manifest["files"].items():
+        if entry["path"].endswith(".parquet"):
+            tables[name] = pq.read_table((part / entry["path"]).open("rb")).to_pylist()
+        else:
+            files[name] = (part / entry["path"]).read_bytes()
+    return {
+        "counts": manifest["counts"],
+        "reasons": manifest["quarantine_reasons"],
+        "files": files,
+        "tables": tables,
+        "versions": sorted(p.name for p in part.iterdir() if p.name.startswith("v=")),
+        "version": manifest["version"],
+    }
+
+
 def interaction(user: str | None, item: str | None, when, event: str | None = "view", value=1.0) -> dict:
     """One source interaction row (``when`` is a naive UTC datetime)."""
     return {"user_id": user, "item_id": item, "event_type": event, "event_value": value, "occurred_at": when}

@@ -64,6 +64,16 @@ def on_failure(settings: Settings) -> dict[str, Any]:
     return {"on_failure_callback": notifiers} if notifiers else {}
 
 
+def task_defaults(settings: Settings) -> dict[str, Any]:
+    """Every DAG's ``default_args``: owner, retries and their delay (settings), failure notifiers."""
+    return {
+        "owner": "ml-platform",
+        "retries": settings.task_retries,
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
+        **on_failure(settings),
+    }
+
+
 def deadline_alert(settings: Settings, dag_id: str, hours: float):
     """A ``DeadlineAlert``: ``dag_id``'s run is not finished ``hours`` after it was queued (None when off)."""
     if hours <= 0 or not (_recipients(settings) or settings.alert_webhook_conn_id):

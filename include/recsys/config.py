@@ -108,6 +108,11 @@ class Settings:
     personalize_tracking_id: str = ""  # the event tracker's id the application sends PutEvents with
     personalize_filter_arn: str = ""  # batch inference filter; empty = none
     personalize_poll_seconds: float = 60.0
+    # recsys_extract's first data day (read at parse time): unpausing it catches up from here.
+    extract_start_date: str = "2026-11-01"
+    # Task retries of every DAG (read at parse time): a killed or failed try is retried after the delay.
+    task_retries: int = 2
+    retry_delay_seconds: int = 120
     # Alerts (read at parse time): failure notifications and deadlines; empty/0 = off.
     alert_email_to: str = ""  # comma-separated recipients (SmtpNotifier through alert_smtp_conn_id)
     alert_smtp_conn_id: str = "smtp_default"

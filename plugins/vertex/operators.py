@@ -42,13 +42,13 @@ class _DeferrableVertexOperator(BaseOperator):
     def finish(self, response: dict, context) -> Any:
         return response
 
-    def defer_until_done(self, trigger_class, resource: str) -> None:
-        self.log.info("started %s; deferring until it is done", resource)
+    def defer_until_done(self, trigger_class, resource: str, method_name: str = "execute_complete") -> None:
+        self.log.info("%s is running; deferring until it is done", resource)
         self.defer(
             trigger=trigger_class(
                 resource, self.region, self.gcp_conn_id, float(self.poll_interval), float(self.operation_timeout)
             ),
-            method_name="execute_complete",
+            method_name=method_name,
             timeout=timedelta(seconds=float(self.operation_timeout) + 60),
         )
 
@@ -95,7 +95,36 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
             self.log.info("%s is already deployed as %s: not deploying again", self.deployed_model["display_name"],
                           existing)  # fmt: skip
             return {"deployed_model_id": existing, "endpoint_id": self.endpoint_id, "reused": True}
+        if in_flight := self.deployment_in_flight():
+            from vertex.triggers import VertexOperationTrigger
+
+            self.log.info("a deployment to this endpoint is still running (a killed try's?): waiting, then checking")
+            self.defer_until_done(VertexOperationTrigger, in_flight, method_name="execute_after_wait")
         return super().execute(context)
+
+    def execute_after_wait(self, context, event: dict):
+        """The deployment in flight ended: ours, reuse it; failed or someone else's, deploy. Still running
+        after the operation timeout: fail (a retry waits again) rather than deploy beside it."""
+        if event["status"] == "timeout":
+            raise VertexOperationFailed(f"{event['operation']}: {event['message']}")
+        return self.execute(context)
+
+    def deployment_in_flight(self) -> str | None:
+        """An unfinished deployModel operation on the endpoint: a try killed after its deploy call landed
+        leaves one behind, and its deployed model appears only when it finishes."""
+        from vertex.hooks import VertexEndpointServiceHook
+
+        client = VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).get_endpoint_service_client(self.region)
+        endpoint = client.endpoint_path(self.project_id, self.region, self.endpoint_id)
+        operations = client.list_operations(request={"name": endpoint}).operations
+        return next(
+            (
+                op.name
+                for op in operations
+                if not op.done and op.metadata.type_url.endswith("DeployModelOperationMetadata")
+            ),
+            None,
+        )
 
     def already_deployed(self) -> str | None:
         """A retry after a lost worker or a timed-out wait finds its own deployment (same display name)."""

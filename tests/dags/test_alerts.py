@@ -8,29 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fakes.receiver import Receiver
 
 from recsys.emulators.ports import free_port
 from recsys.emulators.running import RunningFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-
-
-class Receiver:
-    """A webhook endpoint that keeps what it is sent."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-
-    def app(self) -> Starlette:
-        async def hook(request: Request) -> JSONResponse:
-            self.posts.append(await request.json())
-            return JSONResponse({"ok": True})
-
-        return Starlette(routes=[Route("/hooks/recsys", hook, methods=["POST"])])
 
 
 @pytest.fixture

@@ -60,6 +60,20 @@ def test_every_dag_has_docs_tags_owner_and_retries(dagbag):
             assert task.retries >= 2, (dag_id, task.task_id)
 
 
+def test_retries_and_the_extraction_start_come_from_the_settings(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("RECSYS_TASK_RETRIES", "4")
+    monkeypatch.setenv("RECSYS_RETRY_DELAY_SECONDS", "7")
+    monkeypatch.setenv("RECSYS_EXTRACT_START_DATE", "2026-11-20")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    for dag_id, dag in bag.dags.items():
+        tasks = [t for t in dag.tasks if t.task_id != "rollback"]  # rollback retries more, on purpose
+        assert {(t.retries, t.retry_delay) for t in tasks} == {(4, timedelta(seconds=7))}, dag_id
+    assert bag.dags["recsys_extract"].start_date == datetime(2026, 11, 20, tzinfo=UTC)
+
+
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_no_heavy_module_level_imports(path):
     tree = ast.parse(path.read_text())

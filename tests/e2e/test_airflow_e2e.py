@@ -281,23 +281,7 @@ def test_backfill_after_the_late_rows_arrive_re_extracts_exactly_those_days(worl
     stack, before = world.stack, partitions(world)
     with sqlite3.connect(world.source) as db:
         db.execute("INSERT INTO interactions SELECT * FROM late_interactions")
-    answer = stack.api(
-        "POST",
-        "/backfills",
-        json={
-            "dag_id": "recsys_extract",
-            "from_date": f"{OUTAGE[0]}T00:00:00Z",
-            "to_date": f"{OUTAGE[-1]}T00:00:00Z",
-            "reprocess_behavior": "completed",
-            "max_active_runs": 2,
-        },
-    )
-    assert answer.status_code == 200, answer.text
-    backfill_id = answer.json()["id"]
-    deadline = time.monotonic() + 600
-    while stack.api("GET", f"/backfills/{backfill_id}").json()["completed_at"] is None:
-        assert time.monotonic() < deadline, stack.log_tail("scheduler")
-        time.sleep(3)
+    stack.wait_for_backfill(stack.backfill("recsys_extract", OUTAGE[0], OUTAGE[-1]))
     runs = [r for r in stack.runs("recsys_extract") if r["run_type"] == "backfill"]
     assert len(runs) == len(OUTAGE) and {r["state"] for r in runs} == {"success"}
     after = partitions(world)

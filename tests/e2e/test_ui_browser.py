@@ -1,7 +1,8 @@
 """The Airflow UI in a real browser (Playwright driving Debian's Chromium, no browser download) against a
 real Airflow (api-server, scheduler, dag-processor, triggerer on PostgreSQL) with password login:
 every DAG's trigger form shows every Param with its title and description, an invalid value is refused
-by the form and creates no run, a valid one starts a run that appears in the UI and succeeds.
+by the form and creates no run, a valid one starts a run that appears in the UI and succeeds, and a
+training run triggered from its form shows its model card in the run's "Model card" tab.
 Screenshots are kept under ``artifacts/ui/`` (``RECSYS_TEST_ARTIFACTS`` to change it)."""
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
+from conftest import LAKE_DAYS
 from fakes.airflow_stack import AirflowStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ui, pytest.mark.timeout(900)]
@@ -44,8 +46,10 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, synthetic_lake):
     home = tmp_path_factory.mktemp("airflow-ui")
+    lake = Path(synthetic_lake.removeprefix("file://")) / "extract"
+    shutil.copytree(lake, home / "data" / "extract")  # extracted days a training run can use
     passwords = home / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
     running = AirflowStack(
@@ -55,6 +59,7 @@ def stack(tmp_path_factory):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
             "RECSYS_STORAGE_ROOT": (home / "data").as_uri(),
+            "AIRFLOW_CONN_RECSYS_APP": json.dumps({"conn_type": "sqlite", "host": str(home / "data" / "app.db")}),
             "RECSYS_VERTEX_PROJECT": "ui-project",
             "RECSYS_SERVING_IMAGE_URI": "europe-docker.pkg.dev/p/recsys/serving:ui",
         },
@@ -139,3 +144,24 @@ def test_a_valid_trigger_starts_a_run_that_appears_and_succeeds(page, stack):
     page.get_by_text(run_id).first.wait_for()
     page.get_by_text("Success").first.wait_for()
     page.screenshot(path=SHOTS / "30-run-succeeded.png")
+
+
+def test_a_training_run_triggered_from_the_form_shows_its_model_card(page, stack):
+    dialog = trigger_form(page, stack, "recsys_two_tower")
+    dialog.locator('[name="element_end_day"]').fill(LAKE_DAYS[-1])
+    dialog.locator('[name="element_window_days"]').fill(str(len(LAKE_DAYS)))
+    dialog.locator('[name="element_epochs"]').fill("2")
+    dialog.get_by_role("button", name="Trigger").click()
+    page.wait_for_url("**/dags/recsys_two_tower/runs/**")
+    run_id = unquote(page.url.rsplit("/runs/", 1)[1].split("/")[0])
+    run = stack.wait_for_run("recsys_two_tower", run_id, timeout=600)
+    assert run["state"] == "success", stack.task_states("recsys_two_tower", run_id)
+    page.goto(f"{stack.url}/dags/recsys_two_tower/runs/{quote(run_id, safe='')}")
+    page.get_by_role("link", name="Model card").click()
+    card = page.frame_locator("iframe")
+    card.get_by_text("Two-tower retrieval model").wait_for()
+    card.get_by_text("Gate decision").wait_for()
+    card.locator("table").first.wait_for()  # the metrics table rendered, not raw markdown
+    page.screenshot(path=SHOTS / "40-model-card.png", full_page=True)
+    anonymous = httpx.get(f"{stack.url}/recsys/model-card", params={"dag_id": "recsys_two_tower", "run_id": run_id})
+    assert anonymous.status_code in (401, 403)  # the card needs a signed-in user allowed to read the DAG

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -145,6 +146,25 @@ class AirflowStack:
         answer = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
         assert answer.status_code == 200, answer.text
         return answer.json()["dag_run_id"]
+
+    def backfill(self, dag_id: str, first: date, last: date, max_active_runs: int = 2) -> int:
+        """Re-run the days ``first``..``last`` (completed runs included); return the backfill's id."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": f"{first}T00:00:00Z",
+            "to_date": f"{last}T00:00:00Z",
+            "reprocess_behavior": "completed",
+            "max_active_runs": max_active_runs,
+        }
+        answer = self.api("POST", "/backfills", json=body)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["id"]
+
+    def wait_for_backfill(self, backfill_id: int, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"/backfills/{backfill_id}").json()["completed_at"] is None:
+            assert time.monotonic() < deadline, f"backfill {backfill_id} not completed: {self.log_tail('scheduler')}"
+            time.sleep(3)
 
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "run_after"}).json()[

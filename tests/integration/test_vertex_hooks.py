@@ -134,3 +134,51 @@ def test_throttled_start_is_retried_by_the_client(vertex):
     vertex.fail_next("GET", status=503)
     uploaded = models.upload_model(project_id=PROJECT, region=REGION, model=MODEL).result(timeout=30)
     assert uploaded.model_version_id == "1"
+
+
+DEPLOY = {
+    "project_id": PROJECT,
+    "region": REGION,
+    "gcp_conn_id": "vertex_local",
+    "poll_interval": 0.1,
+    "deployed_model": {"model": "projects/p/locations/l/models/1", "display_name": "recsys-v1-run"},
+}
+
+
+def new_endpoint(endpoints) -> str:
+    operation = endpoints.create_endpoint(project_id=PROJECT, region=REGION, endpoint={"display_name": "e"})
+    return operation.result(timeout=30).name.rsplit("/", 1)[-1]
+
+
+def test_a_retry_waits_for_the_deployment_a_killed_try_started_instead_of_deploying_twice(vertex):
+    """The first try's deployModel landed, then its process died: the retry finds the operation in flight
+    on the endpoint, waits for it, and reuses its deployed model."""
+    from vertex.operators import DeferrableDeployModelOperator
+
+    _, endpoints = hooks()
+    endpoint_id = new_endpoint(endpoints)
+    common = {**DEPLOY, "endpoint_id": endpoint_id, "traffic_split": {"0": 100}}
+    first_try = DeferrableDeployModelOperator(task_id="deploy", **common)
+    first_try.start()  # ... and the worker is killed before it defers
+    retry = DeferrableDeployModelOperator(task_id="deploy", **common)
+    trigger = deferred(retry, method="execute_after_wait")
+    assert trigger.resource.startswith(f"projects/{PROJECT}/locations/{REGION}/endpoints/{endpoint_id}/operations/")
+    result = retry.execute_after_wait({}, run_trigger(trigger))
+    assert result["reused"] is True
+    deployed = endpoints.get_endpoint(project_id=PROJECT, region=REGION, endpoint=endpoint_id).deployed_models
+    assert [d.id for d in deployed] == [result["deployed_model_id"]]
+    assert [verb for _, _, verb in vertex.calls].count("deployModel") == 1
+
+
+def test_a_deployment_stuck_in_flight_fails_the_wait_instead_of_deploying_beside_it(vertex):
+    from vertex.operators import DeferrableDeployModelOperator, VertexOperationFailed
+
+    _, endpoints = hooks()
+    endpoint_id = new_endpoint(endpoints)
+    common = {**DEPLOY, "endpoint_id": endpoint_id, "operation_timeout": 1.0}
+    vertex.stall("deployModel")
+    DeferrableDeployModelOperator(task_id="deploy", **common).start()
+    retry = DeferrableDeployModelOperator(task_id="deploy", **common)
+    with pytest.raises(VertexOperationFailed, match="not done after"):
+        retry.execute_after_wait({}, run_trigger(deferred(retry, method="execute_after_wait")))
+    assert [verb for _, _, verb in vertex.calls].count("deployModel") == 1

@@ -20,12 +20,14 @@ server) and dataset export jobs in :mod:`recsys.emulators.personalize_realtime`.
 
 Faults: ``fail_next(op, code, status)`` answers the next call of ``op`` with that error;
 ``fail_job(kind, reason)`` makes the next job of ``kind`` end ``CREATE FAILED`` with that
-``failureReason``; ``stick(kind)`` keeps the next job of ``kind`` in progress forever. Kinds:
+``failureReason``; ``stick(kind)`` keeps the next job of ``kind`` in progress forever; ``hold(op)``
+carries out the next call of ``op`` but holds its answer until released. Kinds:
 ``import``, ``solution_version``, ``batch``, ``campaign_update``, ``export`` and the resource kinds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import itertools
@@ -95,6 +97,7 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
     metrics: list = field(default_factory=list)  # metrics for the next solution versions, in order
     _faults: dict = field(default_factory=dict)
     _job_faults: dict = field(default_factory=dict)
+    holds: dict = field(default_factory=dict)  # operation -> event that releases its held answer
     _stuck: list = field(default_factory=list)
     _broken: set = field(default_factory=set)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -165,6 +168,13 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
 
     def stick(self, kind: str) -> None:
         self._stuck.append(kind)
+
+    def hold(self, operation: str) -> threading.Event:
+        """The next ``operation`` call is carried out but its answer is held until the returned event is set:
+        the call landed, the client is still waiting (then killed, in chaos tests)."""
+        release = threading.Event()
+        self.holds[operation] = release
+        return release
 
     def created(self, kind: str) -> list[Job]:
         return [j for j in self.jobs.values() if j.kind == kind]
@@ -483,7 +493,11 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
         service, _, operation = request.headers.get("x-amz-target", "").partition(".")
         if service != "AmazonPersonalize" or operation in REST_ROUTES.values():
             operation = ""
-        return self._answer(operation, await request.body(), "application/x-amz-json-1.1")
+        answer = self._answer(operation, await request.body(), "application/x-amz-json-1.1")
+        if release := self.holds.pop(operation, None):
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+        return answer
 
     def _rest(self, operation: str):
         """REST-JSON (personalize-events, personalize-runtime): the operation is named by the path."""

@@ -1,10 +1,12 @@
 """A local Vertex AI v1 REST fake for the calls this project makes.
 
 Served over real HTTP (uvicorn on loopback) so the real ``google-cloud-aiplatform`` GAPIC clients
-reach it with ``transport="rest"``. Long-running operations finish ``operation_seconds`` after they
-start. Faults are injected per method: ``fake.fail_next("deployModel", status=429)`` answers the
-next call with that HTTP error; ``fake.fail_operation("deployModel", "message")`` makes the next such
-operation end with an error; ``fake.stall("deployModel")`` makes the next such operation never finish.
+reach it with ``transport="rest"``. Long-running operations finish ``operation_seconds`` (per method:
+``seconds_by_method``) after they start, polled or not. Faults are injected per method:
+``fake.fail_next("deployModel", status=429)`` answers the next call with that HTTP error;
+``fake.fail_operation("deployModel", "message")`` makes the next such operation end with an error;
+``fake.stall("deployModel")`` makes the next such operation never finish; ``fake.hold("deployModel")``
+carries out the next such call but holds its answer until released.
 ``traffic_history`` records every traffic split an endpoint had, in order.
 ``:predict`` is forwarded to the deployed model's container: when the model's serving image is in
 ``images``, ``deployModel`` starts it as a local process under Vertex's custom-container contract
@@ -24,11 +26,13 @@ host (127.0.0.1), as the service does; the DNS answers nothing but that endpoint
 
 Implemented: models:upload, models list (display_name filter) / get / listVersions /
 mergeVersionAliases, endpoints create / get / list / patch (traffic split), deployModel,
-undeployModel, :predict, customJobs create / get / list (label filter) / cancel, operations get.
+undeployModel, :predict, customJobs create / get / list (label filter) / cancel, operations get,
+an endpoint's operations list.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import re
@@ -67,6 +71,7 @@ class _Operation:
     stalled: bool = False
     finished: bool = False
     metadata_type: str = "UploadModelOperationMetadata"
+    seconds: float = 0.2
 
 
 @dataclass
@@ -74,6 +79,7 @@ class VertexFake:
     project: str = "test-project"
     location: str = "us-central1"
     operation_seconds: float = 0.2
+    seconds_by_method: dict = field(default_factory=dict)  # e.g. {"deployModel": 20.0}
     predict_url: str | None = None
     images: dict = field(default_factory=dict)  # image URI -> the container's entrypoint command
     job_pending_seconds: float = 0.2
@@ -84,10 +90,12 @@ class VertexFake:
     endpoints: dict = field(default_factory=dict)  # endpoint id -> endpoint dict
     operations: dict = field(default_factory=dict)
     calls: list = field(default_factory=list)
+    deploy_requests: list = field(default_factory=list)  # every deployModel's deployedModel, in order
     predict_hosts: list = field(default_factory=list)  # the Host of every :predict call, in order
     _faults: dict = field(default_factory=dict)
     _op_faults: dict = field(default_factory=dict)
     _stalls: list = field(default_factory=list)
+    holds: dict = field(default_factory=dict)  # method -> event that releases its held answer
     traffic_history: list = field(default_factory=list)  # (endpoint id, split) after every change
     _processes: dict = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
@@ -102,6 +110,13 @@ class VertexFake:
 
     def stall(self, method: str) -> None:
         self._stalls.append(method)
+
+    def hold(self, method: str) -> threading.Event:
+        """The next ``method`` call is carried out but its answer is held until the returned event is set:
+        the call landed, the client is still waiting (then killed, in chaos tests)."""
+        release = threading.Event()
+        self.holds[method] = release
+        return release
 
     def _take_stall(self, method: str) -> bool:
         if method in self._stalls:
@@ -127,6 +142,7 @@ class VertexFake:
             on_done=on_done,
             stalled=self._take_stall(method),
             metadata_type=METADATA_TYPES[method],
+            seconds=self.seconds_by_method.get(method, self.operation_seconds),
         )
         if not op.stalled and self._op_faults.get(method):
             op.error = {"code": 9, "message": self._op_faults[method].pop(0)}
@@ -136,7 +152,7 @@ class VertexFake:
 
     def _operation_state(self, name: str) -> dict:
         op = self.operations[name]
-        done = not op.stalled and time.monotonic() - op.started >= self.operation_seconds
+        done = not op.stalled and time.monotonic() - op.started >= op.seconds
         if done and op.ready and not op.finished and not op.error:
             state = op.ready()
             done = state is not None
@@ -152,6 +168,12 @@ class VertexFake:
                 body["response"] = op.response
             op.finished = True
         return body
+
+    def _settle(self) -> None:
+        """Operations finish on time whether or not anyone polls them (the service does not wait for clients)."""
+        for name, op in list(self.operations.items()):
+            if not op.finished and not op.stalled and time.monotonic() - op.started >= op.seconds:
+                self._operation_state(name)
 
     def _model_name(self, model_id: str) -> str:
         return f"{self.parent}/models/{model_id}"
@@ -226,6 +248,7 @@ class VertexFake:
 
     def deploy(self, endpoint_id: str, body: dict) -> dict:
         endpoint = self._endpoint(endpoint_id)
+        self.deploy_requests.append(body["deployedModel"])
         deployed = {**body["deployedModel"], "id": str(next(self._ids)), "createTime": "2026-11-23T00:00:00Z"}
         split = body.get("trafficSplit") or {"0": 100}
 
@@ -371,7 +394,12 @@ class VertexFake:
         if refused := self._wrong_host(rest, verb, request.headers.get("host", "")):
             return refused
         with self._lock:
-            return await self._route(rest, method, verb, body, request)
+            self._settle()
+            answer = await self._route(rest, method, verb, body, request)
+        if release := self.holds.pop(verb, None):
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+        return answer
 
     def _wrong_host(self, rest: str, verb: str, host: str) -> JSONResponse | None:
         """A dedicated endpoint answers predictions only at its own DNS, and that DNS answers nothing else."""
@@ -391,6 +419,10 @@ class VertexFake:
         return None
 
     async def _route(self, rest: str, method: str, verb: str, body: dict, request: Request) -> JSONResponse:
+        if m := re.fullmatch(r"endpoints/([^/:]+)/operations", rest):  # ListOperations on the endpoint
+            prefix = f"{self.parent}/endpoints/{m.group(1)}/operations/"
+            found = [self._operation_state(name) for name in self.operations if name.startswith(prefix)]
+            return JSONResponse({"operations": found})
         if "/operations/" in rest and method == "GET":
             name = f"{self.parent}/{rest}"
             return JSONResponse(self._operation_state(name)) if name in self.operations else _not_found(rest)
