@@ -31,7 +31,7 @@ from recsys.emulators.vertex import airflow_connection as vertex_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 TODAY = datetime.now(UTC).date()
-FIRST_DAY = date(2026, 11, 1)  # recsys_extract's start_date: catch-up begins here
+FIRST_DAY = TODAY - timedelta(days=16)  # recsys_extract's start date (a setting): catch-up begins here
 OUTAGE = [TODAY - timedelta(days=5), TODAY - timedelta(days=4)]
 SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:e2e"
 DAGS = {"recsys_extract", "recsys_two_tower", "recsys_vertex_deploy", "recsys_personalize", "recsys_personalize_setup"}
@@ -97,6 +97,7 @@ def world(tmp_path_factory, moto_s3):
             "AIRFLOW_CONN_AWS_DEFAULT": personalize_connection(p_running.url, moto_s3),
             "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": vertex_connection(v_running.url, vertex.project),
             "RECSYS_STORAGE_ROOT": (home / "recsys-data").as_uri(),
+            "RECSYS_EXTRACT_START_DATE": FIRST_DAY.isoformat(),  # the same catch-up whatever today is
             "RECSYS_VERTEX_PROJECT": vertex.project,
             "RECSYS_VERTEX_REGION": vertex.location,
             "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
