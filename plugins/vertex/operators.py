@@ -115,16 +115,15 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
         from vertex.hooks import VertexEndpointServiceHook
 
         client = VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).get_endpoint_service_client(self.region)
-        endpoint = client.endpoint_path(self.project_id, self.region, self.endpoint_id)
-        operations = client.list_operations(request={"name": endpoint}).operations
-        return next(
-            (
-                op.name
-                for op in operations
-                if not op.done and op.metadata.type_url.endswith("DeployModelOperationMetadata")
-            ),
-            None,
-        )
+        request = {"name": client.endpoint_path(self.project_id, self.region, self.endpoint_id)}
+        while True:  # the endpoint's operations, every page
+            page = client.list_operations(request=request)
+            for op in page.operations:
+                if not op.done and op.metadata.type_url.endswith("DeployModelOperationMetadata"):
+                    return op.name
+            if not page.next_page_token:
+                return None
+            request["page_token"] = page.next_page_token
 
     def already_deployed(self) -> str | None:
         """A retry after a lost worker or a timed-out wait finds its own deployment (same display name)."""
