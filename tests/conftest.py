@@ -149,6 +149,14 @@ def sqlite_source(tmp_path) -> SourceDB:
 
 
 @pytest.fixture(autouse=True)
+def short_retry_delay_in_dag_tests(request, monkeypatch):
+    """``dag.test()`` sleeps each retry delay: the DAG tests parse the DAGs with a 1 s delay (the
+    ``retry_delay_seconds`` setting); the retries are under test, their delay is not."""
+    if request.node.path.parent.name == "dags":
+        monkeypatch.setenv("RECSYS_RETRY_DELAY_SECONDS", "1")
+
+
+@pytest.fixture(autouse=True)
 def app_db(tmp_path, monkeypatch) -> Path:
     """The application database recommendations are delivered to (connection ``recsys_app``): SQLite."""
     path = tmp_path / "app.db"
