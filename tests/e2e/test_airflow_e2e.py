@@ -87,7 +87,7 @@ def world(tmp_path_factory, moto_s3):
         "s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
     ).create_bucket(Bucket=bucket)
     personalize = PersonalizeFake(
-        s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0, job_seconds_by_kind={"solution_version": 40}
+        s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0, job_seconds_by_kind={"solution_version": 20}
     )
     arns = personalize.create_dataset_group()
     campaign = personalize.create_campaign(arns["solution"])
@@ -308,7 +308,7 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     assert stack.wait_for_run("recsys_extract", extraction)["state"] == "success"
     # plus two trainings triggered at once from the UI
     for _ in range(2):
-        stack.trigger("recsys_two_tower", {"window_days": 14})
+        stack.trigger("recsys_two_tower", {"window_days": 14, "epochs": 2})
     wait_all(stack, "recsys_two_tower", 3)
     trainings = wait_quiet(stack, "recsys_two_tower")
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]

@@ -44,7 +44,7 @@ from recsys.emulators.vertex import airflow_connection as vertex_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.postgres, pytest.mark.timeout(2400)]
 TODAY = datetime.now(UTC).date()
-DAYS = 8  # the catch-up window: the lake the faults run on
+DAYS = 6  # the catch-up window: the lake the faults run on
 FIRST_DAY = TODAY - timedelta(days=DAYS)
 BUCKET = "recsys-chaos"
 SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:chaos"
@@ -80,7 +80,7 @@ def world(tmp_path_factory, moto_s3):
         "s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
     ).create_bucket(Bucket=BUCKET)
     store = FaultyObjectStore(moto_s3)
-    personalize = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=2.0)
+    personalize = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0)
     arns = personalize.create_dataset_group()
     campaign = personalize.create_campaign(arns["solution"])
     vertex = VertexFake(
@@ -379,7 +379,7 @@ def test_extraction_killed_mid_write_the_retry_commits_the_same_partition(world,
 
 
 def test_manifest_commit_failing_then_recovering_commits_once(world, reference, s3_reader):
-    stack, store, day = world.stack, world.store, FIRST_DAY + timedelta(days=6)
+    stack, store, day = world.stack, world.store, FIRST_DAY  # its own day on S3
     with fault("object store fails the manifest commit (503 SlowDown), then recovers") as outcome:
         with lake_on_s3(world) as root:
             store.fail(rf"/lake/extract/dt={day}/_manifest\.json$", times=100_000)
