@@ -17,12 +17,13 @@ Everything else is forwarded unchanged. Serve it with ``RunningFake(proxy, port)
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import signal
 import threading
 import time
+
+from recsys.emulators.running import released
 
 
 def kill_task_process(ti_id: str) -> int:
@@ -106,8 +107,7 @@ class FaultyObjectStore:
             path = request.url.path
             if request.method == "PUT":
                 if release := self._holding(path):
-                    while not release.is_set():
-                        await asyncio.sleep(0.05)
+                    await released(release)
                     return Response(SLOW_DOWN, status_code=503, media_type="application/xml")
                 if self._failing(path):
                     return Response(SLOW_DOWN, status_code=503, media_type="application/xml")

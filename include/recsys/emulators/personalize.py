@@ -27,7 +27,6 @@ carries out the next call of ``op`` but holds its answer until released. Kinds:
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import itertools
@@ -44,6 +43,7 @@ from starlette.routing import Route
 
 from recsys.emulators.personalize_realtime import RealtimeOperations
 from recsys.emulators.personalize_resources import RECIPE_PREFIX, ResourceOperations
+from recsys.emulators.running import released
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
 HEADERS = {"interactions": ["USER_ID", "ITEM_ID", "TIMESTAMP"], "users": ["USER_ID"], "items": ["ITEM_ID"]}
@@ -495,8 +495,7 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
             operation = ""
         answer = self._answer(operation, await request.body(), "application/x-amz-json-1.1")
         if release := self.holds.pop(operation, None):
-            while not release.is_set():
-                await asyncio.sleep(0.05)
+            await released(release)
         return answer
 
     def _rest(self, operation: str):

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
 
 import uvicorn
+
+
+async def released(event: threading.Event) -> None:
+    """Wait, without blocking the server's event loop, until a fake's held answer is released."""
+    while not event.is_set():
+        await asyncio.sleep(0.05)
 
 
 class RunningFake:

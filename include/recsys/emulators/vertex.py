@@ -32,7 +32,6 @@ an endpoint's operations list.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import re
@@ -49,7 +48,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake  # noqa: F401 - re-exported for the tests
+from recsys.emulators.running import RunningFake, released  # noqa: F401 - RunningFake re-exported for the tests
 
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 METADATA_TYPES = {
@@ -397,8 +396,7 @@ class VertexFake:
             self._settle()
             answer = await self._route(rest, method, verb, body, request)
         if release := self.holds.pop(verb, None):
-            while not release.is_set():
-                await asyncio.sleep(0.05)
+            await released(release)
         return answer
 
     def _wrong_host(self, rest: str, verb: str, host: str) -> JSONResponse | None:
