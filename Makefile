@@ -59,21 +59,21 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-serving.txt constra
 airflow-home: install
 	mkdir -p $(AIRFLOW_HOME)/data
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
-	$(BIN)/python -m recsys.demo setup
+	$(BIN)/python -m recsys_devtools.demo setup
 
 demo: airflow-home
 	@echo "== [1/6] seeding the embedded source database (synthetic, 30 days)"
-	$(BIN)/python -m recsys.data.seed --url sqlite:///$(AIRFLOW_HOME)/data/source.db --replace synthetic --days 30 --malformed-fraction 0.002
+	$(BIN)/python -m recsys_devtools.seed --url sqlite:///$(AIRFLOW_HOME)/data/source.db --replace synthetic --days 30 --malformed-fraction 0.002
 	@echo "== [2/6] running recsys_extract for the last $(DEMO_DAYS) days"
-	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo extract --days $(DEMO_DAYS)
-	$(BIN)/python -m recsys.demo summary
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys_devtools.demo extract --days $(DEMO_DAYS)
+	$(BIN)/python -m recsys_devtools.demo summary
 	@echo "== [3/6] training, evaluating, gating and exporting the two-tower model (recsys_two_tower)"
-	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo train --days $(DEMO_DAYS) 2> $(AIRFLOW_HOME)/train.log \
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys_devtools.demo train --days $(DEMO_DAYS) 2> $(AIRFLOW_HOME)/train.log \
 		|| (tail -30 $(AIRFLOW_HOME)/train.log; exit 1)
 	@echo "== [4/6] serving the champion with the prediction server (the serving container's entrypoint)"
-	$(BIN)/python -m recsys.demo_cloud serve 2> $(AIRFLOW_HOME)/serve.log || (tail -30 $(AIRFLOW_HOME)/serve.log; exit 1)
+	$(BIN)/python -m recsys_devtools.demo_cloud serve 2> $(AIRFLOW_HOME)/serve.log || (tail -30 $(AIRFLOW_HOME)/serve.log; exit 1)
 	@echo "== [5/6] + [6/6] recsys_vertex_deploy and recsys_personalize against EMULATED Vertex AI / Personalize / S3"
-	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys.demo_cloud emulated 2> $(AIRFLOW_HOME)/emulated.log \
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys_devtools.demo_cloud emulated 2> $(AIRFLOW_HOME)/emulated.log \
 		|| (tail -30 $(AIRFLOW_HOME)/emulated.log; exit 1)
 	@echo "== done: make airflow opens the UI on this state"
 

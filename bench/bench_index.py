@@ -75,10 +75,10 @@ def main() -> int:
 
     import recsys.training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
     from recsys import index
+    from recsys.history import snapshot
     from recsys.training import export
     from recsys.training.features import query_features
     from recsys.training.fit import TrainParams, fit
-    from recsys.training.history import snapshot
 
     interactions, users, items = load(args.data)
     fitted = fit(interactions, users, items, TrainParams())

@@ -75,9 +75,9 @@ def main() -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from results_file import write_results
 
-    from recsys.emulators.personalize import PersonalizeFake, airflow_connection
-    from recsys.emulators.ports import free_port
-    from recsys.emulators.running import RunningFake
+    from recsys_devtools.emulators.personalize import PersonalizeFake, airflow_connection
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.running import RunningFake
 
     fake = PersonalizeFake(pending_seconds=0.0)
     fake.resources = fake.create_dataset_group()
@@ -96,7 +96,7 @@ def main() -> int:
                   f" | sync: slot {sync['worker_slot_s']:.2f}s | Step Functions (Wait 600 s): delay "
                   f"+{sfn['detection_delay_s']:.0f}s, mean {sfn['mean_detection_delay_s']:.0f}s")  # fmt: skip
     write_results("bench_personalize_wait", {
-        "fake": "recsys.emulators.personalize over loopback HTTP (JSON 1.1), boto3 + aiobotocore clients",
+        "fake": "recsys_devtools.emulators.personalize over loopback HTTP (JSON 1.1), boto3 + aiobotocore clients",
         "step_functions_model": f"Wait {SFN_WAIT_SECONDS} s loop on a virtual clock", "runs": rows})  # fmt: skip
     return 0
 

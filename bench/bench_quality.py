@@ -42,7 +42,7 @@ KNN_HISTORY = 50
 def load(directory: str):
     import pandas as pd
 
-    from recsys.data.movielens import load_ml100k
+    from recsys_devtools.movielens import load_ml100k
 
     data = load_ml100k(Path(directory))
     rows = [r for chunk in data.interaction_chunks() for r in chunk]

@@ -62,7 +62,7 @@ def seed(db: str, interactions: int) -> dict:
     from sqlalchemy import create_engine, text
 
     from recsys.data import schema
-    from recsys.data.synthetic import EVENT_TYPES, SyntheticSpec, synthetic_dataset
+    from recsys_devtools.synthetic import EVENT_TYPES, SyntheticSpec, synthetic_dataset
 
     spec = SyntheticSpec(
         users=max(interactions // 50, 100),
@@ -232,7 +232,7 @@ def serve(model_dir: Path, tmp: Path, requests: int = 400) -> dict:
     import numpy as np
     from bench_serving import start_server
 
-    from recsys.emulators.ports import free_port
+    from recsys_devtools.emulators.ports import free_port
 
     users = json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
     port = free_port()

@@ -52,11 +52,11 @@ def build_model(data_dir: str, work: Path) -> Path:
     from recsys.config import load_settings
     from recsys.data.dataset import write_dataset
     from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
-    from recsys.data.movielens import load_ml100k, retime
     from recsys.data.validate import Interval
     from recsys.training.export import ScannConfig
     from recsys.training.fit import TrainParams
     from recsys.training.train import train_and_export
+    from recsys_devtools.movielens import load_ml100k, retime
 
     end = date(2026, 11, 23)
     engine = create_engine(f"sqlite:///{work / 'source.db'}")
@@ -213,8 +213,8 @@ def _accepted_server_ms(log: Path, skip: int) -> tuple[dict, int]:
 
 def measure(model_dir: Path, index: str, users, items, recent: int, mode: str, generator: str, args, tmp: Path) -> dict:
     """HTTP at each concurrency for one index, request kind and server mode (plus in-process at c=1)."""
-    from recsys.emulators.ports import free_port
     from recsys.serving.predictor import Predictor
+    from recsys_devtools.emulators.ports import free_port
 
     port = free_port()
     log = tmp / f"{index}-{mode}-{recent}.log"

@@ -64,8 +64,8 @@ def main() -> int:
     from results_file import write_results
     from vertex.hooks import VertexEndpointServiceHook, VertexModelServiceHook
 
-    from recsys.emulators.ports import free_port
-    from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
     fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.05)
     runs = []
@@ -88,7 +88,7 @@ def main() -> int:
                 line += (f" | deferrable poll {d['poll_interval_s']:>4.0f}s: slot {d['worker_slot_s']:.3f}s "
                          f"detect +{d['detection_delay_s']:.2f}s")  # fmt: skip
             print(line, flush=True)
-    write_results("bench_vertex_wait", {"fake": "recsys.emulators.vertex over loopback HTTP, REST transport",
+    write_results("bench_vertex_wait", {"fake": "recsys_devtools.emulators.vertex over loopback HTTP, REST transport",
                                         "runs": runs})  # fmt: skip
     return 0
 

@@ -41,6 +41,7 @@ from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, get_current_co
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.config import PERSONALIZE_IMPORT_POOL, load_settings  # stdlib only: cheap at parse time
+from recsys.steps.xcom import pulled
 
 DATASETS = ["interactions", "users", "items"]
 INCREMENTAL_CRON, FULL_CRON = "0 4 * * 1-6", "0 4 * * 0"
@@ -135,6 +136,17 @@ PARAMS = {
 _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
 
 
+def _settings():
+    return load_settings(use_airflow_variables=True)
+
+
+def _plan(planned: dict):
+    from recsys.steps.personalize import PersonalizePlan
+    from recsys.steps.xcom import from_xcom
+
+    return from_xcom(PersonalizePlan, planned)
+
+
 @dag(
     dag_id="recsys_personalize",
     schedule=MultipleCronTriggerTimetable(INCREMENTAL_CRON, FULL_CRON, timezone="UTC", interval=timedelta(days=1)),
@@ -149,53 +161,12 @@ _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlin
 def recsys_personalize():
     @task(multiple_outputs=False)
     def plan() -> dict:
-        from datetime import date
-
-        from airflow.sdk.exceptions import AirflowFailException
-        from personalize.names import run_name
-
-        from recsys.data.partitions import PartitionStore
+        from recsys.steps import personalize
 
         context = get_current_context()
-        params, settings, dag_run = context["params"], load_settings(use_airflow_variables=True), context["dag_run"]
-        arns = settings.personalize_dataset_arns()
-        missing = [f"personalize_{d}_dataset_arn" for d in params["datasets"] if not arns[d]]
-        missing += [k for k in ("personalize_s3_uri", "personalize_role_arn", "personalize_solution_arn")
-                    if not getattr(settings, k)]  # fmt: skip
-        if missing or not settings.personalize_s3_uri.startswith("s3://"):
-            raise AirflowFailException(f"set these settings (RECSYS_<NAME> or Variable recsys_<name>): {missing} "
-                                       "(personalize_s3_uri must be s3://bucket/prefix)")  # fmt: skip
-        interval_start = context.get("data_interval_start")
-        if params["end_day"]:
-            end_day = date.fromisoformat(params["end_day"])
-        elif dag_run.run_type != "manual" and interval_start is not None:
-            end_day = interval_start.date()
-        else:
-            days = PartitionStore(settings.extract_root).committed_days()
-            if not days:
-                raise AirflowFailException(f"no extracted partitions under {settings.extract_root} yet")
-            end_day = days[-1]
-        run_after = dag_run.run_after or datetime.now(UTC)
-        mode = params["training_mode"]
-        if mode == "auto":
-            mode = "FULL" if run_after.weekday() == 6 else "UPDATE"
-        import_mode = params["import_mode"]
-        if import_mode == "auto":
-            import_mode = "FULL" if mode == "FULL" else "INCREMENTAL"
-        key = run_name("recsys", dag_run.run_id, end_day.isoformat())
-        names = {
-            "imports": {d: run_name("recsys", dag_run.run_id, end_day.isoformat(), d) for d in DATASETS},
-            "solution_version": key,
-            "batch": run_name("recsys", dag_run.run_id, end_day.isoformat(), "batch"),
-        }
-        run_uri = f"{settings.personalize_s3_uri.rstrip('/')}/runs/{key}"
-        return {"names": names, "end_day": end_day.isoformat(), "requested_training_mode": mode,
-                "import_mode": import_mode, "run_key": key, "run_uri": run_uri,
-                "dataset_arns": arns, "role_arn": settings.personalize_role_arn,
-                "solution_arn": settings.personalize_solution_arn, "campaign_arn": settings.personalize_campaign_arn,
-                "filter_arn": settings.personalize_filter_arn,
-                "aws_conn_id": settings.aws_conn_id, "poll_seconds": settings.personalize_poll_seconds,
-                "dry_run": params["dry_run"]}  # fmt: skip
+        dag_run, start = context["dag_run"], context.get("data_interval_start")
+        scheduled_day = start.date() if dag_run.run_type != "manual" and start is not None else None
+        return personalize.plan(_settings(), context["params"], dag_run.run_id, scheduled_day, dag_run.run_after)
 
     @task.short_circuit
     def changes_allowed(planned: dict) -> bool:
@@ -204,59 +175,26 @@ def recsys_personalize():
     @task(multiple_outputs=False)
     def upload(planned: dict) -> list[dict]:
         """Copy the files; return one import job per dataset (XCom ``batch_input``: the batch input path)."""
-        from datetime import date
-
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from recsys.data.personalize_files import NothingToImportError, stage_personalize_files
+        from recsys.steps import personalize
 
         context = get_current_context()
-        params, settings = context["params"], load_settings(use_airflow_variables=True)
-        try:
-            staged = stage_personalize_files(settings.extract_root, date.fromisoformat(planned["end_day"]),
-                                             params["window_days"], params["datasets"], planned["import_mode"],
-                                             planned["run_uri"], planned["aws_conn_id"])  # fmt: skip
-        except NothingToImportError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        jobs = [{"job_name": planned["names"]["imports"][i["dataset"]],
-                 "dataset_arn": planned["dataset_arns"][i["dataset"]],
-                 "data_location": i["data_location"],
-                 "import_mode": planned["import_mode"] if i["dataset"] == "interactions" else "FULL"}
-                for i in staged["imports"]]  # fmt: skip
-        for warning in staged["warnings"]:
-            print("WARNING", warning)
-        context["ti"].xcom_push(key="batch_input", value=staged["batch_input"])
+        jobs, batch_input = personalize.upload(_settings(), _plan(planned), context["params"])
+        context["ti"].xcom_push(key="batch_input", value=batch_input)
         return jobs
 
     @task(multiple_outputs=False, trigger_rule="none_failed")
     def training_mode(planned: dict) -> dict:
         """UPDATE needs a User-Personalization recipe and an ACTIVE FULL version; else FULL."""
-        from personalize.hooks import PersonalizeHook
+        from recsys.steps import personalize
 
-        hook = PersonalizeHook(aws_conn_id=planned["aws_conn_id"])
-        solution, mode = planned["solution_arn"], planned["requested_training_mode"]
-        reason = "requested"
-        if mode == "UPDATE" and not hook.supports_update(solution):
-            mode, reason = "FULL", "the solution's recipe does not support UPDATE"
-        elif mode == "UPDATE" and not hook.latest_active_version(solution, "FULL"):
-            mode, reason = "FULL", "no ACTIVE FULL solution version yet"
-        previous = hook.latest_active_version(solution)
-        serving = None
-        if planned["campaign_arn"]:
-            serving = hook.conn.describe_campaign(campaignArn=planned["campaign_arn"])["campaign"]["solutionVersionArn"]
-        return {"mode": mode, "reason": reason, "previous_version": previous, "serving_version": serving}
+        return personalize.training_mode(_plan(planned))
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def compare_metrics(planned: dict, mode: dict, version_arn: str) -> bool:
         """Continue unless the new version is worse than the previous one beyond ``max_metric_drop``."""
-        from personalize.hooks import PersonalizeHook
-        from personalize.metrics import metric_verdict
+        from recsys.steps import personalize
 
-        params = get_current_context()["params"]
-        verdict = metric_verdict(PersonalizeHook(aws_conn_id=planned["aws_conn_id"]), version_arn,
-                                 mode["previous_version"], params["max_metric_drop"])  # fmt: skip
-        print(verdict["summary"])
-        return not (verdict["regressed"] and params["stop_on_regression"])
+        return personalize.metrics_allow(_plan(planned), mode, version_arn, get_current_context()["params"])
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)
     def batch_wanted() -> bool:
@@ -271,35 +209,19 @@ def recsys_personalize():
     @task(multiple_outputs=False)
     def deliver(planned: dict, version_arn: str) -> dict | None:
         """Post-process the batch output and replace the table's ``personalize`` rows."""
-        from datetime import date
+        from recsys.steps import personalize
 
-        from recsys.delivery.personalize import deliver
-
-        params = get_current_context()["params"]
-        if not params["deliver_top_k"]:
-            return None
-        settings = load_settings(use_airflow_variables=True)
-        return deliver(planned["run_uri"] + "/batch-output/", planned["aws_conn_id"], settings.extract_root,
-                       date.fromisoformat(planned["end_day"]), params["window_days"], settings.delivery_conn_id,
-                       params["deliver_top_k"], version_arn)  # fmt: skip
+        return personalize.deliver(_settings(), _plan(planned), version_arn, get_current_context()["params"])
 
     @task.branch
     def smoke_test(planned: dict) -> list[str]:
         """Ask the updated campaign; on failure go to ``rollback_campaign`` (the reason is in the XCom)."""
-        from datetime import date
-
-        from personalize.hooks import PersonalizeRuntimeHook
-
-        from recsys.personalize.smoke import smoke_inputs, smoke_test
+        from recsys.steps import personalize
 
         context = get_current_context()
-        wanted = context["params"]["smoke_test_users"]
-        if not wanted:
+        if not context["params"]["smoke_test_users"]:
             return []
-        users, catalog = smoke_inputs(load_settings(use_airflow_variables=True).extract_root,
-                                      date.fromisoformat(planned["end_day"]), wanted)  # fmt: skip
-        verdict = smoke_test(PersonalizeRuntimeHook(aws_conn_id=planned["aws_conn_id"]), planned["campaign_arn"],
-                             users, catalog)  # fmt: skip
+        verdict = personalize.smoke_test(_settings(), _plan(planned), context["params"]["smoke_test_users"])
         context["ti"].xcom_push(key="verdict", value=verdict)
         print("smoke test:", "ok" if verdict["ok"] else verdict["problems"])
         return [] if verdict["ok"] else ["rollback_campaign"]
@@ -314,36 +236,23 @@ def recsys_personalize():
     @task(multiple_outputs=False)
     def report(planned: dict) -> dict:
         """What this run did, whatever happened: written to storage and returned."""
-        import json
-
-        from personalize.hooks import PersonalizeHook
-        from personalize.metrics import metric_verdict
-
-        from recsys.storage import as_path, atomic_write_text
+        from recsys.steps import personalize
 
         context = get_current_context()
-        run = context["dag_run"]
-        states = context["ti"].get_task_states(dag_id=run.dag_id, run_ids=[run.run_id]).get(run.run_id, {})
-        pull = context["ti"].xcom_pull
-        version = pull(task_ids="solution_version")
-        hook = PersonalizeHook(aws_conn_id=planned["aws_conn_id"])
-        mode = pull(task_ids="training_mode") or {}
-        body = {"run_id": context["dag_run"].run_id, "plan": planned, "task_states": states,
-                "imports": list(pull(task_ids="import_dataset") or []), "training": mode, "solution_version": version,
-                "metrics": None,
-                "batch_output": (planned["run_uri"] + "/batch-output/") if pull(task_ids="batch_inference") else None,
-                "campaign": pull(task_ids="update_campaign"),
-                "smoke_test": pull(task_ids="smoke_test", key="verdict"),
-                "rolled_back_to": pull(task_ids="rollback_campaign"), "delivery": pull(task_ids="deliver")}  # fmt: skip
-        if version:
-            try:
-                body["metrics"] = metric_verdict(hook, version, mode.get("previous_version"),
-                                                 context["params"]["max_metric_drop"])  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - the report must be written whatever AWS says
-                body["metrics"] = {"error": str(exc)}
-        path = as_path(load_settings(use_airflow_variables=True).storage_root) / "personalize" / "runs"
-        atomic_write_text(path / planned["run_key"] / "report.json", json.dumps(body, indent=2, default=str))
-        return body
+        run, pull = context["dag_run"], context["ti"].xcom_pull
+        outcome = {
+            "task_states": context["ti"].get_task_states(dag_id=run.dag_id, run_ids=[run.run_id]).get(run.run_id, {}),
+            "imports": list(pull(task_ids="import_dataset") or []),
+            "training": pull(task_ids="training_mode") or {},
+            "solution_version": pull(task_ids="solution_version"),
+            "batch_output": pull(task_ids="batch_inference"),
+            "campaign": pull(task_ids="update_campaign"),
+            "smoke_test": pull(task_ids="smoke_test", key="verdict"),
+            "rolled_back_to": pull(task_ids="rollback_campaign"),
+            "delivery": pull(task_ids="deliver"),
+        }
+        max_drop = context["params"]["max_metric_drop"]
+        return personalize.report(_settings(), _plan(planned), run.run_id, outcome, max_drop)
 
     from personalize.operators import (
         PersonalizeCreateBatchInferenceJobOperator,
@@ -352,41 +261,49 @@ def recsys_personalize():
         PersonalizeUpdateCampaignOperator,
     )
 
-    def planned_value(key: str) -> str:
-        return "{{ ti.xcom_pull(task_ids='plan')['" + key + "'] }}"
-
-    aws = {"aws_conn_id": planned_value("aws_conn_id"), "waiter_delay": planned_value("poll_seconds")}
+    aws = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds")}
     planned = plan()
     uploaded = upload(planned)
     imports = PersonalizeCreateDatasetImportJobOperator.partial(
-        task_id="import_dataset", role_arn=planned_value("role_arn"), pool=PERSONALIZE_IMPORT_POOL[0], **aws,
-    ).expand_kwargs(uploaded)  # fmt: skip
+        task_id="import_dataset", role_arn=pulled("plan", "role_arn"), pool=PERSONALIZE_IMPORT_POOL[0], **aws
+    ).expand_kwargs(uploaded)
     mode = training_mode(planned)
     version = PersonalizeCreateSolutionVersionOperator(
-        task_id="solution_version", solution_arn=planned_value("solution_arn"),
-        name="{{ ti.xcom_pull(task_ids='plan')['names']['solution_version'] }}",
-        training_mode="{{ ti.xcom_pull(task_ids='training_mode')['mode'] }}", **aws)  # fmt: skip
+        task_id="solution_version",
+        solution_arn=pulled("plan", "solution_arn"),
+        name=pulled("plan", "names", "solution_version"),
+        training_mode=pulled("training_mode", "mode"),
+        **aws,
+    )
     compared = compare_metrics(planned, mode, version.output)
     batch = PersonalizeCreateBatchInferenceJobOperator(
-        task_id="batch_inference", job_name="{{ ti.xcom_pull(task_ids='plan')['names']['batch'] }}",
+        task_id="batch_inference",
+        job_name=pulled("plan", "names", "batch"),
         solution_version_arn=version.output,
-        input_path="{{ ti.xcom_pull(task_ids='upload', key='batch_input') }}",
-        output_path=planned_value("run_uri") + "/batch-output/", filter_arn=planned_value("filter_arn"),
-        role_arn=planned_value("role_arn"), **aws)  # fmt: skip
+        input_path=pulled("upload", key="batch_input"),
+        output_path=pulled("plan", "run_uri") + "/batch-output/",
+        filter_arn=pulled("plan", "filter_arn"),
+        role_arn=pulled("plan", "role_arn"),
+        **aws,
+    )
     campaign = PersonalizeUpdateCampaignOperator(
-        task_id="update_campaign", campaign_arn=planned_value("campaign_arn"), solution_version_arn=version.output,
-        **aws)  # fmt: skip
+        task_id="update_campaign",
+        campaign_arn=pulled("plan", "campaign_arn"),
+        solution_version_arn=version.output,
+        **aws,
+    )
+    rollback = PersonalizeUpdateCampaignOperator(
+        task_id="rollback_campaign",
+        campaign_arn=pulled("plan", "campaign_arn"),
+        solution_version_arn=pulled("training_mode", "serving_version"),
+        **aws,
+    )
+    delivered = deliver(planned, version.output)
 
     changes_allowed(planned) >> uploaded
     imports >> mode >> version
-    rollback = PersonalizeUpdateCampaignOperator(
-        task_id="rollback_campaign", campaign_arn=planned_value("campaign_arn"),
-        solution_version_arn="{{ ti.xcom_pull(task_ids='training_mode')['serving_version'] }}", **aws)  # fmt: skip
-    delivered = deliver(planned, version.output)
-    smoked = smoke_test(planned)
-
     [compared, uploaded] >> batch_wanted() >> batch >> delivered
-    compared >> campaign_wanted(planned) >> campaign >> smoked >> rollback >> rolled_back()
+    compared >> campaign_wanted(planned) >> campaign >> smoke_test(planned) >> rollback >> rolled_back()
     # a teardown: it always runs, and the run still fails when a task failed (a plain all_done leaf would hide it)
     [delivered, rollback] >> report(planned).as_teardown()
 

@@ -70,7 +70,7 @@ def recsys_personalize_events():
     @task(multiple_outputs=False)
     def plan() -> dict:
         from recsys.config import load_settings
-        from recsys.personalize.sync import plan_days
+        from recsys.steps.personalize_events import plan_days
 
         context = get_current_context()
         settings = load_settings(use_airflow_variables=True)
@@ -81,7 +81,7 @@ def recsys_personalize_events():
     @task(multiple_outputs=False)
     def put_records(planned: dict) -> list[dict]:
         from recsys.config import load_settings
-        from recsys.personalize.sync import put_changed
+        from recsys.steps.personalize_events import put_changed
 
         if not get_current_context()["params"]["put_records"]:
             return []
@@ -94,7 +94,7 @@ def recsys_personalize_events():
     @task(multiple_outputs=False)
     def merge_events(planned: dict, export_job: str) -> list[dict]:
         from recsys.config import load_settings
-        from recsys.personalize.sync import merge_exported
+        from recsys.steps.personalize_events import merge_exported
 
         return merge_exported(load_settings(use_airflow_variables=True), planned, export_job)
 

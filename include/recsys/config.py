@@ -19,7 +19,7 @@ from typing import Any
 ENV_PREFIX = "RECSYS_"
 VARIABLE_PREFIX = "recsys_"
 
-# Pools (created by `python -m recsys.demo setup`; DAGs name them at parse time, so they are constants).
+# Pools (created by `python -m recsys_devtools.demo setup`; DAGs name them at parse time, so they are constants).
 # Personalize allows 5 import jobs in flight per region: 5 slots that count deferred (waiting) tasks too.
 PERSONALIZE_IMPORT_POOL = ("personalize_imports", 5, "Personalize dataset import jobs in flight (limit 5/region)")
 

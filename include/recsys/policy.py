@@ -4,7 +4,7 @@ What a user gets for a query (user id, the user's history, demographics):
 
 1. **History lookup** — the items the user interacted with, oldest first: at serving time the model's
    history snapshot (``history.parquet``) followed by the request's ``recent_item_ids``; offline, the
-   user's events strictly before the one being predicted (:mod:`recsys.training.history`).
+   user's events strictly before the one being predicted (:mod:`recsys.history`).
 2. **Query** — the model's query embedding from the user id, the newest ``history_length`` items
    and the demographics, scored against every candidate (dot product).
 3. **Exclusion** — items in the history (when ``exclude_seen``) and the request's
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.history import HISTORY_LENGTH, earlier_events, last_items, pad_histories
 from recsys.index import Search, top_k
-from recsys.training.history import HISTORY_LENGTH, earlier_events, last_items, pad_histories
 
 Encoder = Callable[[dict], np.ndarray]  # query features -> [n, dim] embeddings
 

@@ -33,7 +33,7 @@ def planned_model_dir(dag_id: str, run_id: str) -> str | None:
     "/model-card", response_class=HTMLResponse, dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))]
 )
 def model_card(dag_id: str, run_id: str) -> HTMLResponse:
-    from recsys.training.card_page import card_page, read_card
+    from recsys_ui.card_page import card_page, read_card
 
     model_dir = planned_model_dir(dag_id, run_id)
     card = read_card(model_dir) if model_dir else None

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fakes.receiver import Receiver
 
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 

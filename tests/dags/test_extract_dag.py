@@ -224,9 +224,9 @@ def cloud_engines(tmp_path, monkeypatch, airflow_db, moto_s3, s3_bucket):
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from recsys.emulators.ports import free_port
-    from recsys.emulators.running import RunningFake
-    from recsys.emulators.spark_engines import SparkEnginesFake, airflow_connection
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.running import RunningFake
+    from recsys_devtools.emulators.spark_engines import SparkEnginesFake, airflow_connection
 
     fake = SparkEnginesFake(tmp_path / "engines", s3_endpoint=moto_s3)
     with RunningFake(fake, free_port()) as running:

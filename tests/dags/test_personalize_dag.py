@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fakes.personalize_world import running_personalize
 
-from recsys.emulators.personalize import PersonalizeFake
+from recsys_devtools.emulators.personalize import PersonalizeFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAY = {"end_day": "2026-11-09", "window_days": 8}

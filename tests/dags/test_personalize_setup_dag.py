@@ -12,7 +12,7 @@ import boto3
 import pytest
 from fakes.personalize_world import running_personalize
 
-from recsys.emulators.personalize import PersonalizeFake
+from recsys_devtools.emulators.personalize import PersonalizeFake
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 CONF = {"prefix": "shop", "min_provisioned_tps": 2, "initial_import_days": 8}
@@ -21,7 +21,7 @@ CONF = {"prefix": "shop", "min_provisioned_tps": 2, "initial_import_days": 8}
 @pytest.fixture
 def personalize(airflow_db, synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch):
     """An empty Personalize (the fake), a lake with extracted days, settings pointing at both."""
-    from recsys.personalize.setup import RECORDED
+    from recsys.steps.personalize_resources import RECORDED
 
     with running_personalize(synthetic_lake, moto_s3, s3_bucket, tmp_path, monkeypatch) as fake:
         yield fake

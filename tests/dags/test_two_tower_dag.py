@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
 from recsys.training.gate import read_champion
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 FAST = {"window_days": 8, "batch_size": 512, "epochs": 2, "end_day": "2026-11-09"}
@@ -171,8 +171,8 @@ def test_vertex_backend_trains_in_a_custom_job_then_gates_locally(two_tower, ver
 @pytest.fixture
 def cloud_run_training(two_tower, gcs_bucket, monkeypatch):
     """The Cloud Run fake runs the trainer image's entrypoint as a local process; GCS is fake-gcs-server."""
-    from recsys.emulators.cloud_run import CloudRunFake
-    from recsys.emulators.cloud_run import airflow_connection as run_connection
+    from recsys_devtools.emulators.cloud_run import CloudRunFake
+    from recsys_devtools.emulators.cloud_run import airflow_connection as run_connection
 
     fake = CloudRunFake(images={TRAINER: [sys.executable, "-m", "recsys.training.train"]})
     with RunningFake(fake, free_port()) as running:
@@ -233,8 +233,8 @@ def test_gate_blesses_on_time_ordered_movielens(airflow_db, tmp_path, monkeypatc
     from recsys.config import load_settings
     from recsys.data.dataset import write_dataset
     from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
-    from recsys.data.movielens import load_ml100k, retime
     from recsys.data.validate import Interval
+    from recsys_devtools.movielens import load_ml100k, retime
 
     end = date(2026, 11, 23)
     engine = create_engine(f"sqlite:///{tmp_path / 'source.db'}")

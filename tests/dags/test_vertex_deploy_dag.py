@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PROJECT, REGION = "test-project", "us-central1"

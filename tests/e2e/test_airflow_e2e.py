@@ -22,12 +22,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from fakes.airflow_stack import AirflowStack
 
-from recsys.emulators.personalize import PersonalizeFake
-from recsys.emulators.personalize import airflow_connection as personalize_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
-from recsys.emulators.vertex import VertexFake
-from recsys.emulators.vertex import airflow_connection as vertex_connection
+from recsys_devtools.emulators.personalize import PersonalizeFake
+from recsys_devtools.emulators.personalize import airflow_connection as personalize_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
+from recsys_devtools.emulators.vertex import VertexFake
+from recsys_devtools.emulators.vertex import airflow_connection as vertex_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 TODAY = datetime.now(UTC).date()
@@ -54,7 +54,7 @@ def world(tmp_path_factory, moto_s3):
         [
             sys.executable,
             "-m",
-            "recsys.data.seed",
+            "recsys_devtools.seed",
             "--url",
             f"sqlite:///{source}",
             "--end",
@@ -113,7 +113,7 @@ def world(tmp_path_factory, moto_s3):
         try:
             stack.start()
             subprocess.run(
-                [sys.executable, "-m", "recsys.demo", "setup"], env=stack.env, check=True, capture_output=True
+                [sys.executable, "-m", "recsys_devtools.demo", "setup"], env=stack.env, check=True, capture_output=True
             )  # fmt: skip  (the source connection + the Personalize pool)
             stack.wait_for_dags(DAGS)
             for key, value in variables.items():

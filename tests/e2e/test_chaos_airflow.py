@@ -35,12 +35,12 @@ from fakes.faults import FaultyObjectStore, kill_task_process, terminate_waiting
 from fakes.receiver import Receiver
 from sqlalchemy import create_engine, text
 
-from recsys.emulators.personalize import PersonalizeFake
-from recsys.emulators.personalize import airflow_connection as personalize_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
-from recsys.emulators.vertex import VertexFake
-from recsys.emulators.vertex import airflow_connection as vertex_connection
+from recsys_devtools.emulators.personalize import PersonalizeFake
+from recsys_devtools.emulators.personalize import airflow_connection as personalize_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
+from recsys_devtools.emulators.vertex import VertexFake
+from recsys_devtools.emulators.vertex import airflow_connection as vertex_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.postgres, pytest.mark.timeout(2400)]
 TODAY = datetime.now(UTC).date()
@@ -70,10 +70,10 @@ def world(tmp_path_factory, moto_s3):
     import boto3
 
     home = tmp_path_factory.mktemp("airflow-chaos")
-    (home / "data").mkdir()  # the application database recommendations are delivered to (recsys.demo setup)
+    (home / "data").mkdir()  # the application database recommendations are delivered to (recsys_devtools.demo setup)
     sources = server_source("postgres", home)
     source = next(sources)
-    seed = [sys.executable, "-m", "recsys.data.seed", "--url", source.url.render_as_string(hide_password=False)]
+    seed = [sys.executable, "-m", "recsys_devtools.seed", "--url", source.url.render_as_string(hide_password=False)]
     seed += ["--end", TODAY.isoformat(), "synthetic", "--days", str(DAYS), "--users", "300", "--items", "200"]
     subprocess.run([*seed, "--interactions", str(2500 * DAYS)], check=True, capture_output=True)
     boto3.client(
@@ -131,7 +131,7 @@ def world(tmp_path_factory, moto_s3):
         try:
             stack.start()
             subprocess.run(
-                [sys.executable, "-m", "recsys.demo", "setup"], env=stack.env, check=True, capture_output=True
+                [sys.executable, "-m", "recsys_devtools.demo", "setup"], env=stack.env, check=True, capture_output=True
             )
             stack.wait_for_dags(DAGS)
             for key, value in variables.items():

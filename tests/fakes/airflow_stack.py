@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from recsys.emulators.ports import free_port
+from recsys_devtools.emulators.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 
-from recsys.emulators.running import released
+from recsys_devtools.emulators.running import released
 
 
 def kill_task_process(ti_id: str) -> int:

@@ -6,9 +6,9 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from recsys.emulators.personalize import PersonalizeFake, airflow_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys_devtools.emulators.personalize import PersonalizeFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
 
 ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
 
@@ -17,7 +17,7 @@ ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
 def running_personalize(synthetic_lake: str, moto_s3: str, bucket: str, tmp_path: Path, monkeypatch, settings=None):
     """The Personalize fake served on loopback, the session's lake copied to a fresh storage root, and the
     AWS connection + settings pointing at both; ``settings(fake)`` adds ``RECSYS_*`` values (e.g. ARNs)."""
-    from recsys.demo import setup_pools
+    from recsys_devtools.demo import setup_pools
 
     setup_pools()
     root = tmp_path / "storage"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from recsys.emulators.ports import free_port
+from recsys_devtools.emulators.ports import free_port
 
 HEALTH, PREDICT = "/v1/models/recsys/health", "/v1/models/recsys:predict"  # non-default AIP routes
 

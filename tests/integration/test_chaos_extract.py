@@ -83,8 +83,8 @@ def test_a_failing_manifest_commit_publishes_nothing_and_the_retry_commits_once(
 
     import boto3
 
-    from recsys.emulators.ports import free_port
-    from recsys.emulators.running import RunningFake
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.running import RunningFake
 
     seeded(insert, postgres_source, row)
     fault_free = load_settings({"storage_root": (tmp_path / "clean").as_uri()})

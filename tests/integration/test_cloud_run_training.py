@@ -11,9 +11,9 @@ import time
 import pytest
 from fakes.deferral import deferred, run_trigger
 
-from recsys.emulators.cloud_run import CloudRunFake, airflow_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys_devtools.emulators.cloud_run import CloudRunFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
 
 PROJECT, REGION = "test-project", "us-central1"
 EXIT_WITH = "import os, sys; print(os.environ['AIP_MODEL_DIR']); sys.exit(int(sys.argv[1]))"

@@ -9,9 +9,9 @@ import boto3
 import pytest
 from fakes.deferral import deferred, run_trigger
 
-from recsys.emulators.personalize import PersonalizeFake, airflow_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys_devtools.emulators.personalize import PersonalizeFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
 
 ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
 FAST = {"waiter_delay": 0.2, "waiter_max_attempts": 50}

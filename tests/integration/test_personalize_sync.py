@@ -12,9 +12,9 @@ from fakes.deferral import deferred, run_trigger
 
 from recsys.data import writers as w
 from recsys.data.partitions import PartitionStore
-from recsys.emulators.personalize import PersonalizeFake, airflow_connection
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake
+from recsys_devtools.emulators.personalize import PersonalizeFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake
 
 ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
 DAY1, DAY2 = date(2026, 11, 20), date(2026, 11, 21)
@@ -122,7 +122,7 @@ def test_put_events_are_exported_and_merged_into_the_lake_exactly_once(personali
     from personalize.operators import PersonalizeCreateDatasetExportJobOperator
 
     from recsys.config import load_settings
-    from recsys.personalize.sync import merge_exported
+    from recsys.steps.personalize_events import merge_exported
 
     fake, lake = personalize, (tmp_path / "lake").as_uri()
     monkeypatch.setenv("RECSYS_STORAGE_ROOT", lake)

@@ -7,8 +7,8 @@ import json
 import pytest
 from fakes.deferral import deferred, run_trigger
 
-from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 PROJECT, REGION = "test-project", "us-central1"
 

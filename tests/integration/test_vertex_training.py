@@ -9,8 +9,8 @@ from datetime import date
 import pytest
 from fakes.deferral import deferred, run_trigger
 
-from recsys.emulators.ports import free_port
-from recsys.emulators.vertex import RunningFake, VertexFake, airflow_connection
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 PROJECT, REGION = "test-project", "us-central1"
 EXIT_WITH = "import sys; sys.exit(int(sys.argv[1]))"  # a "trainer image" whose exit status is its first arg

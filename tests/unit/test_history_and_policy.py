@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.history import PAD, earlier_events, last_items, snapshot
 from recsys.policy import Policy, PolicyConfig
 from recsys.training.evaluate import SEGMENTS, evaluate_holdout, segment_rows
 from recsys.training.features import training_examples
-from recsys.training.history import PAD, earlier_events, last_items, snapshot
 
 # user u: a@1, b@2 and c@2 (the same second), d@3; user v interleaved; rows deliberately unsorted
 EVENTS = pd.DataFrame(

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from recsys.data import schema
-from recsys.data.movielens import ML100K_GENRES, MovieLensFormatError, detect_and_load
-from recsys.data.seed import main as seed_main
-from recsys.data.synthetic import GENRES, SyntheticSpec, synthetic_dataset
+from recsys_devtools.movielens import ML100K_GENRES, MovieLensFormatError, detect_and_load
+from recsys_devtools.seed import main as seed_main
+from recsys_devtools.synthetic import GENRES, SyntheticSpec, synthetic_dataset
 
 END = datetime(2026, 11, 23)
 ML100K = Path(os.environ.get("MOVIELENS_100K_DIR",

@@ -21,7 +21,7 @@ class SourceDataset:
     users: list[dict]
     items: list[dict]
     interaction_chunks: Callable[[], Iterator[list[dict]]]
-    # generators may also offer the interactions as numpy columns (see recsys.data.synthetic)
+    # generators may also offer the interactions as numpy columns (see recsys_devtools.synthetic)
     interaction_columns: Callable[[], Iterator[dict]] | None = None
     start: datetime | None = None  # the time column offsets count from
 

@@ -5,9 +5,9 @@ committed partition before D (all rows when there is none). Properties follow th
 field names in camelCase (``RELEASE_YEAR`` -> ``releaseYear``); empty values are left out.
 
 What was sent is recorded per day in ``<storage_root>/personalize/puts/dt=<D>/<kind>.json`` (record id ->
-fingerprint of the properties sent), written after every ``checkpoint_calls`` calls, so a re-run or a
+fingerprint of the properties sent), written after every ``checkpoint_records`` records, so a re-run or a
 retry sends only what is not recorded yet (PutUsers/PutItems are upserts: a crash between a call and its
-checkpoint resends at most that many calls, harmlessly).
+checkpoint resends at most that many records, harmlessly).
 """
 
 from __future__ import annotations
@@ -60,16 +60,14 @@ def _fingerprint(record: dict) -> str:
 
 
 def send_changed(
-    hook, storage_root: str, extract_root: str, day: date, kind: str, dataset_arn: str, checkpoint_calls: int = 20
+    hook, storage_root: str, extract_root: str, day: date, kind: str, dataset_arn: str, checkpoint_records: int = 200
 ) -> dict:
     """Send the day's changed ``kind`` records not sent yet; return counts for the report."""
-    from personalize.hooks import MAX_RECORDS_PER_CALL
-
     record_path = as_path(storage_root) / "personalize" / "puts" / f"dt={day.isoformat()}" / f"{kind}.json"
     sent = json.loads(record_path.read_text())["sent"] if record_path.exists() else {}
     changed = changed_records(extract_root, day, kind)
     todo = [r for r in changed if sent.get(r[ID_KEY[kind]]) != _fingerprint(r)]
-    chunk = MAX_RECORDS_PER_CALL * checkpoint_calls
+    chunk = checkpoint_records
     calls = 0
     for start in range(0, len(todo), chunk):
         batch = todo[start : start + chunk]

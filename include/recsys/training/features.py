@@ -1,7 +1,7 @@
 """Model inputs: vocabularies, query and candidate feature columns, the training ``tf.data`` pipeline.
 
 A query is ``user_id`` + ``history`` (the user's newest N items strictly before the example,
-see :mod:`recsys.training.history`) + demographics when the data has them. A candidate is
+see :mod:`recsys.history`) + demographics when the data has them. A candidate is
 ``item_id`` + ``genres``.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recsys.training.history import PAD, earlier_events, pad_histories
+from recsys.history import PAD, earlier_events, pad_histories
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The TensorFlow Recommenders two-tower retrieval model.
 
 Query tower: user id embedding + the pooled embeddings of the user's last N items (time-respecting,
-see ``recsys.training.history``) + gender, occupation, age bucket embeddings when the data has them.
+see ``recsys.history``) + gender, occupation, age bucket embeddings when the data has them.
 Candidate tower: item id embedding (+ a multi-hot genre projection when the data has genres).
 Both towers take raw strings, so the exported models need no vocabulary outside themselves.
 

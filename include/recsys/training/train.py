@@ -85,13 +85,13 @@ def train_and_export(
     import pandas as pd
 
     from recsys import index
+    from recsys.history import snapshot
     from recsys.policy import Policy
     from recsys.training import export
     from recsys.training.data import NotEnoughDataError, load_window, temporal_split
     from recsys.training.evaluate import evaluate_holdout, popularity_order
     from recsys.training.features import demographics
     from recsys.training.fit import fit
-    from recsys.training.history import snapshot
 
     if holdout_days >= window_days:
         raise ValueError(f"holdout_days ({holdout_days}) must be smaller than window_days ({window_days})")

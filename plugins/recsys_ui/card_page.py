@@ -13,9 +13,9 @@ STYLE = (
 
 def read_card(model_dir: str) -> str | None:
     """``model_card.md`` of an exported model (any object store), or ``None`` when there is none yet."""
-    from recsys.storage import as_path
+    from airflow.sdk import ObjectStoragePath
 
-    card = as_path(model_dir.rstrip("/") + "/model_card.md")
+    card = ObjectStoragePath(model_dir.rstrip("/") + "/model_card.md")
     return card.read_text() if card.exists() else None
 
 

@@ -7,7 +7,7 @@ import json
 from datetime import date
 
 from recsys.config import load_settings
-from recsys.personalize.setup import DATASETS, recorded
+from recsys.steps.personalize_resources import DATASETS, recorded
 
 
 def initial_imports(planned: dict, dataset_arns: dict, solution_arn: str, params: dict, run_id: str) -> list[dict]:

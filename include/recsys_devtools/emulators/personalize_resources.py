@@ -1,7 +1,7 @@
 """The Personalize fake's provisioning API: Create / Describe / List / Delete for dataset groups, schemas,
 datasets, solutions, campaigns, event trackers and filters, as the service answers them.
 
-Every resource is a :class:`~recsys.emulators.personalize.Job` of its kind: ``CREATE PENDING`` ->
+Every resource is a :class:`~recsys_devtools.emulators.personalize.Job` of its kind: ``CREATE PENDING`` ->
 ``CREATE IN_PROGRESS`` -> ``ACTIVE`` on the fake's clock (a schema is ACTIVE at once and has no status).
 ``Delete*`` moves it to ``DELETE PENDING``; once that time passed, ``Describe*`` answers
 ``ResourceNotFoundException`` and the name is free again. What the service refuses, the fake refuses:

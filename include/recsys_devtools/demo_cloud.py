@@ -1,9 +1,9 @@
 """Demo stages after training: the prediction server, then the cloud DAGs against local emulators.
 
-    python -m recsys.demo_cloud serve      # start the serving container's entrypoint, ask it for recommendations
-    python -m recsys.demo_cloud emulated   # recsys_vertex_deploy + recsys_personalize on the emulators
+    python -m recsys_devtools.demo_cloud serve  # the serving entrypoint, asked for recommendations
+    python -m recsys_devtools.demo_cloud emulated  # recsys_vertex_deploy + recsys_personalize on the emulators
 
-Everything cloud-side here is EMULATED (``recsys.emulators`` + a moto S3 server on loopback); the
+Everything cloud-side here is EMULATED (``recsys_devtools.emulators`` + a moto S3 server on loopback); the
 DAGs, hooks, operators and triggers are the real ones, through the same connections a real
 deployment uses.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from recsys.config import load_settings
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import start_process
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import start_process
 
 SERVING_IMAGE = "local/recsys-serving:demo"
 
@@ -96,12 +96,12 @@ def _show_recent_events(url: str, user: str, other: str) -> None:
 
 def emulated() -> int:
     """Run the Vertex deploy and the Personalize retrain DAGs against local emulators."""
-    from recsys.demo import _dag
-    from recsys.emulators.personalize import PersonalizeFake
-    from recsys.emulators.personalize import airflow_connection as personalize_connection
-    from recsys.emulators.running import RunningFake
-    from recsys.emulators.vertex import VertexFake
-    from recsys.emulators.vertex import airflow_connection as vertex_connection
+    from recsys_devtools.demo import _dag
+    from recsys_devtools.emulators.personalize import PersonalizeFake
+    from recsys_devtools.emulators.personalize import airflow_connection as personalize_connection
+    from recsys_devtools.emulators.running import RunningFake
+    from recsys_devtools.emulators.vertex import VertexFake
+    from recsys_devtools.emulators.vertex import airflow_connection as vertex_connection
 
     home, champion = Path(os.environ["AIRFLOW_HOME"]), _champion()
     moto_port = free_port()
@@ -201,7 +201,7 @@ def _print_recommendations() -> None:
     """What the application reads: one user's rows of each source in the recommendations table."""
     import sqlite3
 
-    from recsys.demo import demo_app_db
+    from recsys_devtools.demo import demo_app_db
 
     with sqlite3.connect(demo_app_db()) as db:
         for source, user in db.execute("SELECT source, MIN(user_id) FROM recommendations GROUP BY source").fetchall():
@@ -213,7 +213,7 @@ def _print_recommendations() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys.demo_cloud")
+    parser = argparse.ArgumentParser(prog="python -m recsys_devtools.demo_cloud")
     parser.add_argument("stage", choices=["serve", "emulated"])
     args = parser.parse_args(argv)
     if args.stage == "serve":

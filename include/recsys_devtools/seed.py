@@ -1,7 +1,7 @@
 """Fill a source database (any SQLAlchemy URL) with demo data.
 
-    python -m recsys.data.seed --url sqlite:///demo.db synthetic --days 30
-    python -m recsys.data.seed --url postgresql+psycopg2://u@host/db --replace \
+    python -m recsys_devtools.seed --url sqlite:///demo.db synthetic --days 30
+    python -m recsys_devtools.seed --url postgresql+psycopg2://u@host/db --replace \
         movielens path/to/ml-100k --retime-days 30
 
 Input files are parsed completely before the database is touched, and the load is one
@@ -18,8 +18,8 @@ from datetime import UTC, date, datetime, time
 from sqlalchemy import create_engine
 
 from recsys.data.dataset import SourceDataset, SourceNotEmptyError, write_dataset
-from recsys.data.movielens import MovieLensFormatError, detect_and_load, retime
-from recsys.data.synthetic import SyntheticSpec, synthetic_dataset
+from recsys_devtools.movielens import MovieLensFormatError, detect_and_load, retime
+from recsys_devtools.synthetic import SyntheticSpec, synthetic_dataset
 
 
 def _end_of(day: str | None) -> datetime:
@@ -29,7 +29,7 @@ def _end_of(day: str | None) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m recsys.data.seed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recsys_devtools.seed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="SQLAlchemy URL of the source database")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--replace", action="store_true", help="delete existing rows first")

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from recsys.emulators.vertex import _error, _not_found, _now
+from recsys_devtools.emulators.vertex import _error, _not_found, _now
 
 TYPE = "type.googleapis.com/google.cloud.run.v2."
 
@@ -235,6 +235,6 @@ class CloudRunFake:
 
 def airflow_connection(url: str, project: str) -> str:
     """The Airflow connection that points the project's Google hooks (Vertex and Cloud Run) here."""
-    from recsys.emulators.vertex import airflow_connection as vertex_connection
+    from recsys_devtools.emulators.vertex import airflow_connection as vertex_connection
 
     return vertex_connection(url, project)

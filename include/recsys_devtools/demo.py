@@ -1,9 +1,9 @@
 """The local demo: register embedded-default connections, run the pipeline, print what it made.
 
-    python -m recsys.demo setup                 # upsert the demo connections into the metadata DB
-    python -m recsys.demo extract --days 14     # run recsys_extract for each of the last 14 days
-    python -m recsys.demo summary               # table of the committed partitions
-    python -m recsys.demo train --days 14       # run recsys_two_tower on that window, show its card
+    python -m recsys_devtools.demo setup                 # upsert the demo connections into the metadata DB
+    python -m recsys_devtools.demo extract --days 14     # run recsys_extract for each of the last 14 days
+    python -m recsys_devtools.demo summary               # table of the committed partitions
+    python -m recsys_devtools.demo train --days 14       # run recsys_two_tower on that window, show its card
 
 Used by ``make demo``; needs an initialised ``AIRFLOW_HOME`` (``airflow db migrate``).
 """
@@ -145,7 +145,7 @@ def print_summary() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys.demo")
+    parser = argparse.ArgumentParser(prog="python -m recsys_devtools.demo")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup")
     extract = sub.add_parser("extract")

@@ -47,8 +47,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from recsys.emulators.ports import free_port
-from recsys.emulators.running import RunningFake, released  # noqa: F401 - RunningFake re-exported for the tests
+from recsys_devtools.emulators.ports import free_port
+from recsys_devtools.emulators.running import RunningFake, released  # noqa: F401 - RunningFake re-exported for the tests
 
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 METADATA_TYPES = {

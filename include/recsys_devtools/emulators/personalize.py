@@ -14,9 +14,9 @@ while one is in progress (``ResourceInUseException``), UPDATE without an ACTIVE 
 with a recipe other than User-Personalization, fewer than 1000 interactions.
 
 The provisioning API (dataset groups, schemas, datasets, solutions, campaigns, event trackers,
-filters) is in :mod:`recsys.emulators.personalize_resources`; the real-time services (personalize-events,
+filters) is in :mod:`recsys_devtools.emulators.personalize_resources`; the real-time services (personalize-events,
 personalize-runtime, REST-JSON on ``/events``, ``/users``, ``/items``, ``/recommendations`` of the same
-server) and dataset export jobs in :mod:`recsys.emulators.personalize_realtime`.
+server) and dataset export jobs in :mod:`recsys_devtools.emulators.personalize_realtime`.
 
 Faults: ``fail_next(op, code, status)`` answers the next call of ``op`` with that error;
 ``fail_job(kind, reason)`` makes the next job of ``kind`` end ``CREATE FAILED`` with that
@@ -41,9 +41,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from recsys.emulators.personalize_realtime import RealtimeOperations
-from recsys.emulators.personalize_resources import RECIPE_PREFIX, ResourceOperations
-from recsys.emulators.running import released
+from recsys_devtools.emulators.personalize_realtime import RealtimeOperations
+from recsys_devtools.emulators.personalize_resources import RECIPE_PREFIX, ResourceOperations
+from recsys_devtools.emulators.running import released
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
 HEADERS = {"interactions": ["USER_ID", "ITEM_ID", "TIMESTAMP"], "users": ["USER_ID"], "items": ["ITEM_ID"]}
