@@ -46,8 +46,8 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_conte
 from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import EXTRACT_PARTITIONS
 from recsys.config import deployed_spark_backends, load_settings  # stdlib only: cheap at parse time
-
-SPARK_TASKS = {"spark-local": "spark_local", "glue": "glue", "emr-serverless": "emr_serverless", "dataproc": "dataproc"}
+from recsys.steps.extract import SPARK_TASKS
+from recsys.steps.xcom import pulled
 
 PARAMS = {
     "source_conn_id": Param(
@@ -96,22 +96,9 @@ PARAMS = {
 }
 
 
-def _fail_fast(exc: Exception):
-    """Bad data or bad configuration is not transient: fail the task without burning retries."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    return AirflowFailException(f"{type(exc).__name__}: {exc}")
-
-
-def _planned(path: str) -> str:
-    """A template for one value of ``prepare_spark``'s plan (rendered as the native object)."""
-    keys = "".join(f"[{key!r}]" for key in path.split("."))
-    return "{{ ti.xcom_pull(task_ids='prepare_spark')" + keys + " }}"
-
-
 def _submitted(*fields: str) -> dict:
     """Cloud operator arguments, templated from the request ``prepare_spark`` planned for its engine."""
-    return {field: _planned(f"submit.{field}") for field in fields}
+    return {field: pulled("prepare_spark", "submit", field) for field in fields}
 
 
 def _engine_task(backend: str):
@@ -123,18 +110,17 @@ def _engine_task(backend: str):
         return SparkSubmitOperator(
             task_id="spark_local",
             conn_id="spark_local",
-            application=_planned("script"),
-            jars=_planned("jars"),
-            conf=_planned("local_conf"),
+            application=pulled("prepare_spark", "script"),
+            jars=pulled("prepare_spark", "jars"),
+            conf=pulled("prepare_spark", "local_conf"),
             name="recsys-extract",
-            application_args=["--spec", _planned("spec_uri")],
+            application_args=["--spec", pulled("prepare_spark", "spec_uri")],
             env_vars={"RECSYS_SOURCE_PASSWORD": password},
             execution_timeout=timedelta(hours=2),
         )
-    settings = load_settings()  # environment only at parse time: how often and how long the triggerer waits
-    waits = {
-        "waiter_delay": settings.spark_poll_seconds,
-        "waiter_max_attempts": max(1, settings.spark_timeout_seconds // settings.spark_poll_seconds),
+    waits = {  # environment only at parse time: how often and how long the triggerer waits
+        "waiter_delay": _SETTINGS.spark_poll_seconds,
+        "waiter_max_attempts": max(1, _SETTINGS.spark_timeout_seconds // _SETTINGS.spark_poll_seconds),
     }
     if backend == "glue":
         from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
@@ -152,18 +138,15 @@ def _engine_task(backend: str):
     return DataprocCreateBatchOperator(
         task_id="dataproc",
         deferrable=True,
-        polling_interval_seconds=settings.spark_poll_seconds,
+        polling_interval_seconds=_SETTINGS.spark_poll_seconds,
         **_submitted(*fields),
     )
 
 
-def _source_engine(settings):
-    from recsys.data.source import engine_for_conn_id
+def _settings():
+    from recsys.steps.extract import settings_for
 
-    try:
-        return engine_for_conn_id(settings.source_conn_id)
-    except ValueError as exc:  # unsupported connection type, missing path
-        raise _fail_fast(exc) from exc
+    return settings_for(get_current_context()["params"])
 
 
 def _run_record(settings) -> dict:
@@ -176,15 +159,7 @@ def _run_record(settings) -> dict:
     }
 
 
-def _settings():
-    from recsys.config import load_settings
-
-    params = get_current_context()["params"]
-    overrides = {"source_conn_id": params["source_conn_id"], "extraction_backend": params["extraction_backend"]}
-    return load_settings(overrides, use_airflow_variables=True)
-
-
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
+_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines, the Spark engines' waits
 
 
 @dag(
@@ -204,65 +179,34 @@ def recsys_extract():
     @task(multiple_outputs=False)
     def plan() -> dict:
         """Decide which UTC day this run extracts."""
-        from recsys.data.extract import resolve_interval
+        from recsys.steps import extract
 
         context = get_current_context()
-        dag_run = context["dag_run"]
-        interval = resolve_interval(
-            context["params"]["extract_date"],
-            context.get("data_interval_start"),
-            context.get("data_interval_end"),
-            getattr(dag_run, "run_after", None),
-        )
-        return {"start": interval.start.isoformat(), "end": interval.end.isoformat()}
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        run_after = getattr(context["dag_run"], "run_after", None)
+        return extract.plan(context["params"]["extract_date"], start, end, run_after)
 
     @task.branch
     def route() -> str:
         """The worker backends run in ``extract``; a Spark backend in ``prepare_spark`` + its engine's task."""
-        from recsys.data.extract import BACKENDS
+        from recsys.steps import extract
 
-        backend = _settings().extraction_backend
-        if backend not in BACKENDS:
-            raise _fail_fast(ValueError(f"extraction_backend must be one of {', '.join(BACKENDS)}, got {backend!r}"))
-        if backend in SPARK_TASKS and backend not in deployed_spark_backends():
-            raise _fail_fast(
-                ValueError(
-                    f"{backend} is not deployed here: add it to RECSYS_SPARK_BACKENDS (now {deployed_spark_backends()})"
-                )
-            )
-        return "prepare_spark" if backend in SPARK_TASKS else "extract"
+        return extract.route(_settings())
 
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=2))
     def extract(interval: dict) -> dict:
         """Stream the day's rows from the source, validate, write an unpublished version."""
-        from recsys.data.extract import stage_partition
-        from recsys.data.validate import Interval
+        from recsys.steps import extract
 
         settings = _settings()
-        engine = _source_engine(settings)
-        try:
-            day = Interval(datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"]))
-            return stage_partition(engine, day, settings, run=_run_record(settings))
-        except ValueError as exc:  # a backend this source does not support
-            raise _fail_fast(exc) from exc
-        finally:
-            engine.dispose()
+        return extract.extract(settings, interval, _run_record(settings))
 
     @task(multiple_outputs=False)
     def prepare_spark(interval: dict) -> dict:
         """A new version folder, the job spec in it and (cloud engines) the job's code in the object store."""
-        from recsys.data import spark_extract
-        from recsys.data.validate import Interval
+        from recsys.steps import extract
 
-        settings = _settings()
-        engine = _source_engine(settings)
-        try:
-            day = Interval(datetime.fromisoformat(interval["start"]), datetime.fromisoformat(interval["end"]))
-            return spark_extract.prepare(engine, day, settings, settings.extraction_backend, settings.source_conn_id)
-        except ValueError as exc:  # e.g. a SQLite source
-            raise _fail_fast(exc) from exc
-        finally:
-            engine.dispose()
+        return extract.prepare_spark(_settings(), interval)
 
     @task.branch
     def engine(plan: dict) -> str:
@@ -272,37 +216,18 @@ def recsys_extract():
     @task(multiple_outputs=False, trigger_rule="none_failed_min_one_success")
     def collect_spark(plan: dict) -> dict:
         """The Spark job's output into the partition's files (one streaming columnar pass)."""
-        from recsys.data import spark_extract
+        from recsys.steps import extract
 
-        return spark_extract.assemble(plan, _run_record(_settings()))
+        return extract.collect_spark(plan, _run_record(_settings()))
 
     @task(multiple_outputs=False, outlets=[EXTRACT_PARTITIONS], trigger_rule="none_failed_min_one_success")
     def publish() -> dict:
         """Apply the quality policy and commit the partition atomically; emit the asset event."""
-        from recsys.data.extract import DataQualityError, QualityPolicy, publish_partition
+        from recsys.steps import extract
 
         context = get_current_context()
         staged = next(s for s in context["ti"].xcom_pull(task_ids=["extract", "collect_spark"]) if s)
-        params = context["params"]
-        policy = QualityPolicy(
-            max_bad_fraction=float(params["max_bad_fraction"]),
-            anomaly_action=params["anomaly_action"],
-            fail_on_empty=bool(params["fail_on_empty"]),
-        )
-        settings = _settings()
-        try:
-            manifest = publish_partition(staged, settings, policy)
-        except DataQualityError as exc:
-            raise _fail_fast(exc) from exc
-        summary = {
-            "partition": manifest["partition"],
-            "status": manifest["status"],
-            "rows": manifest["counts"]["valid"],
-            "quarantined": manifest["counts"]["quarantined"],
-            "version": manifest["version"],
-            "warnings": manifest["warnings"],
-            "manifest": f"{settings.extract_root}/dt={manifest['partition']}/_manifest.json",
-        }
+        summary = extract.publish(_settings(), staged, context["params"])
         context["outlet_events"][EXTRACT_PARTITIONS].extra = summary
         return summary
 

@@ -239,18 +239,11 @@ def recsys_personalize():
         from recsys.steps import personalize
 
         context = get_current_context()
-        run, pull = context["dag_run"], context["ti"].xcom_pull
+        run, ti = context["dag_run"], context["ti"]
         outcome = {
-            "task_states": context["ti"].get_task_states(dag_id=run.dag_id, run_ids=[run.run_id]).get(run.run_id, {}),
-            "imports": list(pull(task_ids="import_dataset") or []),
-            "training": pull(task_ids="training_mode") or {},
-            "solution_version": pull(task_ids="solution_version"),
-            "batch_output": pull(task_ids="batch_inference"),
-            "campaign": pull(task_ids="update_campaign"),
-            "smoke_test": pull(task_ids="smoke_test", key="verdict"),
-            "rolled_back_to": pull(task_ids="rollback_campaign"),
-            "delivery": pull(task_ids="deliver"),
+            name: ti.xcom_pull(task_ids=task_id, key=key) for name, (task_id, key) in personalize.REPORTED.items()
         }
+        outcome["task_states"] = ti.get_task_states(dag_id=run.dag_id, run_ids=[run.run_id]).get(run.run_id, {})
         max_drop = context["params"]["max_metric_drop"]
         return personalize.report(_settings(), _plan(planned), run.run_id, outcome, max_drop)
 

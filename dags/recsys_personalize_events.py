@@ -28,6 +28,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.assets import EXTRACT_PARTITIONS
 from recsys.config import load_settings
+from recsys.steps.xcom import pulled
 
 PARAMS = {
     "day": Param(
@@ -103,13 +104,13 @@ def recsys_personalize_events():
     planned = plan()
     export = PersonalizeCreateDatasetExportJobOperator(
         task_id="export_events",
-        job_name="{{ ti.xcom_pull(task_ids='plan')['export']['job_name'] }}",
-        dataset_arn="{{ ti.xcom_pull(task_ids='plan')['export']['dataset_arn'] }}",
-        output_path="{{ ti.xcom_pull(task_ids='plan')['export']['output_path'] }}",
-        role_arn="{{ ti.xcom_pull(task_ids='plan')['export']['role_arn'] }}",
+        job_name=pulled("plan", "export", "job_name"),
+        dataset_arn=pulled("plan", "export", "dataset_arn"),
+        output_path=pulled("plan", "export", "output_path"),
+        role_arn=pulled("plan", "export", "role_arn"),
         ingestion_mode="PUT",
-        aws_conn_id="{{ ti.xcom_pull(task_ids='plan')['aws_conn_id'] }}",
-        waiter_delay="{{ ti.xcom_pull(task_ids='plan')['poll_seconds'] }}",
+        aws_conn_id=pulled("plan", "aws_conn_id"),
+        waiter_delay=pulled("plan", "poll_seconds"),
     )
     put_records(planned)
     merge_wanted(planned) >> export

@@ -30,6 +30,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.config import load_settings
 from recsys.steps.personalize_resources import DEFAULT_FILTERS, RECIPES, materialize  # light: stdlib only
+from recsys.steps.xcom import pulled
 
 PREFIX = r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$"
 PARAMS = {
@@ -137,23 +138,9 @@ _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlin
 def recsys_personalize_setup():
     @task(multiple_outputs=False)
     def plan() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from recsys.steps import personalize_setup
 
-        from recsys.config import load_settings
-        from recsys.personalize import setup
-
-        params = get_current_context()["params"]
-        if params["batch_filter"] and params["batch_filter"] not in params["filters"]:
-            raise AirflowFailException(
-                f"batch_filter {params['batch_filter']!r} is not one of {sorted(params['filters'])}"
-            )
-        settings = load_settings(use_airflow_variables=True)
-        return {
-            "names": setup.names(params["prefix"]),
-            "aws_conn_id": settings.aws_conn_id,
-            "poll_seconds": settings.personalize_poll_seconds,
-            "role_arn": settings.personalize_role_arn,
-        }
+        return personalize_setup.plan(load_settings(use_airflow_variables=True), get_current_context()["params"])
 
     @task
     def schema_requests() -> list[dict]:
@@ -190,32 +177,21 @@ def recsys_personalize_setup():
     @task
     def first_version(planned: dict, solution_arn: str) -> list[dict]:
         """A FULL solution version when the solution has no ACTIVE one (else nothing: mapped over [])."""
-        from personalize.hooks import PersonalizeHook
+        from recsys.steps import personalize_setup
 
-        if PersonalizeHook(aws_conn_id=planned["aws_conn_id"]).latest_active_version(solution_arn):
-            return []
-        return [{"solution_arn": solution_arn, "name": planned["names"]["initial_version"]}]
+        return personalize_setup.first_version(planned, solution_arn)
 
     @task
     def campaign_request(planned: dict, solution_arn: str) -> list[dict]:
-        from personalize.hooks import PersonalizeHook
+        from recsys.steps import personalize_setup
 
-        from recsys.steps.personalize_resources import campaign_config
-
-        params = get_current_context()["params"]
-        if not params["create_campaign"]:
-            return []
-        latest = PersonalizeHook(aws_conn_id=planned["aws_conn_id"]).latest_active_version(solution_arn)
-        return [{"name": planned["names"]["campaign"], "config": campaign_config(params, solution_arn, latest)}]
+        return personalize_setup.campaign_request(planned, get_current_context()["params"], solution_arn)
 
     @task
     def tracker_request(planned: dict, group_arn: str) -> list[dict]:
-        params = get_current_context()["params"]
-        return (
-            [{"name": planned["names"]["event_tracker"], "config": {"datasetGroupArn": group_arn}}]
-            if params["create_event_tracker"]
-            else []
-        )
+        from recsys.steps import personalize_setup
+
+        return personalize_setup.tracker_request(planned, get_current_context()["params"], group_arn)
 
     @task
     def filter_requests(group_arn: str) -> list[dict]:
@@ -226,28 +202,13 @@ def recsys_personalize_setup():
 
     @task(multiple_outputs=False)
     def record(
-        planned: dict,
-        group_arn: str,
-        dataset_arns: list[str],
-        solution_arn: str,
-        campaigns: list,
-        trackers: list,
-        filters: list,
-    ) -> dict:
+        planned: dict, group: str, datasets: list, solution: str, campaigns: list, trackers: list, filters: list
+    ):
         """Set the Variables the other DAGs read; write the setup report."""
         from recsys.steps.personalize_setup import record_setup
 
-        context = get_current_context()
-        return record_setup(
-            planned,
-            context["params"],
-            group_arn,
-            materialize(dataset_arns),
-            solution_arn,
-            materialize(campaigns),
-            materialize(trackers),
-            materialize(filters),
-        )
+        created = [materialize(found) for found in (datasets, campaigns, trackers, filters)]
+        return record_setup(planned, get_current_context()["params"], group, solution, *created)
 
     from personalize.operators import (
         PersonalizeCreateDatasetImportJobOperator,
@@ -256,17 +217,14 @@ def recsys_personalize_setup():
     from personalize.provisioning import PersonalizeCreateResourceOperator as Create
 
     planned = plan()
-    aws = {
-        "aws_conn_id": "{{ ti.xcom_pull(task_ids='plan')['aws_conn_id'] }}",
-        "waiter_delay": "{{ ti.xcom_pull(task_ids='plan')['poll_seconds'] }}",
-    }
+    aws = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds")}
     optional = {"trigger_rule": "none_failed", **aws}  # mapped over [] when there is nothing to do: skipped
     group = Create(
         task_id="dataset_group",
         kind="dataset_group",
         config={},
         **aws,
-        name="{{ ti.xcom_pull(task_ids='plan')['names']['dataset_group'] }}",
+        name=pulled("plan", "names", "dataset_group"),
     )
     schemas = Create.partial(task_id="schema", kind="schema", **aws).expand_kwargs(schema_requests())
     datasets = Create.partial(task_id="dataset", kind="dataset", **aws).expand_kwargs(
@@ -277,11 +235,11 @@ def recsys_personalize_setup():
         kind="solution",
         config=solution_config(group.output),
         **aws,
-        name="{{ ti.xcom_pull(task_ids='plan')['names']['solution'] }}",
+        name=pulled("plan", "names", "solution"),
     )
     imports = PersonalizeCreateDatasetImportJobOperator.partial(
         task_id="initial_import",
-        role_arn="{{ ti.xcom_pull(task_ids='plan')['role_arn'] }}",
+        role_arn=pulled("plan", "role_arn"),
         **aws,
     ).expand_kwargs(initial_imports(planned, datasets.output, solution.output))
     version = PersonalizeCreateSolutionVersionOperator.partial(

@@ -18,6 +18,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.config import load_settings
+from recsys.steps.xcom import pulled
 
 PARAMS = {
     "prefix": Param(
@@ -54,25 +55,11 @@ def recsys_personalize_teardown():
     @task(multiple_outputs=False)
     def plan() -> dict:
         """Refuse without confirmation; list what exists, by kind."""
-        import json
-
-        from airflow.sdk.exceptions import AirflowFailException
-        from personalize.hooks import PersonalizeHook
-
         from recsys.config import load_settings
-        from recsys.steps.personalize_resources import teardown_targets
+        from recsys.steps import personalize_setup
 
-        params = get_current_context()["params"]
-        if params["confirm"] != params["prefix"]:
-            raise AirflowFailException(f"not confirmed: set confirm to {params['prefix']!r} to delete it")
         settings = load_settings(use_airflow_variables=True)
-        targets = teardown_targets(PersonalizeHook(aws_conn_id=settings.aws_conn_id), params["prefix"])
-        print(json.dumps(targets, indent=2))
-        return {
-            "aws_conn_id": settings.aws_conn_id,
-            "poll_seconds": settings.personalize_poll_seconds,
-            **{kind: [{"resource_arn": arn} for arn in arns] for kind, arns in targets.items()},
-        }
+        return personalize_setup.teardown_plan(settings, get_current_context()["params"])
 
     @task
     def of_kind(planned: dict, kind: str) -> list[dict]:
@@ -80,23 +67,15 @@ def recsys_personalize_teardown():
 
     @task
     def clear_variables() -> list[str]:
-        from airflow.sdk import Variable
+        from recsys.steps import personalize_setup
 
-        from recsys.steps.personalize_resources import RECORDED
-
-        keys = [f"recsys_{setting}" for setting in RECORDED]
-        for key in keys:
-            Variable.delete(key)
-        return keys
+        return personalize_setup.clear_variables()
 
     from personalize.provisioning import PersonalizeDeleteResourceOperator
     from personalize.resources import TEARDOWN_ORDER
 
     planned = plan()
-    aws = {
-        "aws_conn_id": "{{ ti.xcom_pull(task_ids='plan')['aws_conn_id'] }}",
-        "waiter_delay": "{{ ti.xcom_pull(task_ids='plan')['poll_seconds'] }}",
-    }
+    aws = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds")}
     previous = planned
     for kind in TEARDOWN_ORDER:
         deleted = PersonalizeDeleteResourceOperator.partial(

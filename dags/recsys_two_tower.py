@@ -44,6 +44,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
 from recsys.config import load_settings  # stdlib only: cheap at parse time
+from recsys.steps.xcom import pulled
 
 PARAMS = {
     "end_day": Param(
@@ -152,6 +153,17 @@ PARAMS = {
 _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
 
 
+def _settings():
+    return load_settings(use_airflow_variables=True)
+
+
+def _plan(planned: dict):
+    from recsys.steps.two_tower import TrainingPlan
+    from recsys.steps.xcom import from_xcom
+
+    return from_xcom(TrainingPlan, planned)
+
+
 @dag(
     dag_id="recsys_two_tower",
     deadline=deadline_alert(_SETTINGS, "recsys_two_tower", _SETTINGS.training_deadline_hours),
@@ -168,46 +180,9 @@ def recsys_two_tower():
     @task(multiple_outputs=False)
     def plan() -> dict:
         """Pick the window and a fresh model version directory."""
-        from datetime import date
+        from recsys.steps import two_tower
 
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from recsys.data.partitions import PartitionStore
-
-        params = get_current_context()["params"]
-        settings = load_settings(use_airflow_variables=True)
-        if params["end_day"]:
-            end_day = date.fromisoformat(params["end_day"])
-        else:
-            days = PartitionStore(settings.extract_root).committed_days()
-            if not days:
-                raise AirflowSkipException(f"no extracted partitions under {settings.extract_root} yet")
-            end_day = days[-1]
-        if params["holdout_days"] >= params["window_days"]:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException("holdout_days must be smaller than window_days")
-        version = f"{end_day:%Y%m%d}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        planned = {
-            "end_day": end_day.isoformat(),
-            "version": version,
-            "backend": params["training_backend"],
-            "model_dir": f"{settings.models_root}/{version}",
-        }
-        if params["training_backend"] != "local":
-            planned["remote"] = _remote_plan(params["training_backend"], settings, version)
-            planned["model_dir"] = planned["remote"]["model_dir"]
-        return planned
-
-    def _remote_plan(backend: str, settings, version: str) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from recsys.training.remote import cloud_run_plan, vertex_plan
-
-        try:
-            return (vertex_plan if backend == "vertex" else cloud_run_plan)(settings, version)
-        except ValueError as exc:  # a missing setting: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
+        return two_tower.plan(_settings(), get_current_context()["params"])
 
     @task.branch
     def choose_backend(plan: dict) -> str:
@@ -216,91 +191,16 @@ def recsys_two_tower():
     @task(multiple_outputs=False, execution_timeout=timedelta(hours=3))
     def train(plan: dict) -> dict:
         """Train, evaluate and export locally in the worker (TensorFlow is imported here only)."""
-        from datetime import date
+        from recsys.steps import two_tower
 
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from recsys.training.data import NotEnoughDataError
-        from recsys.training.fit import TrainParams
-        from recsys.training.train import train_and_export
-
-        params = get_current_context()["params"]
-        train_params = TrainParams.from_params(params)
-        extract_root = load_settings(use_airflow_variables=True).extract_root
-        try:
-            result = train_and_export(
-                extract_root,
-                date.fromisoformat(plan["end_day"]),
-                params["window_days"],
-                params["holdout_days"],
-                plan["model_dir"],
-                train_params,
-            )
-        except NotEnoughDataError as exc:
-            raise AirflowSkipException(str(exc)) from exc
-        return {
-            "model": result["metrics"]["model"],
-            "popularity": result["metrics"]["popularity"],
-            "index": result["index"]["serving"],
-            "window": result["window"],
-        }
+        return two_tower.train(_settings(), _plan(plan), get_current_context()["params"])
 
     @task(multiple_outputs=True)  # the remote training task reads its keys
     def stage_window(plan: dict) -> dict:
         """Copy the window to gs:// for the remote job and build its request (skip if too little data)."""
-        from datetime import date
+        from recsys.steps import two_tower
 
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from recsys.training import MIN_INTERACTIONS
-        from recsys.training.fit import TrainParams
-        from recsys.training.remote import trainer_args
-        from recsys.training.staging import stage_window as copy_window
-        from recsys.training.staging import window_manifests, window_rows
-
-        params, remote = get_current_context()["params"], plan["remote"]
-        end_day = date.fromisoformat(plan["end_day"])
-        extract_root = load_settings(use_airflow_variables=True).extract_root
-        manifests = window_manifests(extract_root, end_day, params["window_days"])
-        rows = window_rows(manifests)
-        if rows < MIN_INTERACTIONS:
-            raise AirflowSkipException(
-                f"only {rows} interactions in the window ending {end_day}; need at least {MIN_INTERACTIONS}"
-            )
-        if remote["extract_root"] != extract_root:
-            staged = copy_window(extract_root, manifests, remote["extract_root"])
-        else:
-            staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
-        args = trainer_args(
-            remote["extract_root"],
-            plan["end_day"],
-            params["window_days"],
-            params["holdout_days"],
-            TrainParams.from_params(params).as_dict(),
-        )
-        if plan["backend"] == "vertex":
-            from vertex.training import trainer_job_spec
-
-            job = trainer_job_spec(
-                version=plan["version"],
-                image_uri=remote["image"],
-                args=args,
-                base_output_dir=remote["base_output_dir"],
-                machine_type=remote["machine_type"],
-                service_account=remote["service_account"],
-            )
-            return {"staged": staged, "custom_job": job, "job": None, "overrides": None}
-        from cloud_run.training import trainer_job, trainer_overrides
-
-        job = trainer_job(
-            image_uri=remote["image"],
-            cpu=remote["cpu"],
-            memory=remote["memory"],
-            timeout_seconds=remote["timeout_seconds"],
-            service_account=remote["service_account"],
-        )
-        overrides = trainer_overrides(args, remote["model_dir"])
-        return {"staged": staged, "custom_job": None, "job": job, "overrides": overrides}
+        return two_tower.stage_window(_settings(), _plan(plan), get_current_context()["params"])
 
     @task.branch
     def remote_backend(plan: dict) -> str:
@@ -309,13 +209,9 @@ def recsys_two_tower():
     @task(multiple_outputs=False)
     def gate(plan: dict) -> dict:
         """Compare with the champion on the same holdout, write the model card, promote if blessed."""
-        from recsys.training.gate import GatePolicy, run_gate
+        from recsys.steps import two_tower
 
-        params = get_current_context()["params"]
-        policy = GatePolicy(tolerance=float(params["tolerance"]), force=bool(params["force"]))
-        return run_gate(
-            plan["model_dir"], load_settings(use_airflow_variables=True).models_root, plan["version"], policy
-        )
+        return two_tower.gate(_settings(), _plan(plan), get_current_context()["params"])
 
     @task.short_circuit
     def blessed(decision: dict) -> bool:
@@ -324,54 +220,45 @@ def recsys_two_tower():
     @task(multiple_outputs=False, outlets=[BLESSED_MODEL])
     def publish(decision: dict) -> dict:
         """Announce the blessed model to downstream DAGs (deployment)."""
-        event = {
-            "version": decision["version"],
-            "model_dir": decision["model_dir"],
-            "top_100_accuracy": decision["model"]["top_100_accuracy"],
-            "forced": decision["forced"],
-        }
+        from recsys.steps import two_tower
+
+        event = two_tower.blessed_event(decision)
         get_current_context()["outlet_events"][BLESSED_MODEL].extra = event
         return event
 
     @task(multiple_outputs=False)
     def deliver(event: dict) -> dict | None:
         """The blessed model's batch top-k, replacing the two_tower rows of the recommendations table."""
-        from recsys.delivery.two_tower import deliver
+        from recsys.steps import two_tower
 
-        k = get_current_context()["params"]["deliver_top_k"]
-        if not k:
-            return None
-        settings = load_settings(use_airflow_variables=True)
-        return deliver(event["model_dir"], event["version"], settings.delivery_conn_id, k)
+        return two_tower.deliver(_settings(), event, get_current_context()["params"]["deliver_top_k"])
 
     from airflow.providers.standard.operators.empty import EmptyOperator
     from cloud_run.operators import CloudRunJobExecutionOperator
     from vertex.operators import DeferrableCustomJobOperator
 
-    def remote(key: str) -> str:
-        return "{{ ti.xcom_pull('plan')['remote']['" + key + "'] }}"
-
     planned = plan()
     staged = stage_window(planned)
-    waits = {"gcp_conn_id": remote("gcp_conn_id"), "poll_interval": remote("poll_seconds")}
+    remote = {
+        "project_id": pulled("plan", "remote", "project"),
+        "region": pulled("plan", "remote", "region"),
+        "gcp_conn_id": pulled("plan", "remote", "gcp_conn_id"),
+        "poll_interval": pulled("plan", "remote", "poll_seconds"),
+    }
     on_vertex = DeferrableCustomJobOperator(
         task_id="train_on_vertex",
         custom_job=staged["custom_job"],
-        project_id=remote("project"),
-        region=remote("region"),
-        operation_timeout=remote("timeout_seconds"),
-        **waits,
+        operation_timeout=pulled("plan", "remote", "timeout_seconds"),
+        **remote,
     )
     on_cloud_run = CloudRunJobExecutionOperator(
         task_id="train_on_cloud_run",
         job=staged["job"],
         overrides=staged["overrides"],
-        job_id=remote("job_id"),
-        run_key="{{ ti.xcom_pull('plan')['version'] }}",
-        project_id=remote("project"),
-        region=remote("region"),
-        timeout_seconds=remote("timeout_seconds"),
-        **waits,
+        job_id=pulled("plan", "remote", "job_id"),
+        run_key=pulled("plan", "version"),
+        timeout_seconds=pulled("plan", "remote", "timeout_seconds"),
+        **remote,
     )
     local = train(planned)
     # joins the backends: skipped (and so is the gate) when the chosen one skipped for lack of data

@@ -134,8 +134,11 @@ class Settings:
         return self.storage_root.rstrip("/") + "/models"
 
     def personalize_dataset_arns(self) -> dict[str, str]:
-        return {"interactions": self.personalize_interactions_dataset_arn, "users": self.personalize_users_dataset_arn,
-                "items": self.personalize_items_dataset_arn}  # fmt: skip
+        return {
+            "interactions": self.personalize_interactions_dataset_arn,
+            "users": self.personalize_users_dataset_arn,
+            "items": self.personalize_items_dataset_arn,
+        }
 
     def vertex_training_root(self) -> str:
         """The ``gs://`` folder a remote training job (Vertex AI, Cloud Run) reads from and writes to."""

@@ -23,9 +23,19 @@ import numpy as np
 from recsys.data.dataset import SourceDataset
 
 GENRES = (
-    "Action", "Adventure", "Animation", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Horror", "Romance", "Sci-Fi", "Thriller",
-)  # fmt: skip
+    "Action",
+    "Adventure",
+    "Animation",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Horror",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+)
 OCCUPATIONS = ("student", "engineer", "artist", "educator", "healthcare", "retired", "other")
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 EVENT_TYPE_WEIGHTS = (0.60, 0.25, 0.10, 0.05)

@@ -39,12 +39,18 @@ class _PersonalizeSensor(AwsBaseSensor[PersonalizeHook]):
             return super().execute(context)
         attempts = max(1, int(self.timeout / self.poke_interval))
         self.defer(
-            trigger=self.trigger_class(arn=self.arn, waiter_delay=int(self.poke_interval), waiter_max_attempts=attempts,
-                                       aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-                                       verify=self.verify, botocore_config=self.botocore_config),
+            trigger=self.trigger_class(
+                arn=self.arn,
+                waiter_delay=int(self.poke_interval),
+                waiter_max_attempts=attempts,
+                aws_conn_id=self.aws_conn_id,
+                region_name=self.region_name,
+                verify=self.verify,
+                botocore_config=self.botocore_config,
+            ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + 300),
-        )  # fmt: skip
+        )
 
     def execute_complete(self, context, event: dict | None = None) -> str:
         return triggers.arn_from_event(event)

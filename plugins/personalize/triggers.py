@@ -32,8 +32,15 @@ class _PersonalizeTrigger(AwsBaseWaiterTrigger):
     resource: str  # the key of the described resource in the response
     status_path: str = "status"
 
-    def __init__(self, *, arn: str, waiter_delay: int = 30, waiter_max_attempts: int = 240,
-                 aws_conn_id: str | None = "aws_default", **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        arn: str,
+        waiter_delay: int = 30,
+        waiter_max_attempts: int = 240,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs,
+    ):
         super().__init__(
             serialized_fields={"arn": arn},
             waiter_name=self.waiter,

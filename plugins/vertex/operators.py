@@ -22,15 +22,28 @@ def quota_retry():
     up to 10 minutes, inside the task: throttling never burns a task retry."""
     from google.api_core import exceptions, retry
 
-    return retry.Retry(predicate=retry.if_exception_type(exceptions.TooManyRequests, exceptions.ResourceExhausted),
-                       initial=1.0, maximum=60.0, multiplier=2.0, timeout=600.0)  # fmt: skip
+    return retry.Retry(
+        predicate=retry.if_exception_type(exceptions.TooManyRequests, exceptions.ResourceExhausted),
+        initial=1.0,
+        maximum=60.0,
+        multiplier=2.0,
+        timeout=600.0,
+    )
 
 
 class _DeferrableVertexOperator(BaseOperator):
     template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id", "poll_interval", "operation_timeout")
 
-    def __init__(self, *, project_id: str, region: str, gcp_conn_id: str = "google_cloud_default",
-                 poll_interval: float = 10.0, operation_timeout: float = 3600.0, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        region: str,
+        gcp_conn_id: str = "google_cloud_default",
+        poll_interval: float = 10.0,
+        operation_timeout: float = 3600.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.project_id, self.region, self.gcp_conn_id = project_id, region, gcp_conn_id
         self.poll_interval, self.operation_timeout = poll_interval, operation_timeout
@@ -74,12 +87,19 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
         from vertex.hooks import VertexModelServiceHook
 
         return VertexModelServiceHook(gcp_conn_id=self.gcp_conn_id).upload_model(
-            project_id=self.project_id, region=self.region, model=self.model, parent_model=self.parent_model,
-            retry=quota_retry())  # fmt: skip
+            project_id=self.project_id,
+            region=self.region,
+            model=self.model,
+            parent_model=self.parent_model,
+            retry=quota_retry(),
+        )
 
     def finish(self, response: dict, context) -> dict:
-        return {"model": response["model"], "model_id": response["model"].rsplit("/", 1)[-1],
-                "version_id": response.get("modelVersionId")}  # fmt: skip
+        return {
+            "model": response["model"],
+            "model_id": response["model"].rsplit("/", 1)[-1],
+            "version_id": response.get("modelVersionId"),
+        }
 
 
 class DeferrableDeployModelOperator(_DeferrableVertexOperator):
@@ -92,8 +112,9 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
     def execute(self, context):
         existing = self.already_deployed()
         if existing is not None:
-            self.log.info("%s is already deployed as %s: not deploying again", self.deployed_model["display_name"],
-                          existing)  # fmt: skip
+            self.log.info(
+                "%s is already deployed as %s: not deploying again", self.deployed_model["display_name"], existing
+            )
             return {"deployed_model_id": existing, "endpoint_id": self.endpoint_id, "reused": True}
         if in_flight := self.deployment_in_flight():
             from vertex.triggers import VertexOperationTrigger
@@ -131,23 +152,28 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
 
         name = self.deployed_model.get("display_name")
         endpoint = VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).get_endpoint(
-            project_id=self.project_id, region=self.region, endpoint=self.endpoint_id)  # fmt: skip
+            project_id=self.project_id, region=self.region, endpoint=self.endpoint_id
+        )
         return next((d.id for d in endpoint.deployed_models if name and d.display_name == name), None)
 
     def start(self):
         from vertex.hooks import VertexEndpointServiceHook
 
         return VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).deploy_model(
-            project_id=self.project_id, region=self.region, endpoint=self.endpoint_id,
-            deployed_model=self.deployed_model, traffic_split=self.traffic_split, retry=quota_retry())  # fmt: skip
+            project_id=self.project_id,
+            region=self.region,
+            endpoint=self.endpoint_id,
+            deployed_model=self.deployed_model,
+            traffic_split=self.traffic_split,
+            retry=quota_retry(),
+        )
 
     def finish(self, response: dict, context) -> dict:
         return {"deployed_model_id": response["deployedModel"]["id"], "endpoint_id": self.endpoint_id}
 
 
 class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
-    template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model_id",
-                       "traffic_split")  # fmt: skip
+    template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model_id", "traffic_split")
 
     def __init__(self, *, endpoint_id: str, deployed_model_id: str, traffic_split: dict | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -163,9 +189,13 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
         from vertex.hooks import VertexEndpointServiceHook
 
         return VertexEndpointServiceHook(gcp_conn_id=self.gcp_conn_id).undeploy_model(
-            project_id=self.project_id, region=self.region, endpoint=self.endpoint_id,
-            deployed_model_id=self.deployed_model_id, traffic_split=self.traffic_split,
-            retry=quota_retry())  # fmt: skip
+            project_id=self.project_id,
+            region=self.region,
+            endpoint=self.endpoint_id,
+            deployed_model_id=self.deployed_model_id,
+            traffic_split=self.traffic_split,
+            retry=quota_retry(),
+        )
 
     def finish(self, response: dict, context) -> dict:
         return {"undeployed_model_id": self.deployed_model_id, "endpoint_id": self.endpoint_id}
@@ -189,8 +219,12 @@ class IdempotentUploadModelOperator(DeferrableUploadModelOperator):
         found = find_model_version(hook, self.project_id, self.region, self.model["display_name"], self.version)
         if found and found["version_id"]:
             self.log.info("version %s is already uploaded as %s: not uploading again", self.version, found["model"])
-            return {"model": found["model"], "model_id": found["model_id"], "version_id": found["version_id"],
-                    "reused": True}  # fmt: skip
+            return {
+                "model": found["model"],
+                "model_id": found["model_id"],
+                "version_id": found["version_id"],
+                "reused": True,
+            }
         self.parent_model = found["model_id"] if found else None
         return super().execute(context)
 
@@ -230,8 +264,9 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
         key = self.custom_job.get("labels", {}).get(self.idempotency_label)
         if not key:
             return None
-        jobs = client.list_custom_jobs(request={"parent": self.parent,
-                                                "filter": f'labels.{self.idempotency_label}="{key}"'})  # fmt: skip
+        jobs = client.list_custom_jobs(
+            request={"parent": self.parent, "filter": f'labels.{self.idempotency_label}="{key}"'}
+        )
         alive = [job for job in jobs if job.state.name in self.ALIVE]
         return max(alive, key=lambda job: job.create_time, default=None)
 

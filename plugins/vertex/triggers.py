@@ -21,8 +21,15 @@ class _VertexPollingTrigger(BaseTrigger):
 
     kind = "resource"
 
-    def __init__(self, resource: str, region: str, gcp_conn_id: str = "google_cloud_default",
-                 poll_interval: float = 10.0, timeout: float = 3600.0, started_at: float | None = None):  # fmt: skip
+    def __init__(
+        self,
+        resource: str,
+        region: str,
+        gcp_conn_id: str = "google_cloud_default",
+        poll_interval: float = 10.0,
+        timeout: float = 3600.0,
+        started_at: float | None = None,
+    ):
         super().__init__()
         self.resource, self.region, self.gcp_conn_id = resource, region, gcp_conn_id
         self.poll_interval, self.timeout = poll_interval, timeout
@@ -31,9 +38,15 @@ class _VertexPollingTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"resource": self.resource, "region": self.region, "gcp_conn_id": self.gcp_conn_id,
-             "poll_interval": self.poll_interval, "timeout": self.timeout, "started_at": self.started_at},
-        )  # fmt: skip
+            {
+                "resource": self.resource,
+                "region": self.region,
+                "gcp_conn_id": self.gcp_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+                "started_at": self.started_at,
+            },
+        )
 
     def check(self) -> dict | None:
         """One blocking poll: the final event's payload, or ``None`` while the work goes on."""
@@ -70,8 +83,10 @@ class VertexOperationTrigger(_VertexPollingTrigger):
             return None
         if operation.HasField("error"):
             return {"status": "error", "message": f"{operation.error.message} (code {operation.error.code})"}
-        return {"status": "success", "response": MessageToDict(operation.response) if operation.HasField("response")
-                else {}}  # fmt: skip
+        return {
+            "status": "success",
+            "response": MessageToDict(operation.response) if operation.HasField("response") else {},
+        }
 
 
 class VertexCustomJobTrigger(_VertexPollingTrigger):

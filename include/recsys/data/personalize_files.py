@@ -31,8 +31,15 @@ def with_connection(s3_uri: str, conn_id: str | None) -> ObjectStoragePath:
     return ObjectStoragePath(s3_uri.replace("s3://", f"s3://{conn_id}@", 1) if conn_id else s3_uri)
 
 
-def stage_personalize_files(extract_root: str, end_day: date, window_days: int, datasets: list[str],
-                            interactions_mode: str, run_uri: str, conn_id: str | None) -> dict:  # fmt: skip
+def stage_personalize_files(
+    extract_root: str,
+    end_day: date,
+    window_days: int,
+    datasets: list[str],
+    interactions_mode: str,
+    run_uri: str,
+    conn_id: str | None,
+) -> dict:
     """Copy what the imports need; return ``{"imports": [...], "batch_input": uri | None, "warnings": [...]}``.
 
     ``interactions_mode`` FULL copies the whole window (``window_days`` ending ``end_day``),
@@ -55,12 +62,14 @@ def stage_personalize_files(extract_root: str, end_day: date, window_days: int, 
             copy_file(store.file_path(manifest, f"personalize_{dataset}"), with_connection(folder + name, conn_id))
             rows += manifest["files"][f"personalize_{dataset}"]["rows"]
         if dataset == "interactions" and interactions_mode == "FULL" and rows < MIN_FULL_INTERACTIONS:
-            raise NothingToImportError(f"a FULL interactions import needs at least {MIN_FULL_INTERACTIONS} rows; "
-                                       f"{start}..{end_day} has {rows}")  # fmt: skip
+            raise NothingToImportError(
+                f"a FULL interactions import needs at least {MIN_FULL_INTERACTIONS} rows; {start}..{end_day} has {rows}"
+            )
         if newest["partition"] != end_day.isoformat():
             warnings.append(f"{dataset}: newest data is {newest['partition']}, not {end_day}")
-        imports.append({"dataset": dataset, "data_location": folder, "rows": rows,
-                        "days": [m["partition"] for m in sources]})  # fmt: skip
+        imports.append(
+            {"dataset": dataset, "data_location": folder, "rows": rows, "days": [m["partition"] for m in sources]}
+        )
     batch_input = None
     if "batch_inference_users" in newest["files"]:
         batch_input = f"{run_uri}/batch-input/users.jsonl"

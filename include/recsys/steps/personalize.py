@@ -9,6 +9,17 @@ from datetime import UTC, date, datetime
 from recsys.config import Settings
 
 DATASETS = ("interactions", "users", "items")
+# what the report shows -> (task id, XCom key) of the task that produced it
+REPORTED = {
+    "imports": ("import_dataset", "return_value"),
+    "training": ("training_mode", "return_value"),
+    "solution_version": ("solution_version", "return_value"),
+    "batch_output": ("batch_inference", "return_value"),
+    "campaign": ("update_campaign", "return_value"),
+    "smoke_test": ("smoke_test", "verdict"),
+    "rolled_back_to": ("rollback_campaign", "return_value"),
+    "delivery": ("deliver", "return_value"),
+}
 
 
 @dataclass(frozen=True)
@@ -208,6 +219,8 @@ def report(settings: Settings, planned: PersonalizePlan, run_id: str, outcome: d
     from recsys.storage import as_path, atomic_write_text
 
     body = {"run_id": run_id, "plan": dataclasses.asdict(planned), **outcome, "metrics": None}
+    body["imports"] = list(outcome.get("imports") or [])
+    body["training"] = outcome.get("training") or {}
     body["batch_output"] = (planned.run_uri + "/batch-output/") if outcome.get("batch_output") else None
     version = outcome.get("solution_version")
     if version:

@@ -67,8 +67,8 @@ def record_setup(
     planned: dict,
     params: dict,
     group_arn: str,
-    dataset_arns: list[str],
     solution_arn: str,
+    dataset_arns: list[str],
     campaigns: list[str],
     trackers: list[str],
     filters: list[str],
@@ -110,3 +110,79 @@ def record_setup(
     root = as_path(load_settings(use_airflow_variables=True).storage_root)
     atomic_write_text(root / "personalize" / "setup" / f"{params['prefix']}.json", json.dumps(report, indent=2))
     return report
+
+
+def plan(settings, params: dict) -> dict:
+    """The resources' names from the prefix, and the connection, poll interval and role every task uses."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from recsys.steps.personalize_resources import names
+
+    if params["batch_filter"] and params["batch_filter"] not in params["filters"]:
+        raise AirflowFailException(f"batch_filter {params['batch_filter']!r} is not one of {sorted(params['filters'])}")
+    return {
+        "names": names(params["prefix"]),
+        "aws_conn_id": settings.aws_conn_id,
+        "poll_seconds": settings.personalize_poll_seconds,
+        "role_arn": settings.personalize_role_arn,
+    }
+
+
+def first_version(planned: dict, solution_arn: str) -> list[dict]:
+    """A FULL solution version when the solution has no ACTIVE one (else nothing: mapped over [])."""
+    from personalize.hooks import PersonalizeHook
+
+    if PersonalizeHook(aws_conn_id=planned["aws_conn_id"]).latest_active_version(solution_arn):
+        return []
+    return [{"solution_arn": solution_arn, "name": planned["names"]["initial_version"]}]
+
+
+def campaign_request(planned: dict, params: dict, solution_arn: str) -> list[dict]:
+    """The campaign to create (nothing when ``create_campaign`` is off), on the newest ACTIVE version."""
+    from personalize.hooks import PersonalizeHook
+
+    from recsys.steps.personalize_resources import campaign_config
+
+    if not params["create_campaign"]:
+        return []
+    latest = PersonalizeHook(aws_conn_id=planned["aws_conn_id"]).latest_active_version(solution_arn)
+    return [{"name": planned["names"]["campaign"], "config": campaign_config(params, solution_arn, latest)}]
+
+
+def tracker_request(planned: dict, params: dict, group_arn: str) -> list[dict]:
+    """The event tracker to create, when ``create_event_tracker`` is on."""
+    if not params["create_event_tracker"]:
+        return []
+    return [{"name": planned["names"]["event_tracker"], "config": {"datasetGroupArn": group_arn}}]
+
+
+def teardown_plan(settings, params: dict) -> dict:
+    """Refuse without confirmation; what exists under the prefix, by kind, as delete requests."""
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+    from personalize.hooks import PersonalizeHook
+
+    from recsys.steps.personalize_resources import teardown_targets
+
+    if params["confirm"] != params["prefix"]:
+        raise AirflowFailException(f"not confirmed: set confirm to {params['prefix']!r} to delete it")
+    targets = teardown_targets(PersonalizeHook(aws_conn_id=settings.aws_conn_id), params["prefix"])
+    print(json.dumps(targets, indent=2))
+    return {
+        "aws_conn_id": settings.aws_conn_id,
+        "poll_seconds": settings.personalize_poll_seconds,
+        **{kind: [{"resource_arn": arn} for arn in arns] for kind, arns in targets.items()},
+    }
+
+
+def clear_variables() -> list[str]:
+    """Delete the Variables the setup recorded."""
+    from airflow.sdk import Variable
+
+    from recsys.steps.personalize_resources import RECORDED
+
+    keys = [f"recsys_{setting}" for setting in RECORDED]
+    for key in keys:
+        Variable.delete(key)
+    return keys

@@ -44,5 +44,10 @@ def stage_window(extract_root: str, manifests: dict[str, dict], target_root: str
             copied_bytes += dst.stat().st_size
         staged = {**manifest, "files": files, "staged_from": str(source.partition_dir(date.fromisoformat(day)))}
         atomic_write_text(target.partition_dir(date.fromisoformat(day)) / MANIFEST, json.dumps(staged, indent=2))
-    return {"target": target_root, "days": len(manifests), "days_with_data": len(ok_days),
-            "rows": window_rows(manifests), "bytes": copied_bytes}  # fmt: skip
+    return {
+        "target": target_root,
+        "days": len(manifests),
+        "days_with_data": len(ok_days),
+        "rows": window_rows(manifests),
+        "bytes": copied_bytes,
+    }

@@ -40,8 +40,9 @@ class RunningFake:
             self.fake.close()  # child processes the fake started
 
 
-def start_process(command: list[str], ready_url: str, log_path, env: dict | None = None,
-                  timeout: float = 120) -> subprocess.Popen:  # fmt: skip
+def start_process(
+    command: list[str], ready_url: str, log_path, env: dict | None = None, timeout: float = 120
+) -> subprocess.Popen:
     """Start a local server process (output to ``log_path``); return once ``ready_url`` answers below 500."""
     import httpx
 

@@ -146,8 +146,7 @@ class VertexFake:
         if not op.stalled and self._op_faults.get(method):
             op.error = {"code": 9, "message": self._op_faults[method].pop(0)}
         self.operations[name] = op
-        return {"name": name, "done": False,
-                "metadata": {"@type": TYPE + op.metadata_type, "genericMetadata": {}}}  # fmt: skip
+        return {"name": name, "done": False, "metadata": {"@type": TYPE + op.metadata_type, "genericMetadata": {}}}
 
     def _operation_state(self, name: str) -> dict:
         op = self.operations[name]
@@ -190,10 +189,18 @@ class VertexFake:
         aliases = list(model.get("versionAliases", []))
         if not versions and "default" not in aliases:
             aliases.append("default")
-        version = {**model, "name": self._model_name(model_id), "versionId": version_id,
-                   "versionAliases": aliases, "createTime": "2026-11-23T00:00:00Z"}  # fmt: skip
-        response = {"@type": TYPE + "UploadModelResponse", "model": self._model_name(model_id),
-                    "modelVersionId": version_id}  # fmt: skip
+        version = {
+            **model,
+            "name": self._model_name(model_id),
+            "versionId": version_id,
+            "versionAliases": aliases,
+            "createTime": "2026-11-23T00:00:00Z",
+        }
+        response = {
+            "@type": TYPE + "UploadModelResponse",
+            "model": self._model_name(model_id),
+            "modelVersionId": version_id,
+        }
 
         def commit():
             if "default" in aliases:
@@ -267,9 +274,15 @@ class VertexFake:
         spec = model["containerSpec"]
         port = free_port()
         health, predict = spec.get("healthRoute", "/health"), spec.get("predictRoute", "/predict")
-        env = {**os.environ, **{e["name"]: e["value"] for e in spec.get("env", [])}, "AIP_HTTP_PORT": str(port),
-               "AIP_HEALTH_ROUTE": health, "AIP_PREDICT_ROUTE": predict, "AIP_STORAGE_URI": model["artifactUri"],
-               "RECSYS_SERVING_HOST": "127.0.0.1"}  # fmt: skip
+        env = {
+            **os.environ,
+            **{e["name"]: e["value"] for e in spec.get("env", [])},
+            "AIP_HTTP_PORT": str(port),
+            "AIP_HEALTH_ROUTE": health,
+            "AIP_PREDICT_ROUTE": predict,
+            "AIP_STORAGE_URI": model["artifactUri"],
+            "RECSYS_SERVING_HOST": "127.0.0.1",
+        }
         log = tempfile.NamedTemporaryFile(prefix=f"vertex-fake-serving-{deployed_id}-", suffix=".log", delete=False)
         process = subprocess.Popen(self.images[spec["imageUri"]], env=env, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
@@ -316,8 +329,13 @@ class VertexFake:
         if container.get("imageUri") not in self.images:
             raise ValueError(f"image {container.get('imageUri')!r} not found (or no permission to pull it)")
         job_id = str(next(self._ids))
-        job = {**body, "name": f"{self.parent}/customJobs/{job_id}", "state": "JOB_STATE_PENDING",
-               "createTime": _now(), "updateTime": _now()}  # fmt: skip
+        job = {
+            **body,
+            "name": f"{self.parent}/customJobs/{job_id}",
+            "state": "JOB_STATE_PENDING",
+            "createTime": _now(),
+            "updateTime": _now(),
+        }
         self.jobs[job_id] = job
         stalled = self._take_stall("customJobs")
         threading.Thread(target=self._run_job, args=(job_id, container, stalled), daemon=True).start()
@@ -337,12 +355,16 @@ class VertexFake:
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
         if base := self.jobs[job_id]["jobSpec"].get("baseOutputDirectory", {}).get("outputUriPrefix"):
             base = base.rstrip("/")
-            env.update(AIP_MODEL_DIR=f"{base}/model/", AIP_CHECKPOINT_DIR=f"{base}/checkpoints/",
-                       AIP_TENSORBOARD_LOG_DIR=f"{base}/logs/")  # fmt: skip
+            env.update(
+                AIP_MODEL_DIR=f"{base}/model/",
+                AIP_CHECKPOINT_DIR=f"{base}/checkpoints/",
+                AIP_TENSORBOARD_LOG_DIR=f"{base}/logs/",
+            )
         command = container.get("command") or self.images[container["imageUri"]]
         with tempfile.TemporaryFile() as output:
-            process = subprocess.Popen([*command, *container.get("args", [])], env=env, stdout=output,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
+            process = subprocess.Popen(
+                [*command, *container.get("args", [])], env=env, stdout=output, stderr=subprocess.STDOUT
+            )
             self._processes[job_id] = process
             status = process.wait()
             output.seek(0)
@@ -352,8 +374,10 @@ class VertexFake:
         elif status == 0:
             self._set_job(job_id, state="JOB_STATE_SUCCEEDED", endTime=_now())
         else:
-            message = (f"The replica workerpool0-0 exited with a non-zero status of {status}. Termination reason: "
-                       f"Error. To find out more about why your job exited please check the logs.")  # fmt: skip
+            message = (
+                f"The replica workerpool0-0 exited with a non-zero status of {status}. Termination reason: "
+                f"Error. To find out more about why your job exited please check the logs."
+            )
             self._set_job(job_id, state="JOB_STATE_FAILED", endTime=_now(), error={"code": 3, "message": message})
 
     def cancel_custom_job(self, job_id: str) -> None:
@@ -371,8 +395,12 @@ class VertexFake:
     def app(self) -> Starlette:
         # The REST operations client polls the /ui/... binding of operations.get; serve both prefixes.
         methods = ["GET", "POST", "PATCH"]
-        return Starlette(routes=[Route("/v1/{path:path}", self._dispatch, methods=methods),
-                                 Route("/ui/{path:path}", self._dispatch, methods=methods)])  # fmt: skip
+        return Starlette(
+            routes=[
+                Route("/v1/{path:path}", self._dispatch, methods=methods),
+                Route("/ui/{path:path}", self._dispatch, methods=methods),
+            ]
+        )
 
     async def _dispatch(self, request: Request) -> JSONResponse:
         path, method = request.path_params["path"], request.method
@@ -381,9 +409,16 @@ class VertexFake:
         self.calls.append((method, path, verb))
         if self._faults.get(verb):
             status, message = self._faults[verb].pop(0)
-            return JSONResponse({"error": {"code": status, "message": message,
-                                           "status": "UNAVAILABLE" if status == 503 else "RESOURCE_EXHAUSTED"}},
-                                status_code=status)  # fmt: skip
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": status,
+                        "message": message,
+                        "status": "UNAVAILABLE" if status == 503 else "RESOURCE_EXHAUSTED",
+                    }
+                },
+                status_code=status,
+            )
         prefix = f"projects/{self.project}/locations/{self.location}/"
         if not path.startswith(prefix):
             return _not_found(path)
@@ -529,8 +564,9 @@ def _now() -> str:
 
 
 def _not_found(what: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}},
-                        status_code=404)  # fmt: skip
+    return JSONResponse(
+        {"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}}, status_code=404
+    )
 
 
 def airflow_connection(url: str, project: str) -> str:
