@@ -39,9 +39,15 @@ def _done_at(fake, arn: str) -> float:
 def _operator(fake, name: str, **kwargs):
     from personalize.operators import PersonalizeCreateSolutionVersionOperator
 
-    return PersonalizeCreateSolutionVersionOperator(task_id=name, solution_arn=fake.resources["solution"],
-                                                    name=name, training_mode="FULL", waiter_max_attempts=10_000,
-                                                    **kwargs)  # fmt: skip
+    kwargs.setdefault("deferrable", True)
+    return PersonalizeCreateSolutionVersionOperator(
+        task_id=name,
+        solution_arn=fake.resources["solution"],
+        name=name,
+        training_mode="FULL",
+        waiter_max_attempts=10_000,
+        **kwargs,
+    )
 
 
 def deferrable(fake, seconds: float, delay: float) -> dict:

@@ -254,7 +254,11 @@ def recsys_personalize():
         PersonalizeUpdateCampaignOperator,
     )
 
-    aws = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds")}
+    aws = {
+        "aws_conn_id": pulled("plan", "aws_conn_id"),
+        "waiter_delay": pulled("plan", "poll_seconds"),
+        "deferrable": True,
+    }
     planned = plan()
     uploaded = upload(planned)
     imports = PersonalizeCreateDatasetImportJobOperator.partial(

@@ -109,6 +109,7 @@ def recsys_personalize_events():
         output_path=pulled("plan", "export", "output_path"),
         role_arn=pulled("plan", "export", "role_arn"),
         ingestion_mode="PUT",
+        deferrable=True,
         aws_conn_id=pulled("plan", "aws_conn_id"),
         waiter_delay=pulled("plan", "poll_seconds"),
     )

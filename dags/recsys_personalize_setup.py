@@ -217,7 +217,11 @@ def recsys_personalize_setup():
     from personalize.provisioning import PersonalizeCreateResourceOperator as Create
 
     planned = plan()
-    aws = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds")}
+    aws = {
+        "aws_conn_id": pulled("plan", "aws_conn_id"),
+        "waiter_delay": pulled("plan", "poll_seconds"),
+        "deferrable": True,
+    }
     optional = {"trigger_rule": "none_failed", **aws}  # mapped over [] when there is nothing to do: skipped
     group = Create(
         task_id="dataset_group",

@@ -75,7 +75,11 @@ def recsys_personalize_teardown():
     from personalize.resources import TEARDOWN_ORDER
 
     planned = plan()
-    aws = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds")}
+    aws = {
+        "aws_conn_id": pulled("plan", "aws_conn_id"),
+        "waiter_delay": pulled("plan", "poll_seconds"),
+        "deferrable": True,
+    }
     previous = planned
     for kind in TEARDOWN_ORDER:
         deleted = PersonalizeDeleteResourceOperator.partial(

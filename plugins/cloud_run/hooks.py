@@ -18,6 +18,11 @@ class _GlobalEndpoint(GoogleBaseHook):
 
 
 class CloudRunJobsHook(ConfigurableEndpointMixin, _GlobalEndpoint):
+    """Cloud Run Admin API v2 clients (jobs, executions), pointable at another host like the Vertex hooks.
+
+    :param gcp_conn_id: the Google Cloud connection (its extra ``api_endpoint`` may point at a local fake).
+    """
+
     def __init__(self, gcp_conn_id: str = "google_cloud_default", **kwargs):
         super().__init__(gcp_conn_id=gcp_conn_id, **kwargs)
 

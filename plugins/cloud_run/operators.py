@@ -29,6 +29,19 @@ class CloudRunExecutionFailed(RuntimeError):
 
 
 class CloudRunJobExecutionOperator(BaseOperator):
+    """Create or update the job, find or start the run's execution, defer until it ends (always deferrable).
+
+    :param project_id: the Google Cloud project.
+    :param region: the Cloud Run region.
+    :param job_id: the job's id.
+    :param job: the ``Job`` resource to create or update it to.
+    :param run_key: identifies this run's execution (``RECSYS_RUN_KEY`` in its environment).
+    :param overrides: the execution's overrides (container args, env).
+    :param gcp_conn_id: the Google Cloud connection.
+    :param poll_interval: seconds between the triggerer's polls.
+    :param timeout_seconds: seconds the execution may run before it is cancelled and the task fails.
+    """
+
     template_fields = (
         "project_id",
         "region",

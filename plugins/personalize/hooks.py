@@ -26,7 +26,11 @@ BUSY_ERRORS = ("LimitExceededException", "ResourceInUseException", "ThrottlingEx
 
 
 class PersonalizeHook(AwsBaseHook):
-    """Interact with Amazon Personalize (``client_type="personalize"``)."""
+    """Interact with Amazon Personalize (``client_type="personalize"``), with the project's waiters.
+
+    Additional arguments (``aws_conn_id``, ``region_name``, ``verify``, ``config``) are passed to
+    :class:`~airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs["client_type"] = "personalize"
@@ -106,6 +110,9 @@ class PersonalizeHook(AwsBaseHook):
 
 
 class _RealtimeHook(AwsBaseHook):
+    """A Personalize data-plane client (``client_type`` set by the subclass) with botocore's standard retries.
+    Arguments as :class:`~airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`'s."""
+
     client_type: str
 
     def __init__(self, *args, **kwargs) -> None:

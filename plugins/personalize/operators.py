@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, conf
 from botocore.exceptions import ClientError
 
 from personalize import triggers
@@ -25,6 +25,20 @@ from personalize.names import attempt_name
 
 
 class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
+    """Find this run's job or start it, then wait for it (the flow every Personalize operator shares).
+
+    :param deferrable: wait in the triggerer (no worker slot held); default ``[operators] default_deferrable``.
+    :param wait_for_completion: wait for the job at all; ``False`` returns its ARN once started.
+    :param waiter_delay: seconds between status checks.
+    :param waiter_max_attempts: status checks before giving up (``waiter_delay`` x this = the timeout).
+    :param busy_retry_seconds: seconds between create calls while the service answers busy / limit exceeded.
+    :param busy_timeout_seconds: how long to keep trying a busy create call before failing.
+    :param aws_conn_id: the AWS connection (``service_config.personalize.endpoint_url`` may point elsewhere).
+    :param region_name: the AWS region; default the connection's.
+    :param verify: TLS verification for botocore; default the connection's.
+    :param botocore_config: a botocore ``Config`` as a dict.
+    """
+
     aws_hook_class = PersonalizeHook
     trigger_class: type[triggers._PersonalizeTrigger]
     template_fields: Sequence[str] = aws_template_fields("waiter_delay")
@@ -32,7 +46,7 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
     def __init__(
         self,
         *,
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         wait_for_completion: bool = True,
         waiter_delay: int = 30,
         waiter_max_attempts: int = 240,
@@ -127,7 +141,14 @@ class _PersonalizeJobOperator(AwsBaseOperator[PersonalizeHook]):
 
 
 class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):
-    """Import a CSV file or folder (``data_location``, ``s3://.../``) into a dataset."""
+    """Import a CSV file or folder (``data_location``, ``s3://.../``) into a dataset.
+
+    :param job_name: the job's name, derived from the run (a failed one's retry becomes ``<name>-2``).
+    :param dataset_arn: the dataset to import into.
+    :param data_location: the CSV file or ``s3://`` folder.
+    :param role_arn: the IAM role Personalize assumes to read it.
+    :param import_mode: ``FULL`` (replace) or ``INCREMENTAL`` (append).
+    """
 
     template_fields: Sequence[str] = aws_template_fields(
         "waiter_delay", "job_name", "dataset_arn", "data_location", "role_arn", "import_mode"
@@ -155,7 +176,12 @@ class PersonalizeCreateDatasetImportJobOperator(_PersonalizeJobOperator):
 
 
 class PersonalizeCreateSolutionVersionOperator(_PersonalizeJobOperator):
-    """Train a solution version (``FULL`` or ``UPDATE``); killing the task stops the training."""
+    """Train a solution version (``FULL`` or ``UPDATE``); killing the task stops the training.
+
+    :param solution_arn: the solution to train.
+    :param name: the version's name, derived from the run.
+    :param training_mode: ``FULL``, ``UPDATE`` (User-Personalization after an ACTIVE FULL one) or ``AUTOTRAIN``.
+    """
 
     template_fields: Sequence[str] = aws_template_fields("waiter_delay", "solution_arn", "name", "training_mode")
     trigger_class = triggers.SolutionVersionTrigger
@@ -182,7 +208,16 @@ class PersonalizeCreateSolutionVersionOperator(_PersonalizeJobOperator):
 
 class PersonalizeCreateBatchInferenceJobOperator(_PersonalizeJobOperator):
     """Batch recommendations: JSON lines ``{"userId": ...}`` in ``input_path``, results under ``output_path``;
-    ``filter_arn`` (optional, templated; empty = none) applies a Personalize filter."""
+    ``filter_arn`` (optional, templated; empty = none) applies a Personalize filter.
+
+    :param job_name: the job's name, derived from the run.
+    :param solution_version_arn: the version that scores.
+    :param input_path: the ``s3://`` JSON-lines input.
+    :param output_path: the ``s3://`` folder for the results.
+    :param role_arn: the IAM role Personalize assumes to read and write them.
+    :param num_results: items per user.
+    :param filter_arn: a filter to apply; empty = none.
+    """
 
     template_fields: Sequence[str] = aws_template_fields(
         "waiter_delay", "job_name", "solution_version_arn", "input_path", "output_path", "role_arn", "filter_arn"
@@ -225,7 +260,12 @@ class PersonalizeCreateBatchInferenceJobOperator(_PersonalizeJobOperator):
 
 
 class PersonalizeUpdateCampaignOperator(_PersonalizeJobOperator):
-    """Point a campaign at a solution version and wait for ``latestCampaignUpdate`` to be ACTIVE."""
+    """Point a campaign at a solution version and wait for ``latestCampaignUpdate`` to be ACTIVE.
+
+    :param campaign_arn: the campaign to update.
+    :param solution_version_arn: the version it should serve.
+    :param min_provisioned_tps: a new minimum provisioned TPS; ``None`` keeps the campaign's.
+    """
 
     template_fields: Sequence[str] = aws_template_fields("waiter_delay", "campaign_arn", "solution_version_arn")
     trigger_class = triggers.CampaignUpdateTrigger
@@ -260,7 +300,14 @@ class PersonalizeUpdateCampaignOperator(_PersonalizeJobOperator):
 
 class PersonalizeCreateDatasetExportJobOperator(_PersonalizeJobOperator):
     """Export a dataset's records to ``output_path`` (``ingestion_mode`` PUT: what the event tracker and
-    PutUsers/PutItems recorded; BULK: what was imported; ALL: both)."""
+    PutUsers/PutItems recorded; BULK: what was imported; ALL: both).
+
+    :param job_name: the job's name, derived from the run.
+    :param dataset_arn: the dataset to export.
+    :param output_path: the ``s3://`` folder for the CSV part files.
+    :param role_arn: the IAM role Personalize assumes to write them.
+    :param ingestion_mode: ``PUT``, ``BULK`` or ``ALL``.
+    """
 
     template_fields: Sequence[str] = aws_template_fields(
         "waiter_delay", "job_name", "dataset_arn", "output_path", "role_arn", "ingestion_mode"

@@ -35,7 +35,12 @@ def _comparable(value):
 
 class PersonalizeCreateResourceOperator(_PersonalizeJobOperator):
     """Find ``name`` of ``kind`` (dataset_group, schema, dataset, solution, campaign, event_tracker, filter)
-    or create it with ``config`` (the Create call's arguments besides ``name``); return its ARN."""
+    or create it with ``config`` (the Create call's arguments besides ``name``); return its ARN.
+
+    :param kind: the resource kind (a key of :data:`personalize.resources.RESOURCES`).
+    :param name: its name.
+    :param config: the Create call's other arguments; a found resource that differs is logged as drift.
+    """
 
     template_fields: Sequence[str] = aws_template_fields("waiter_delay", "name", "config")
     trigger_class = triggers.ResourceTrigger
@@ -81,7 +86,11 @@ class PersonalizeCreateResourceOperator(_PersonalizeJobOperator):
 
 
 class PersonalizeDeleteResourceOperator(_PersonalizeJobOperator):
-    """Delete ``resource_arn`` of ``kind`` and wait until it is gone; nothing to do when it does not exist."""
+    """Delete ``resource_arn`` of ``kind`` and wait until it is gone; nothing to do when it does not exist.
+
+    :param kind: the resource kind (a key of :data:`personalize.resources.RESOURCES`).
+    :param resource_arn: what to delete; empty = nothing.
+    """
 
     template_fields: Sequence[str] = aws_template_fields("waiter_delay", "resource_arn")
     trigger_class = triggers.ResourceTrigger

@@ -7,19 +7,35 @@ from datetime import timedelta
 
 from airflow.providers.amazon.aws.sensors.base_aws import AwsBaseSensor
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, conf
 
 from personalize import triggers
 from personalize.hooks import FAILED, PersonalizeHook
 
 
 class _PersonalizeSensor(AwsBaseSensor[PersonalizeHook]):
+    """Wait until a job or campaign update is ACTIVE; fail with its ``failureReason`` when it failed.
+
+    :param arn: the job's ARN (the campaign's for a campaign update).
+    :param deferrable: wait in the triggerer; default ``[operators] default_deferrable``.
+    :param aws_conn_id: the AWS connection.
+    :param region_name: the AWS region; default the connection's.
+    :param verify: TLS verification for botocore; default the connection's.
+    :param botocore_config: a botocore ``Config`` as a dict.
+    """
+
     aws_hook_class = PersonalizeHook
     template_fields: Sequence[str] = aws_template_fields("arn")
     trigger_class: type[triggers._PersonalizeTrigger]
     describe: str
 
-    def __init__(self, *, arn: str, deferrable: bool = False, **kwargs):
+    def __init__(
+        self,
+        *,
+        arn: str,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.arn, self.deferrable = arn, deferrable
 

@@ -26,6 +26,14 @@ def arn_from_event(event: dict | None) -> str:
 
 
 class _PersonalizeTrigger(AwsBaseWaiterTrigger):
+    """Wait on the custom waiter ``waiter`` for the resource ``arn``; the event carries the ARN.
+
+    :param arn: the watched resource's ARN.
+    :param waiter_delay: seconds between status checks.
+    :param waiter_max_attempts: checks before the trigger reports a timeout.
+    :param aws_conn_id: the AWS connection.
+    """
+
     aws_hook_class = PersonalizeHook
     waiter: str
     arn_argument: str  # the Describe call's ARN parameter
@@ -89,7 +97,12 @@ class DatasetExportJobTrigger(_PersonalizeTrigger):
 
 class ResourceTrigger(_PersonalizeTrigger):
     """Wait until a long-lived resource (``kind`` of :data:`personalize.resources.RESOURCES`) is ACTIVE
-    (``action="create"``) or gone (``action="delete"``)."""
+    (``action="create"``) or gone (``action="delete"``).
+
+    :param kind: the resource kind.
+    :param arn: the resource's ARN.
+    :param action: ``create`` (wait for ACTIVE) or ``delete`` (wait until not found).
+    """
 
     def __init__(self, *, kind: str, arn: str, action: str = "create", **kwargs):
         from personalize.resources import RESOURCES

@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from airflow.providers.google.cloud.links.vertex_ai import (
+    VertexAICustomJobLink,
+    VertexAIEndpointLink,
+    VertexAIModelLink,
+)
 from airflow.sdk import BaseOperator
 
 
@@ -32,6 +37,16 @@ def quota_retry():
 
 
 class _DeferrableVertexOperator(BaseOperator):
+    """Start a long-running Vertex AI operation, defer until it is done, return :meth:`finish`'s result.
+    These operators always defer (there is no synchronous mode: that is what the provider's own operators do).
+
+    :param project_id: the Google Cloud project.
+    :param region: the Vertex AI region, e.g. ``us-central1``.
+    :param gcp_conn_id: the Google Cloud connection (its extra ``api_endpoint`` may point at a local fake).
+    :param poll_interval: seconds between the triggerer's polls of the operation.
+    :param operation_timeout: seconds the operation may run before the task fails.
+    """
+
     template_fields: tuple[str, ...] = ("project_id", "region", "gcp_conn_id", "poll_interval", "operation_timeout")
 
     def __init__(
@@ -47,6 +62,11 @@ class _DeferrableVertexOperator(BaseOperator):
         super().__init__(**kwargs)
         self.project_id, self.region, self.gcp_conn_id = project_id, region, gcp_conn_id
         self.poll_interval, self.operation_timeout = poll_interval, operation_timeout
+
+    @property
+    def extra_links_params(self) -> dict[str, Any]:
+        """What the console links need besides the resource id (as the provider's operators give it)."""
+        return {"region": self.region, "project_id": self.project_id}
 
     def start(self):
         """Start the operation; return the ``google.api_core.operation.Operation``."""
@@ -77,6 +97,13 @@ class _DeferrableVertexOperator(BaseOperator):
 
 
 class DeferrableUploadModelOperator(_DeferrableVertexOperator):
+    """Upload a model to the Model Registry; returns ``model``, ``model_id`` and ``version_id``.
+
+    :param model: the ``Model`` resource (display name, artifact URI, serving container spec, labels).
+    :param parent_model: the bare id of the model this is a new version of; ``None`` for a new model.
+    """
+
+    operator_extra_links = (VertexAIModelLink(),)
     template_fields = (*_DeferrableVertexOperator.template_fields, "model", "parent_model")
 
     def __init__(self, *, model: dict, parent_model: str | None = None, **kwargs):
@@ -95,6 +122,7 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
         )
 
     def finish(self, response: dict, context) -> dict:
+        VertexAIModelLink.persist(context=context, model_id=response["model"].rsplit("/", 1)[-1])
         return {
             "model": response["model"],
             "model_id": response["model"].rsplit("/", 1)[-1],
@@ -103,6 +131,15 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
 
 
 class DeferrableDeployModelOperator(_DeferrableVertexOperator):
+    """Deploy a model to an endpoint, once per display name: a retry reuses its own deployment, or waits for
+    one still in flight. Returns ``deployed_model_id`` and ``endpoint_id``.
+
+    :param endpoint_id: the endpoint's id.
+    :param deployed_model: the ``DeployedModel`` (``model``, a run-unique ``display_name``, resources).
+    :param traffic_split: deployed model id -> percent; the key ``"0"`` is the model being deployed.
+    """
+
+    operator_extra_links = (VertexAIEndpointLink(),)
     template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model", "traffic_split")
 
     def __init__(self, *, endpoint_id: str, deployed_model: dict, traffic_split: dict | None = None, **kwargs):
@@ -110,6 +147,7 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
     def execute(self, context):
+        VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
         existing = self.already_deployed()
         if existing is not None:
             self.log.info(
@@ -173,6 +211,14 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
 
 
 class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
+    """Undeploy one deployed model from an endpoint (nothing to do when ``deployed_model_id`` is empty).
+
+    :param endpoint_id: the endpoint's id.
+    :param deployed_model_id: the deployed model to remove.
+    :param traffic_split: the endpoint's traffic split afterwards (required while others take traffic).
+    """
+
+    operator_extra_links = (VertexAIEndpointLink(),)
     template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model_id", "traffic_split")
 
     def __init__(self, *, endpoint_id: str, deployed_model_id: str, traffic_split: dict | None = None, **kwargs):
@@ -183,6 +229,7 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
         if not self.deployed_model_id:
             self.log.info("nothing to undeploy")
             return None
+        VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
         return super().execute(context)
 
     def start(self):
@@ -203,7 +250,10 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
 
 class IdempotentUploadModelOperator(DeferrableUploadModelOperator):
     """Upload as a new version of the parent model found by display name, unless this version
-    (its ``recsys-version`` label) is already there: then return it without uploading again."""
+    (its ``recsys-version`` label) is already there: then return it without uploading again.
+
+    :param version: the model version's label value (the run's model version).
+    """
 
     def __init__(self, *, version: str, **kwargs):
         super().__init__(**kwargs)
@@ -219,6 +269,7 @@ class IdempotentUploadModelOperator(DeferrableUploadModelOperator):
         found = find_model_version(hook, self.project_id, self.region, self.model["display_name"], self.version)
         if found and found["version_id"]:
             self.log.info("version %s is already uploaded as %s: not uploading again", self.version, found["model"])
+            VertexAIModelLink.persist(context=context, model_id=found["model_id"])
             return {
                 "model": found["model"],
                 "model_id": found["model_id"],
@@ -241,7 +292,12 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
     which is queued, running or succeeded reattaches to it instead of starting a second one. On a
     failed job the task fails with the job's error; on timeout (or when the task is killed while
     running) the job is cancelled so it stops costing money.
+
+    :param custom_job: the ``CustomJob`` resource.
+    :param idempotency_label: the label whose value identifies the run's job.
     """
+
+    operator_extra_links = (VertexAICustomJobLink(),)
 
     template_fields = (*_DeferrableVertexOperator.template_fields, "custom_job")
     ALIVE = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED")
@@ -280,6 +336,7 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
         else:
             job = client.create_custom_job(parent=self.parent, custom_job=self.custom_job, retry=quota_retry())
         self.job_name = job.name
+        VertexAICustomJobLink.persist(context=context, custom_job_id=job.name.rsplit("/", 1)[-1])
         if job.state.name == "JOB_STATE_SUCCEEDED":
             return self.finish({}, context)
         self.defer_until_done(VertexCustomJobTrigger, job.name)

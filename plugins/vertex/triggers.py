@@ -17,7 +17,15 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 
 class _VertexPollingTrigger(BaseTrigger):
-    """Poll ``resource`` until :meth:`check` returns an event or ``timeout`` seconds pass."""
+    """Poll ``resource`` until :meth:`check` returns an event or ``timeout`` seconds pass.
+
+    :param resource: the full resource name polled (an operation, a custom job, an execution).
+    :param region: its region (the client's regional endpoint).
+    :param gcp_conn_id: the Google Cloud connection.
+    :param poll_interval: seconds between polls.
+    :param timeout: seconds after ``started_at`` when the trigger reports a timeout.
+    :param started_at: when the wait began (epoch seconds); kept across triggerer restarts.
+    """
 
     kind = "resource"
 

@@ -14,7 +14,7 @@ from recsys_devtools.emulators.ports import free_port
 from recsys_devtools.emulators.running import RunningFake
 
 ROLE = "arn:aws:iam::123456789012:role/PersonalizeS3Access"
-FAST = {"waiter_delay": 0.2, "waiter_max_attempts": 50}
+FAST = {"waiter_delay": 0.2, "waiter_max_attempts": 50, "deferrable": True}
 
 
 @pytest.fixture
@@ -190,6 +190,7 @@ def test_stuck_job_times_out_and_killing_a_training_stops_it(personalize):
         name="recsys-sv-stuck",
         waiter_delay=0.1,
         waiter_max_attempts=5,
+        deferrable=True,
     )
     trigger = deferred(operator)
     with pytest.raises(AirflowException, match="max attempts reached"):

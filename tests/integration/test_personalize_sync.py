@@ -169,6 +169,7 @@ def test_put_events_are_exported_and_merged_into_the_lake_exactly_once(personali
         role_arn=ROLE,
         waiter_delay=0.1,
         waiter_max_attempts=50,
+        deferrable=True,
     )
     trigger = deferred(export)  # no worker slot held while the export runs
     job_arn = export.execute_complete({}, run_trigger(type(trigger)(**trigger.serialize()[1])))
