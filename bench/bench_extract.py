@@ -145,7 +145,7 @@ def child_recsys(db: str, backend: str) -> dict:
         "bytes_out": out_bytes,
         "rss_start_mib": rss_start,
         "peak_rss_mib": _rss_mib(),
-        "chunk_rows": settings.extract_chunk_rows,
+        "chunk_rows": settings.extract.chunk_rows,
     }
 
 

@@ -67,7 +67,7 @@ def build_model(data_dir: str, work: Path) -> Path:
         publish_partition(stage_partition(engine, Interval.for_day(day), settings), settings, QualityPolicy())
     model_dir = work / "model"
     train_and_export(
-        settings.extract_root,
+        settings.storage.extract_root,
         date.fromordinal(end.toordinal() - 1),
         30,
         1,

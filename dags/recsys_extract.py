@@ -45,7 +45,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_conte
 
 from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import EXTRACT_PARTITIONS
-from recsys.config import deployed_spark_backends, load_settings  # stdlib only: cheap at parse time
+from recsys.config import deployed_spark_backends, load_dag_settings  # stdlib only: cheap at parse time
 from recsys.steps.extract import SPARK_TASKS
 from recsys.steps.xcom import pulled
 
@@ -155,11 +155,11 @@ def _run_record(settings) -> dict:
         "dag_id": context["dag"].dag_id,
         "run_id": context["run_id"],
         "try_number": context["ti"].try_number,
-        "source_conn_id": settings.source_conn_id,
+        "source_conn_id": settings.connections.source,
     }
 
 
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines, the Spark engines' waits
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 @dag(

@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
-from recsys.config import PERSONALIZE_IMPORT_POOL, load_settings  # stdlib only: cheap at parse time
+from recsys.config import PERSONALIZE_IMPORT_POOL, load_dag_settings, load_settings  # stdlib only: cheap at parse time
 from recsys.steps.xcom import pulled
 
 DATASETS = ["interactions", "users", "items"]
@@ -133,7 +133,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 def _settings():

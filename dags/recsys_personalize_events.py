@@ -27,7 +27,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.assets import EXTRACT_PARTITIONS
-from recsys.config import load_settings
+from recsys.config import load_dag_settings, load_settings
 from recsys.steps.xcom import pulled
 
 PARAMS = {
@@ -53,7 +53,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 @dag(
@@ -70,7 +70,6 @@ _SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlin
 def recsys_personalize_events():
     @task(multiple_outputs=False)
     def plan() -> dict:
-        from recsys.config import load_settings
         from recsys.steps.personalize_events import plan_days
 
         context = get_current_context()
@@ -81,7 +80,6 @@ def recsys_personalize_events():
 
     @task(multiple_outputs=False)
     def put_records(planned: dict) -> list[dict]:
-        from recsys.config import load_settings
         from recsys.steps.personalize_events import put_changed
 
         if not get_current_context()["params"]["put_records"]:
@@ -94,7 +92,6 @@ def recsys_personalize_events():
 
     @task(multiple_outputs=False)
     def merge_events(planned: dict, export_job: str) -> list[dict]:
-        from recsys.config import load_settings
         from recsys.steps.personalize_events import merge_exported
 
         return merge_exported(load_settings(use_airflow_variables=True), planned, export_job)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
-from recsys.config import load_settings
+from recsys.config import load_dag_settings, load_settings
 from recsys.steps.personalize_resources import DEFAULT_FILTERS, RECIPES, materialize  # light: stdlib only
 from recsys.steps.xcom import pulled
 
@@ -121,7 +121,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 @dag(
@@ -161,6 +161,7 @@ def recsys_personalize_setup():
 
         context = get_current_context()
         return initial_imports(
+            load_settings(use_airflow_variables=True),
             planned,
             dict(zip(("interactions", "users", "items"), materialize(dataset_arns), strict=True)),
             solution_arn,
@@ -208,7 +209,8 @@ def recsys_personalize_setup():
         from recsys.steps.personalize_setup import record_setup
 
         created = [materialize(found) for found in (datasets, campaigns, trackers, filters)]
-        return record_setup(planned, get_current_context()["params"], group, solution, *created)
+        settings = load_settings(use_airflow_variables=True)
+        return record_setup(settings, planned, get_current_context()["params"], group, solution, *created)
 
     from personalize.operators import (
         PersonalizeCreateDatasetImportJobOperator,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
-from recsys.config import load_settings
+from recsys.config import load_dag_settings, load_settings
 from recsys.steps.xcom import pulled
 
 PARAMS = {
@@ -37,7 +37,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 @dag(
@@ -55,7 +55,6 @@ def recsys_personalize_teardown():
     @task(multiple_outputs=False)
     def plan() -> dict:
         """Refuse without confirmation; list what exists, by kind."""
-        from recsys.config import load_settings
         from recsys.steps import personalize_setup
 
         settings = load_settings(use_airflow_variables=True)

@@ -30,7 +30,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL
-from recsys.config import load_settings  # stdlib only: cheap at parse time
+from recsys.config import load_dag_settings, load_settings  # stdlib only: cheap at parse time
 from recsys.steps.xcom import pulled
 
 PARAMS = {
@@ -85,7 +85,7 @@ PARAMS = {
 }
 
 
-_SETTINGS = load_settings()  # the environment only: retries, notifiers, deadlines
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 def _plan(planned: dict):

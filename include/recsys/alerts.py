@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from recsys.config import Settings
+from recsys.config import DagSettings as Settings
 
 SUBJECT = "[recsys] {{ dag.dag_id }} / {{ ti.task_id }} failed (try {{ ti.try_number }})"
 BODY = (

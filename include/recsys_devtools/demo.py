@@ -36,8 +36,8 @@ def setup_connections() -> None:
 
     settings = load_settings()
     wanted = [
-        Connection(conn_id=settings.source_conn_id, conn_type="sqlite", host=str(demo_source_db())),
-        Connection(conn_id=settings.delivery_conn_id, conn_type="sqlite", host=str(demo_app_db())),
+        Connection(conn_id=settings.connections.source, conn_type="sqlite", host=str(demo_source_db())),
+        Connection(conn_id=settings.connections.delivery, conn_type="sqlite", host=str(demo_app_db())),
         Connection(conn_id="spark_local", conn_type="spark", host="local[2]"),  # extraction_backend=spark-local
     ]
     with create_session() as session:
@@ -95,7 +95,7 @@ def run_training(days: int, dag_folder: str) -> bool:
     run = _dag("recsys_two_tower", dag_folder).test(run_conf={"window_days": days})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     print(f"[train] recsys_two_tower: {run.state} ({', '.join(f'{k}={v}' for k, v in sorted(states.items()))})")
-    champion = read_champion(load_settings().models_root)
+    champion = read_champion(load_settings().storage.models_root)
     if run.state != "success" or champion is None:
         return False
     model_dir = ObjectStoragePath(champion["model_dir"])
@@ -127,9 +127,9 @@ def print_summary() -> None:
     from recsys.data.partitions import PartitionStore
 
     settings = load_settings()
-    store = PartitionStore(settings.extract_root)
+    store = PartitionStore(settings.storage.extract_root)
     manifests = store.manifests()
-    print(f"\nPartitions under {settings.extract_root}:")
+    print(f"\nPartitions under {settings.storage.extract_root}:")
     print(f"{'day':<12}{'status':<8}{'rows':>8}{'quarantined':>13}{'users':>8}  warnings")
     for m in manifests:
         c = m["counts"]

@@ -29,7 +29,7 @@ SERVING_IMAGE = "local/recsys-serving:demo"
 def _champion() -> dict:
     from recsys.training.gate import read_champion
 
-    champion = read_champion(load_settings().models_root)
+    champion = read_champion(load_settings().storage.models_root)
     if champion is None:
         raise SystemExit("no champion model yet: run the training stage first")
     return champion
@@ -43,7 +43,7 @@ def serve() -> None:
     champion, port = _champion(), free_port()
     env = {
         **os.environ,
-        "AIP_STORAGE_URI": load_settings().models_root,
+        "AIP_STORAGE_URI": load_settings().storage.models_root,
         "AIP_HTTP_PORT": str(port),
         "RECSYS_SERVING_HOST": "127.0.0.1",
     }
@@ -150,7 +150,7 @@ def emulated() -> int:
         setup = _dag("recsys_personalize_setup", dags).test(
             run_conf={"prefix": "recsys-demo", "initial_import_days": 14}
         )
-        storage = Path(load_settings().storage_root.removeprefix("file://"))
+        storage = Path(load_settings().storage.root.removeprefix("file://"))
         made = json.loads((storage / "personalize" / "setup" / "recsys-demo.json").read_text())["resources"]
         print(
             f"[personalize] recsys_personalize_setup {setup.state}: campaign {made['campaign']}, event tracker "
@@ -158,7 +158,7 @@ def emulated() -> int:
         )
         run2 = _dag("recsys_personalize", dags).test(run_conf={"training_mode": "FULL", "window_days": 14})
         reports = sorted(
-            (Path(load_settings().storage_root.removeprefix("file://")) / "personalize").glob("runs/*/report.json"),
+            (Path(load_settings().storage.root.removeprefix("file://")) / "personalize").glob("runs/*/report.json"),
             key=lambda p: p.stat().st_mtime,
         )
         report = json.loads(reports[-1].read_text()) if reports else {}

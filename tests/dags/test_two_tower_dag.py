@@ -243,11 +243,11 @@ def test_gate_blesses_on_time_ordered_movielens(airflow_db, tmp_path, monkeypatc
     for offset in range(30, 0, -1):
         interval = Interval.for_day(end - timedelta(days=offset))
         publish_partition(stage_partition(engine, interval, settings), settings, QualityPolicy())
-    monkeypatch.setenv("RECSYS_STORAGE_ROOT", settings.storage_root)
+    monkeypatch.setenv("RECSYS_STORAGE_ROOT", settings.storage.root)
     dag = DagBag(dag_folder=str(DAGS)).dags["recsys_two_tower"]
     run = dag.test(run_conf={"end_day": "2026-11-22", "window_days": 30})
     assert run.state == "success" and states(run)["publish"] == "success"
-    champion = read_champion(settings.models_root)
+    champion = read_champion(settings.storage.models_root)
     metrics = json.loads((Path(champion["model_dir"].removeprefix("file://")) / "metrics.json").read_text())
     model, popularity = metrics["metrics"]["model"], metrics["metrics"]["popularity"]
     assert metrics["gate"]["blessed"] and not metrics["gate"]["forced"]

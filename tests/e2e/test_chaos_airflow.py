@@ -173,7 +173,7 @@ def reference(world, tmp_path_factory):
     for offset in range(DAYS):
         day = FIRST_DAY + timedelta(days=offset)
         publish_partition(stage_partition(engine, Interval.for_day(day), settings), settings, QualityPolicy())
-    return lambda day: partition_content(settings.extract_root, day)
+    return lambda day: partition_content(settings.storage.extract_root, day)
 
 
 def task_instances(stack, dag_id: str, run_id: str) -> list[dict]:

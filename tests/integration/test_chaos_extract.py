@@ -65,11 +65,16 @@ def test_a_killed_source_session_fails_the_attempt_and_the_retry_commits_the_sam
         locker.execute(text("ROLLBACK"))
     admin.dispose()
     assert killed == [True]
-    assert PartitionStore(settings.extract_root).read_manifest(DAY) is None  # nothing published by the failed attempt
+    assert (
+        PartitionStore(settings.storage.extract_root).read_manifest(DAY) is None
+    )  # nothing published by the failed attempt
 
     postgres_source.engine.dispose()  # the retry is a new task process: fresh connections
     extract(settings, postgres_source.engine)
-    clean, chaos = partition_content(fault_free.extract_root, DAY), partition_content(settings.extract_root, DAY)
+    clean, chaos = (
+        partition_content(fault_free.storage.extract_root, DAY),
+        partition_content(settings.storage.extract_root, DAY),
+    )
     assert chaos["versions"] == [f"v={chaos['version']}"]  # the failed attempt's folder is gone
     for key in ("counts", "reasons", "files", "tables"):
         assert chaos[key] == clean[key], key
@@ -114,11 +119,14 @@ def test_a_failing_manifest_commit_publishes_nothing_and_the_retry_commits_once(
         with pytest.raises(Exception):  # noqa: B017 - whatever the S3 client raises once it gives up
             publish_partition(staged, settings, QualityPolicy(max_bad_fraction=0.5))
         assert store.refused > 1  # the client retried before giving up
-        assert PartitionStore(settings.extract_root).read_manifest(DAY) is None  # nothing published
+        assert PartitionStore(settings.storage.extract_root).read_manifest(DAY) is None  # nothing published
 
         store.recover()  # the store recovers; the publish task's retry commits the staged version
         publish_partition(staged, settings, QualityPolicy(max_bad_fraction=0.5))
-        chaos, clean = partition_content(settings.extract_root, DAY), partition_content(fault_free.extract_root, DAY)
+        chaos, clean = (
+            partition_content(settings.storage.extract_root, DAY),
+            partition_content(fault_free.storage.extract_root, DAY),
+        )
     assert chaos["versions"] == [f"v={staged['version']}"] and chaos["version"] == staged["version"]
     for key in ("counts", "reasons", "files", "tables"):
         assert chaos[key] == clean[key], key

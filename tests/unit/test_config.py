@@ -8,9 +8,9 @@ from recsys.config import Settings, load_settings
 def test_defaults_follow_airflow_home(monkeypatch, tmp_path):
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
     settings = load_settings(env={})
-    assert settings.storage_root == (tmp_path / "recsys-data").as_uri()
-    assert settings.extract_root == settings.storage_root + "/extract"
-    assert settings.source_conn_id == "recsys_source"
+    assert settings.storage.root == (tmp_path / "recsys-data").as_uri()
+    assert settings.storage.extract_root == settings.storage.root + "/extract"
+    assert settings.connections.source == "recsys_source"
 
 
 def test_env_overrides_and_types():
@@ -21,17 +21,17 @@ def test_env_overrides_and_types():
         "RECSYS_KNOWN_EVENT_TYPES": "view, buy",
     }
     settings = load_settings(env=env)
-    assert settings.extract_root == "s3://bucket/recsys/extract"
-    assert settings.extract_chunk_rows == 1000
-    assert settings.anomaly_low_ratio == 0.25
-    assert settings.known_event_types == ("view", "buy")
-    assert load_settings(env={"RECSYS_KNOWN_EVENT_TYPES": '["a", "b"]'}).known_event_types == ("a", "b")
+    assert settings.storage.extract_root == "s3://bucket/recsys/extract"
+    assert settings.extract.chunk_rows == 1000
+    assert settings.extract.anomaly_low_ratio == 0.25
+    assert settings.extract.known_event_types == ("view", "buy")
+    assert load_settings(env={"RECSYS_KNOWN_EVENT_TYPES": '["a", "b"]'}).extract.known_event_types == ("a", "b")
 
 
 def test_explicit_override_beats_env_and_none_is_ignored():
     env = {"RECSYS_SOURCE_CONN_ID": "from_env"}
-    assert load_settings({"source_conn_id": "explicit"}, env=env).source_conn_id == "explicit"
-    assert load_settings({"source_conn_id": None}, env=env).source_conn_id == "from_env"
+    assert load_settings({"source_conn_id": "explicit"}, env=env).connections.source == "explicit"
+    assert load_settings({"source_conn_id": None}, env=env).connections.source == "from_env"
 
 
 def test_bad_values_are_named():
@@ -45,8 +45,47 @@ def test_bad_values_are_named():
 def test_vertex_training_root_must_be_on_gcs():
     from recsys.config import load_settings
 
-    assert load_settings({"storage_root": "gs://lake/recsys/"}).vertex_training_root() == "gs://lake/recsys"
+    assert load_settings({"storage_root": "gs://lake/recsys/"}).remote_training_root() == "gs://lake/recsys"
     staged = load_settings({"storage_root": "file:///data", "vertex_staging_uri": "gs://stage/x"})
-    assert staged.vertex_training_root() == "gs://stage/x"
+    assert staged.remote_training_root() == "gs://stage/x"
     with pytest.raises(ValueError, match="needs storage_root or vertex_staging_uri on gs://"):
-        load_settings({"storage_root": "s3://lake", "vertex_staging_uri": ""}).vertex_training_root()
+        load_settings({"storage_root": "s3://lake", "vertex_staging_uri": ""}).remote_training_root()
+
+
+def test_every_setting_has_one_section_and_keeps_its_flat_name():
+    """Sections change the code's paths, not the names users set: RECSYS_<NAME> and Variable recsys_<name>."""
+    from recsys.config import DagSettings, setting_names
+
+    task_time, parse_time = setting_names(), setting_names(DagSettings)
+    assert len(task_time) == len(set(task_time)) and not set(task_time) & set(parse_time)
+    settings = load_settings(
+        env={
+            "RECSYS_PERSONALIZE_S3_URI": "s3://b/p",
+            "RECSYS_AWS_CONN_ID": "aws_x",
+            "RECSYS_VERTEX_STAGING_URI": "gs://s",
+        }
+    )
+    assert settings.personalize.s3_uri == "s3://b/p" and settings.connections.aws == "aws_x"
+    assert settings.training.staging_uri == "gs://s"
+
+
+def test_a_section_reads_only_its_own_variables(monkeypatch):
+    import recsys.config as config
+
+    asked: list[str] = []
+    monkeypatch.setattr(config, "_airflow_variable_getter", lambda: lambda key: asked.append(key))
+    personalize = config.load_section(config.PersonalizeSettings, env={}, use_airflow_variables=True)
+    assert personalize == config.PersonalizeSettings()
+    assert asked == [f"recsys_{name}" for name in config.setting_names(config.PersonalizeSettings)]
+    with pytest.raises(ValueError, match="unknown setting"):
+        config.load_section(config.PersonalizeSettings, {"storage_root": "x"})
+
+
+def test_parse_time_settings_come_from_the_environment_only(monkeypatch):
+    import recsys.config as config
+
+    monkeypatch.setattr(config, "_airflow_variable_getter", lambda: pytest.fail("a Variable was read at parse time"))
+    dag = config.load_dag_settings(env={"RECSYS_TASK_RETRIES": "5", "RECSYS_EXTRACT_DEADLINE_HOURS": "1.5"})
+    assert (dag.task_retries, dag.extract_deadline_hours, dag.retry_delay_seconds) == (5, 1.5, 120)
+    with pytest.raises(ValueError, match="unknown setting"):  # parse-time names are not task-time settings
+        load_settings({"task_retries": 3})

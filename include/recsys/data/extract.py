@@ -102,7 +102,7 @@ def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter
     reasons: Counter = Counter()
     read = 0
     active_users: set[str] = set()
-    for chunk in stream_interactions(engine, interval.start, interval.end, settings.extract_chunk_rows):
+    for chunk in stream_interactions(engine, interval.start, interval.end, settings.extract.chunk_rows):
         read += len(chunk)
         good, bad_rows, why = split_rows(chunk, interval, known)
         reasons.update(why)
@@ -117,7 +117,7 @@ def _write_interactions(engine, interval, settings, out, known) -> tuple[Counter
 
 def _write_snapshot(engine, settings, table: str, out) -> Counter:
     reasons: Counter = Counter()
-    for chunk in stream_table(engine, table, settings.extract_chunk_rows):
+    for chunk in stream_table(engine, table, settings.extract.chunk_rows):
         good, bad = [], []
         for row in chunk:
             typed, why = snapshot_row(table, row)
@@ -190,10 +190,10 @@ def stage_partition(
     engine: Engine, interval: Interval, settings: Settings, *, run: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Extract, validate and write one interval into a new, unpublished version folder."""
-    store = PartitionStore(settings.extract_root)
+    store = PartitionStore(settings.storage.extract_root)
     version, version_dir = store.new_version(interval.day)
-    known = frozenset(settings.known_event_types)
-    backend = extraction_backend(engine, settings.extraction_backend)
+    known = frozenset(settings.extract.known_event_types)
+    backend = extraction_backend(engine, settings.extract.backend)
     with w.VersionWriter(version_dir, version) as vw:
         out = open_outputs(vw)
         if backend == "arrow":
@@ -212,7 +212,7 @@ def stage_partition(
 
 def publish_partition(staged: dict[str, Any], settings: Settings, policy: QualityPolicy) -> dict[str, Any]:
     """Apply the quality policy to a staged version and commit it; return the manifest."""
-    store = PartitionStore(settings.extract_root)
+    store = PartitionStore(settings.storage.extract_root)
     day = date.fromisoformat(staged["partition"])
     counts = staged["counts"]
     quarantine_path = f"{staged['version_dir']}/quarantine.csv"
@@ -224,10 +224,12 @@ def publish_partition(staged: dict[str, Any], settings: Settings, policy: Qualit
         )
     previous = [
         m["counts"]["valid"]
-        for m in store.manifests(end=day)[-settings.anomaly_lookback_partitions :]
+        for m in store.manifests(end=day)[-settings.extract.anomaly_lookback_partitions :]
         if m.get("status") == "ok"
     ]
-    volume = assess_volume(counts["valid"], previous, settings.anomaly_low_ratio, settings.anomaly_high_ratio)
+    volume = assess_volume(
+        counts["valid"], previous, settings.extract.anomaly_low_ratio, settings.extract.anomaly_high_ratio
+    )
     status = "ok" if counts["valid"] else "empty"
     warnings = []
     if status == "empty":

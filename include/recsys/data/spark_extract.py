@@ -109,18 +109,18 @@ def prepare(engine, interval: Interval, settings: Settings, backend: str, source
     if backend not in SPARK_BACKENDS:
         raise ValueError(f"not a Spark backend: {backend!r}")
     source = jdbc_source(engine)
-    version, version_dir = PartitionStore(settings.extract_root).new_version(interval.day)
+    version, version_dir = PartitionStore(settings.storage.extract_root).new_version(interval.day)
     staging = version_dir / "_spark"
     spec = {
         **source,
         "start": interval.start.isoformat(),
         "end": interval.end.isoformat(),
-        "known_event_types": list(settings.known_event_types),
+        "known_event_types": list(settings.extract.known_event_types),
         "output": _spark_uri(staging / "out"),
     }
     staging.mkdir(parents=True, exist_ok=True)
     (staging / "spec.json").write_text(json.dumps(spec, indent=1))
-    jars = [j for j in settings.spark_jdbc_jars.split(",") if j]
+    jars = [j for j in settings.spark.jdbc_jars.split(",") if j]
     plan = {
         "backend": backend,
         "partition": interval.day.isoformat(),
@@ -135,7 +135,7 @@ def prepare(engine, interval: Interval, settings: Settings, backend: str, source
         "local_conf": {**LOCAL_CONF, "spark.pyspark.python": sys.executable},
     }
     if backend != "spark-local":
-        code_root = as_path(settings.spark_code_uri or settings.storage_root.rstrip("/") + "/code/spark")
+        code_root = as_path(settings.spark.code_uri or settings.storage.root.rstrip("/") + "/code/spark")
         plan["script"] = _put(code_root, "spark_job.py", Path(spark_job.__file__).read_bytes())
         plan["py_files"] = _put(code_root, "recsys_validate.zip", validator_zip())
         plan["jars"] = ",".join(_put(code_root, Path(j).name, Path(j).read_bytes()) for j in jars)
@@ -150,9 +150,9 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
     conf = " ".join(f"--conf {k}={v}" for k, v in CLOUD_CONF.items())
     return {
         "glue": {
-            "job_name": settings.glue_job_name,
+            "job_name": settings.spark.glue_job_name,
             "script_location": plan["script"],
-            "iam_role_arn": settings.glue_role_arn,
+            "iam_role_arn": settings.spark.glue_role_arn,
             "script_args": {
                 "--spec": plan["spec_uri"],
                 "--extra-py-files": plan["py_files"],
@@ -160,11 +160,11 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
                 "--conf": " --conf ".join(f"{k}={v}" for k, v in CLOUD_CONF.items()),
             },
             "create_job_kwargs": {"GlueVersion": "5.0", "WorkerType": "G.1X", "NumberOfWorkers": 2},
-            "aws_conn_id": settings.aws_conn_id,
+            "aws_conn_id": settings.connections.aws,
         },
         "emr-serverless": {
-            "application_id": settings.emr_serverless_application_id,
-            "execution_role_arn": settings.emr_serverless_role_arn,
+            "application_id": settings.spark.emr_serverless_application_id,
+            "execution_role_arn": settings.spark.emr_serverless_role_arn,
             "name": run_name,
             "job_driver": {
                 "sparkSubmit": {
@@ -177,11 +177,11 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
             # job run back instead of starting a second one (the operator's own token is a new uuid
             # per parse; ``config`` is its documented pass-through to StartJobRun)
             "config": {"clientToken": run_name[:64]},
-            "aws_conn_id": settings.aws_conn_id,
+            "aws_conn_id": settings.connections.aws,
         },
         "dataproc": {
-            "project_id": settings.dataproc_project or settings.vertex_project,
-            "region": settings.dataproc_region or settings.vertex_region,
+            "project_id": settings.spark.dataproc_project or settings.vertex.project,
+            "region": settings.spark.dataproc_region or settings.vertex.region,
             "batch_id": run_name[:63],
             "batch": {
                 "pyspark_batch": {
@@ -192,12 +192,16 @@ def cloud_requests(plan: dict[str, Any], settings: Settings) -> dict[str, dict[s
                 },
                 "runtime_config": {"properties": dict(CLOUD_CONF)},
                 **(
-                    {"environment_config": {"execution_config": {"service_account": settings.dataproc_service_account}}}
-                    if settings.dataproc_service_account
+                    {
+                        "environment_config": {
+                            "execution_config": {"service_account": settings.spark.dataproc_service_account}
+                        }
+                    }
+                    if settings.spark.dataproc_service_account
                     else {}
                 ),
             },
-            "gcp_conn_id": settings.gcp_conn_id,
+            "gcp_conn_id": settings.connections.gcp,
         },
     }
 

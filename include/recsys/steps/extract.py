@@ -39,7 +39,7 @@ def route(settings: Settings) -> str:
     """``extract`` for the worker backends, ``prepare_spark`` for a Spark engine deployed here."""
     from recsys.data.extract import BACKENDS
 
-    backend = settings.extraction_backend
+    backend = settings.extract.backend
     if backend not in BACKENDS:
         raise fail_fast(ValueError(f"extraction_backend must be one of {', '.join(BACKENDS)}, got {backend!r}"))
     deployed = deployed_spark_backends()
@@ -54,7 +54,7 @@ def _source(settings: Settings):
     from recsys.data.source import engine_for_conn_id
 
     try:
-        engine = engine_for_conn_id(settings.source_conn_id)
+        engine = engine_for_conn_id(settings.connections.source)
     except ValueError as exc:  # unsupported connection type, missing path
         raise fail_fast(exc) from exc
     try:
@@ -85,7 +85,7 @@ def prepare_spark(settings: Settings, interval: dict) -> dict:
 
     with _source(settings) as engine:
         return spark_extract.prepare(
-            engine, _day(interval), settings, settings.extraction_backend, settings.source_conn_id
+            engine, _day(interval), settings, settings.extract.backend, settings.connections.source
         )
 
 
@@ -116,5 +116,5 @@ def publish(settings: Settings, staged: dict, params: dict) -> dict:
         "quarantined": manifest["counts"]["quarantined"],
         "version": manifest["version"],
         "warnings": manifest["warnings"],
-        "manifest": f"{settings.extract_root}/dt={manifest['partition']}/_manifest.json",
+        "manifest": f"{settings.storage.extract_root}/dt={manifest['partition']}/_manifest.json",
     }

@@ -43,10 +43,10 @@ class PersonalizePlan:
 
 
 def _missing_settings(settings: Settings, datasets: list[str]) -> list[str]:
-    arns = settings.personalize_dataset_arns()
+    arns = settings.personalize.dataset_arns()
     missing = [f"personalize_{d}_dataset_arn" for d in datasets if not arns[d]]
-    required = ("personalize_s3_uri", "personalize_role_arn", "personalize_solution_arn")
-    return missing + [name for name in required if not getattr(settings, name)]
+    required = ("s3_uri", "role_arn", "solution_arn")
+    return missing + [f"personalize_{name}" for name in required if not getattr(settings.personalize, name)]
 
 
 def _end_day(settings: Settings, end_day: str | None, scheduled_day: date | None) -> date:
@@ -59,9 +59,9 @@ def _end_day(settings: Settings, end_day: str | None, scheduled_day: date | None
         return date.fromisoformat(end_day)
     if scheduled_day is not None:
         return scheduled_day
-    days = PartitionStore(settings.extract_root).committed_days()
+    days = PartitionStore(settings.storage.extract_root).committed_days()
     if not days:
-        raise AirflowFailException(f"no extracted partitions under {settings.extract_root} yet")
+        raise AirflowFailException(f"no extracted partitions under {settings.storage.extract_root} yet")
     return days[-1]
 
 
@@ -74,7 +74,7 @@ def plan(settings: Settings, params: dict, run_id: str, scheduled_day: date | No
     from recsys.steps.xcom import as_xcom
 
     missing = _missing_settings(settings, params["datasets"])
-    if missing or not settings.personalize_s3_uri.startswith("s3://"):
+    if missing or not settings.personalize.s3_uri.startswith("s3://"):
         raise AirflowFailException(
             f"set these settings (RECSYS_<NAME> or Variable recsys_<name>): {missing} "
             "(personalize_s3_uri must be s3://bucket/prefix)"
@@ -96,17 +96,17 @@ def plan(settings: Settings, params: dict, run_id: str, scheduled_day: date | No
         PersonalizePlan(
             end_day=day,
             run_key=key,
-            run_uri=f"{settings.personalize_s3_uri.rstrip('/')}/runs/{key}",
+            run_uri=f"{settings.personalize.s3_uri.rstrip('/')}/runs/{key}",
             names=names,
             requested_training_mode=mode,
             import_mode=import_mode,
-            dataset_arns=settings.personalize_dataset_arns(),
-            role_arn=settings.personalize_role_arn,
-            solution_arn=settings.personalize_solution_arn,
-            campaign_arn=settings.personalize_campaign_arn,
-            filter_arn=settings.personalize_filter_arn,
-            aws_conn_id=settings.aws_conn_id,
-            poll_seconds=settings.personalize_poll_seconds,
+            dataset_arns=settings.personalize.dataset_arns(),
+            role_arn=settings.personalize.role_arn,
+            solution_arn=settings.personalize.solution_arn,
+            campaign_arn=settings.personalize.campaign_arn,
+            filter_arn=settings.personalize.filter_arn,
+            aws_conn_id=settings.connections.aws,
+            poll_seconds=settings.personalize.poll_seconds,
             dry_run=params["dry_run"],
         )
     )
@@ -121,7 +121,7 @@ def upload(settings: Settings, planned: PersonalizePlan, params: dict) -> tuple[
 
     try:
         staged = stage_personalize_files(
-            settings.extract_root,
+            settings.storage.extract_root,
             date.fromisoformat(planned.end_day),
             params["window_days"],
             params["datasets"],
@@ -190,10 +190,10 @@ def deliver(settings: Settings, planned: PersonalizePlan, version_arn: str, para
     return deliver_batch(
         planned.run_uri + "/batch-output/",
         planned.aws_conn_id,
-        settings.extract_root,
+        settings.storage.extract_root,
         date.fromisoformat(planned.end_day),
         params["window_days"],
-        settings.delivery_conn_id,
+        settings.connections.delivery,
         params["deliver_top_k"],
         version_arn,
     )
@@ -206,7 +206,7 @@ def smoke_test(settings: Settings, planned: PersonalizePlan, wanted_users: int) 
     from recsys.personalize.smoke import smoke_inputs
     from recsys.personalize.smoke import smoke_test as ask
 
-    users, catalog = smoke_inputs(settings.extract_root, date.fromisoformat(planned.end_day), wanted_users)
+    users, catalog = smoke_inputs(settings.storage.extract_root, date.fromisoformat(planned.end_day), wanted_users)
     return ask(PersonalizeRuntimeHook(aws_conn_id=planned.aws_conn_id), planned.campaign_arn, users, catalog)
 
 
@@ -230,6 +230,6 @@ def report(settings: Settings, planned: PersonalizePlan, run_id: str, outcome: d
             )
         except Exception as exc:  # noqa: BLE001 - the report must be written whatever AWS says
             body["metrics"] = {"error": str(exc)}
-    target = as_path(settings.storage_root) / "personalize" / "runs" / planned.run_key / "report.json"
+    target = as_path(settings.storage.root) / "personalize" / "runs" / planned.run_key / "report.json"
     atomic_write_text(target, json.dumps(body, indent=2, default=str))
     return body

@@ -18,22 +18,22 @@ def plan_days(settings: Settings, day: str | None, extras: list[dict], run_id: s
     else:
         days = sorted({e["partition"] for e in extras if e and e.get("status") == "ok"})
         if not days and not extras:
-            committed = PartitionStore(settings.extract_root).committed_days()
+            committed = PartitionStore(settings.storage.extract_root).committed_days()
             days = [committed[-1].isoformat()] if committed else []
     export = None
-    if days and settings.personalize_interactions_dataset_arn and settings.personalize_s3_uri.startswith("s3://"):
+    if days and settings.personalize.interactions_dataset_arn and settings.personalize.s3_uri.startswith("s3://"):
         name = run_name("recsys", run_id, "events", days[-1])
         export = {
             "job_name": name,
-            "dataset_arn": settings.personalize_interactions_dataset_arn,
-            "role_arn": settings.personalize_role_arn,
-            "output_path": f"{settings.personalize_s3_uri.rstrip('/')}/events-export/{name}/",
+            "dataset_arn": settings.personalize.interactions_dataset_arn,
+            "role_arn": settings.personalize.role_arn,
+            "output_path": f"{settings.personalize.s3_uri.rstrip('/')}/events-export/{name}/",
         }
     return {
         "days": days,
         "export": export,
-        "aws_conn_id": settings.aws_conn_id,
-        "poll_seconds": settings.personalize_poll_seconds,
+        "aws_conn_id": settings.connections.aws,
+        "poll_seconds": settings.personalize.poll_seconds,
     }
 
 
@@ -44,9 +44,11 @@ def put_changed(settings: Settings, planned: dict) -> list[dict]:
     from recsys.personalize.records import send_changed
 
     hook = PersonalizeEventsHook(aws_conn_id=planned["aws_conn_id"])
-    arns = settings.personalize_dataset_arns()
+    arns = settings.personalize.dataset_arns()
     return [
-        send_changed(hook, settings.storage_root, settings.extract_root, date.fromisoformat(day), kind, arns[kind])
+        send_changed(
+            hook, settings.storage.root, settings.storage.extract_root, date.fromisoformat(day), kind, arns[kind]
+        )
         for day in planned["days"]
         for kind in ("users", "items")
         if arns[kind]
@@ -62,7 +64,11 @@ def merge_exported(settings: Settings, planned: dict, export_job: str) -> list[d
         {
             "day": day,
             **merge_events(
-                settings.extract_root, date.fromisoformat(day), rows, settings.known_event_types, export_job
+                settings.storage.extract_root,
+                date.fromisoformat(day),
+                rows,
+                settings.extract.known_event_types,
+                export_job,
             ),
         }
         for day in planned["days"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from datetime import date
 
-from recsys.config import load_settings
+from recsys.config import Settings
 from recsys.steps.personalize_resources import DATASETS, recorded
 
 
-def initial_imports(planned: dict, dataset_arns: dict, solution_arn: str, params: dict, run_id: str) -> list[dict]:
+def initial_imports(
+    settings: Settings, planned: dict, dataset_arns: dict, solution_arn: str, params: dict, run_id: str
+) -> list[dict]:
     """Import jobs (FULL) for the newest ``initial_import_days`` extracted days; ``[]`` when the solution
     already has an ACTIVE version, the interactions dataset an ACTIVE import, or the Param is 0."""
     from airflow.sdk.exceptions import AirflowFailException
@@ -27,22 +29,21 @@ def initial_imports(planned: dict, dataset_arns: dict, solution_arn: str, params
     imported = hook.paginate("list_dataset_import_jobs", "datasetImportJobs", datasetArn=dataset_arns["interactions"])
     if any(job["status"] == "ACTIVE" for job in imported):
         return []
-    settings = load_settings(use_airflow_variables=True)
-    if not (settings.personalize_s3_uri.startswith("s3://") and settings.personalize_role_arn):
+    if not (settings.personalize.s3_uri.startswith("s3://") and settings.personalize.role_arn):
         raise AirflowFailException(
             "the first import needs personalize_s3_uri (s3://...) and personalize_role_arn "
             "(RECSYS_<NAME> or Variable recsys_<name>); or set initial_import_days=0"
         )
-    days = PartitionStore(settings.extract_root).committed_days()
+    days = PartitionStore(settings.storage.extract_root).committed_days()
     if not days:
         raise AirflowFailException(
-            f"no extracted partitions under {settings.extract_root}: run recsys_extract first "
+            f"no extracted partitions under {settings.storage.extract_root}: run recsys_extract first "
             "(or set initial_import_days=0)"
         )
-    uri = f"{settings.personalize_s3_uri.rstrip('/')}/setup/{params['prefix']}"
+    uri = f"{settings.personalize.s3_uri.rstrip('/')}/setup/{params['prefix']}"
     try:
         staged = stage_personalize_files(
-            settings.extract_root,
+            settings.storage.extract_root,
             days[-1],
             params["initial_import_days"],
             list(DATASETS),
@@ -64,6 +65,7 @@ def initial_imports(planned: dict, dataset_arns: dict, solution_arn: str, params
 
 
 def record_setup(
+    settings: Settings,
     planned: dict,
     params: dict,
     group_arn: str,
@@ -107,12 +109,12 @@ def record_setup(
         "variables": variables,
         "params": params,
     }
-    root = as_path(load_settings(use_airflow_variables=True).storage_root)
+    root = as_path(settings.storage.root)
     atomic_write_text(root / "personalize" / "setup" / f"{params['prefix']}.json", json.dumps(report, indent=2))
     return report
 
 
-def plan(settings, params: dict) -> dict:
+def plan(settings: Settings, params: dict) -> dict:
     """The resources' names from the prefix, and the connection, poll interval and role every task uses."""
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -122,9 +124,9 @@ def plan(settings, params: dict) -> dict:
         raise AirflowFailException(f"batch_filter {params['batch_filter']!r} is not one of {sorted(params['filters'])}")
     return {
         "names": names(params["prefix"]),
-        "aws_conn_id": settings.aws_conn_id,
-        "poll_seconds": settings.personalize_poll_seconds,
-        "role_arn": settings.personalize_role_arn,
+        "aws_conn_id": settings.connections.aws,
+        "poll_seconds": settings.personalize.poll_seconds,
+        "role_arn": settings.personalize.role_arn,
     }
 
 
@@ -156,7 +158,7 @@ def tracker_request(planned: dict, params: dict, group_arn: str) -> list[dict]:
     return [{"name": planned["names"]["event_tracker"], "config": {"datasetGroupArn": group_arn}}]
 
 
-def teardown_plan(settings, params: dict) -> dict:
+def teardown_plan(settings: Settings, params: dict) -> dict:
     """Refuse without confirmation; what exists under the prefix, by kind, as delete requests."""
     import json
 
@@ -167,11 +169,11 @@ def teardown_plan(settings, params: dict) -> dict:
 
     if params["confirm"] != params["prefix"]:
         raise AirflowFailException(f"not confirmed: set confirm to {params['prefix']!r} to delete it")
-    targets = teardown_targets(PersonalizeHook(aws_conn_id=settings.aws_conn_id), params["prefix"])
+    targets = teardown_targets(PersonalizeHook(aws_conn_id=settings.connections.aws), params["prefix"])
     print(json.dumps(targets, indent=2))
     return {
-        "aws_conn_id": settings.aws_conn_id,
-        "poll_seconds": settings.personalize_poll_seconds,
+        "aws_conn_id": settings.connections.aws,
+        "poll_seconds": settings.personalize.poll_seconds,
         **{kind: [{"resource_arn": arn} for arn in arns] for kind, arns in targets.items()},
     }
 

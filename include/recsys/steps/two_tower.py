@@ -31,9 +31,9 @@ def plan(settings: Settings, params: dict, now: datetime | None = None) -> dict:
     if params["end_day"]:
         end_day = date.fromisoformat(params["end_day"])
     else:
-        days = PartitionStore(settings.extract_root).committed_days()
+        days = PartitionStore(settings.storage.extract_root).committed_days()
         if not days:
-            raise AirflowSkipException(f"no extracted partitions under {settings.extract_root} yet")
+            raise AirflowSkipException(f"no extracted partitions under {settings.storage.extract_root} yet")
         end_day = days[-1]
     if params["holdout_days"] >= params["window_days"]:
         raise AirflowFailException("holdout_days must be smaller than window_days")
@@ -45,7 +45,7 @@ def plan(settings: Settings, params: dict, now: datetime | None = None) -> dict:
             remote = (vertex_plan if backend == "vertex" else cloud_run_plan)(settings, version)
         except ValueError as exc:  # a missing setting: retrying cannot help
             raise AirflowFailException(str(exc)) from exc
-    model_dir = remote["model_dir"] if remote else f"{settings.models_root}/{version}"
+    model_dir = remote["model_dir"] if remote else f"{settings.storage.models_root}/{version}"
     return as_xcom(TrainingPlan(end_day.isoformat(), version, backend, model_dir, remote))
 
 
@@ -59,7 +59,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
 
     try:
         result = train_and_export(
-            settings.extract_root,
+            settings.storage.extract_root,
             date.fromisoformat(planned.end_day),
             params["window_days"],
             params["holdout_days"],
@@ -88,7 +88,7 @@ def stage_window(settings: Settings, planned: TrainingPlan, params: dict) -> dic
     from recsys.training.staging import stage_window as copy_window
     from recsys.training.staging import window_manifests, window_rows
 
-    remote, end_day, extract_root = planned.remote, date.fromisoformat(planned.end_day), settings.extract_root
+    remote, end_day, extract_root = planned.remote, date.fromisoformat(planned.end_day), settings.storage.extract_root
     manifests = window_manifests(extract_root, end_day, params["window_days"])
     rows = window_rows(manifests)
     if rows < MIN_INTERACTIONS:
@@ -137,7 +137,7 @@ def gate(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
     from recsys.training.gate import GatePolicy, run_gate
 
     policy = GatePolicy(tolerance=float(params["tolerance"]), force=bool(params["force"]))
-    return run_gate(planned.model_dir, settings.models_root, planned.version, policy)
+    return run_gate(planned.model_dir, settings.storage.models_root, planned.version, policy)
 
 
 def blessed_event(decision: dict) -> dict:
@@ -156,4 +156,4 @@ def deliver(settings: Settings, event: dict, top_k: int) -> dict | None:
 
     if not top_k:
         return None
-    return deliver_top_k(event["model_dir"], event["version"], settings.delivery_conn_id, top_k)
+    return deliver_top_k(event["model_dir"], event["version"], settings.connections.delivery, top_k)

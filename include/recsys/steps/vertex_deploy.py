@@ -37,10 +37,10 @@ def plan(settings: Settings, params: dict, announced_model_dirs: list[str]) -> d
 
     if params["min_replicas"] > params["max_replicas"]:
         raise AirflowFailException("min_replicas must not exceed max_replicas")
-    if not settings.vertex_project or not settings.serving_image_uri:
+    if not settings.vertex.project or not settings.vertex.serving_image_uri:
         raise AirflowFailException("set RECSYS_VERTEX_PROJECT and RECSYS_SERVING_IMAGE_URI (or the Variables)")
     model_dir = params["model_dir"] or next((d for d in announced_model_dirs if d), None)
-    model_dir = model_dir or (read_champion(settings.models_root) or {}).get("model_dir")
+    model_dir = model_dir or (read_champion(settings.storage.models_root) or {}).get("model_dir")
     if not model_dir:
         raise AirflowFailException("no model_dir given, announced or blessed yet")
     dedicated = params["dedicated_endpoint"]
@@ -48,16 +48,16 @@ def plan(settings: Settings, params: dict, announced_model_dirs: list[str]) -> d
         DeployPlan(
             model_dir=model_dir,
             version=model_dir.rstrip("/").rsplit("/", 1)[-1],
-            project=settings.vertex_project,
-            region=settings.vertex_region,
-            gcp_conn_id=settings.gcp_conn_id,
-            image=settings.serving_image_uri,
-            model_name=settings.vertex_model_display_name,
-            endpoint_name=settings.vertex_endpoint_display_name,
+            project=settings.vertex.project,
+            region=settings.vertex.region,
+            gcp_conn_id=settings.connections.gcp,
+            image=settings.vertex.serving_image_uri,
+            model_name=settings.vertex.model_display_name,
+            endpoint_name=settings.vertex.endpoint_display_name,
             dry_run=params["dry_run"],
-            dedicated=settings.vertex_dedicated_endpoint if dedicated is None else dedicated,
-            poll_seconds=settings.vertex_poll_seconds,
-            operation_timeout=settings.vertex_operation_timeout_seconds,
+            dedicated=settings.vertex.dedicated_endpoint if dedicated is None else dedicated,
+            poll_seconds=settings.vertex.poll_seconds,
+            operation_timeout=settings.vertex.operation_timeout_seconds,
         )
     )
 

@@ -29,47 +29,47 @@ def trainer_args(
 
 
 def _staging(settings: Settings, version: str) -> dict[str, str]:
-    if not settings.trainer_image_uri:
+    if not settings.training.image_uri:
         raise ValueError("set RECSYS_TRAINER_IMAGE_URI (or the Variable) to the trainer image")
-    root = settings.vertex_training_root()
-    staged = settings.extract_root.startswith("gs://")
+    root = settings.remote_training_root()
+    staged = settings.storage.extract_root.startswith("gs://")
     base = f"{root}/models/{version}"
     return {
-        "image": settings.trainer_image_uri,
-        "extract_root": settings.extract_root if staged else f"{root}/windows/{version}/extract",
+        "image": settings.training.image_uri,
+        "extract_root": settings.storage.extract_root if staged else f"{root}/windows/{version}/extract",
         "base_output_dir": base,
         "model_dir": model_dir_for(base),
     }
 
 
 def vertex_plan(settings: Settings, version: str) -> dict[str, Any]:
-    if not settings.vertex_project:
+    if not settings.vertex.project:
         raise ValueError("training_backend=vertex: set RECSYS_VERTEX_PROJECT (or the Variable)")
     return {
         **_staging(settings, version),
-        "project": settings.vertex_project,
-        "region": settings.vertex_region,
-        "gcp_conn_id": settings.gcp_conn_id,
-        "machine_type": settings.vertex_training_machine_type,
-        "service_account": settings.vertex_service_account,
-        "poll_seconds": settings.vertex_poll_seconds,
-        "timeout_seconds": settings.vertex_training_timeout_seconds,
+        "project": settings.vertex.project,
+        "region": settings.vertex.region,
+        "gcp_conn_id": settings.connections.gcp,
+        "machine_type": settings.training.machine_type,
+        "service_account": settings.training.service_account,
+        "poll_seconds": settings.vertex.poll_seconds,
+        "timeout_seconds": settings.training.timeout_seconds,
     }
 
 
 def cloud_run_plan(settings: Settings, version: str) -> dict[str, Any]:
-    project = settings.cloud_run_project or settings.vertex_project
+    project = settings.cloud_run.project or settings.vertex.project
     if not project:
         raise ValueError("training_backend=cloud_run: set RECSYS_CLOUD_RUN_PROJECT or RECSYS_VERTEX_PROJECT")
     return {
         **_staging(settings, version),
         "project": project,
-        "region": settings.cloud_run_region or settings.vertex_region,
-        "gcp_conn_id": settings.gcp_conn_id,
-        "job_id": settings.cloud_run_job_name,
-        "cpu": settings.cloud_run_cpu,
-        "memory": settings.cloud_run_memory,
-        "service_account": settings.cloud_run_service_account,
-        "poll_seconds": settings.vertex_poll_seconds,
-        "timeout_seconds": settings.cloud_run_timeout_seconds,
+        "region": settings.cloud_run.region or settings.vertex.region,
+        "gcp_conn_id": settings.connections.gcp,
+        "job_id": settings.cloud_run.job_name,
+        "cpu": settings.cloud_run.cpu,
+        "memory": settings.cloud_run.memory,
+        "service_account": settings.cloud_run.service_account,
+        "poll_seconds": settings.vertex.poll_seconds,
+        "timeout_seconds": settings.cloud_run.timeout_seconds,
     }
