@@ -184,7 +184,7 @@ def child_extract_spark(db: str, root: str) -> dict:
 def child_train(root: str, model_dir: str) -> dict:
     """The real training job (``train_and_export``) with one epoch; its stage timings and peak RSS."""
     from recsys.training.fit import TrainParams
-    from recsys.training.train import train_and_export
+    from recsys.training.pipeline import train_and_export
 
     samples, done = [], threading.Event()
 

@@ -55,7 +55,7 @@ def build_model(data_dir: str, work: Path) -> Path:
     from recsys.data.validate import Interval
     from recsys.training.export import ScannConfig
     from recsys.training.fit import TrainParams
-    from recsys.training.train import train_and_export
+    from recsys.training.pipeline import train_and_export
     from recsys_devtools.movielens import load_ml100k, retime
 
     end = date(2026, 11, 23)

@@ -147,6 +147,54 @@ def _plan(planned: dict):
     return from_xcom(PersonalizePlan, planned)
 
 
+# The Personalize jobs: every wait deferred to the triggerer, every value planned by ``plan``.
+AWS = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds"), "deferrable": True}
+
+
+def _import_jobs(uploaded):
+    """One dataset import job per uploaded dataset, at most 5 in flight (the pool counts deferred tasks)."""
+    from personalize.operators import PersonalizeCreateDatasetImportJobOperator
+
+    return PersonalizeCreateDatasetImportJobOperator.partial(
+        task_id="import_dataset", role_arn=pulled("plan", "role_arn"), pool=PERSONALIZE_IMPORT_POOL[0], **AWS
+    ).expand_kwargs(uploaded)
+
+
+def _solution_version():
+    from personalize.operators import PersonalizeCreateSolutionVersionOperator
+
+    return PersonalizeCreateSolutionVersionOperator(
+        task_id="solution_version",
+        solution_arn=pulled("plan", "solution_arn"),
+        name=pulled("plan", "names", "solution_version"),
+        training_mode=pulled("training_mode", "mode"),
+        **AWS,
+    )
+
+
+def _batch_inference(version_arn):
+    from personalize.operators import PersonalizeCreateBatchInferenceJobOperator
+
+    return PersonalizeCreateBatchInferenceJobOperator(
+        task_id="batch_inference",
+        job_name=pulled("plan", "names", "batch"),
+        solution_version_arn=version_arn,
+        input_path=pulled("upload", key="batch_input"),
+        output_path=pulled("plan", "run_uri") + "/batch-output/",
+        filter_arn=pulled("plan", "filter_arn"),
+        role_arn=pulled("plan", "role_arn"),
+        **AWS,
+    )
+
+
+def _campaign_update(task_id: str, version_arn):
+    from personalize.operators import PersonalizeUpdateCampaignOperator
+
+    return PersonalizeUpdateCampaignOperator(
+        task_id=task_id, campaign_arn=pulled("plan", "campaign_arn"), solution_version_arn=version_arn, **AWS
+    )
+
+
 @dag(
     dag_id="recsys_personalize",
     schedule=MultipleCronTriggerTimetable(INCREMENTAL_CRON, FULL_CRON, timezone="UTC", interval=timedelta(days=1)),
@@ -247,54 +295,15 @@ def recsys_personalize():
         max_drop = context["params"]["max_metric_drop"]
         return personalize.report(_settings(), _plan(planned), run.run_id, outcome, max_drop)
 
-    from personalize.operators import (
-        PersonalizeCreateBatchInferenceJobOperator,
-        PersonalizeCreateDatasetImportJobOperator,
-        PersonalizeCreateSolutionVersionOperator,
-        PersonalizeUpdateCampaignOperator,
-    )
-
-    aws = {
-        "aws_conn_id": pulled("plan", "aws_conn_id"),
-        "waiter_delay": pulled("plan", "poll_seconds"),
-        "deferrable": True,
-    }
     planned = plan()
     uploaded = upload(planned)
-    imports = PersonalizeCreateDatasetImportJobOperator.partial(
-        task_id="import_dataset", role_arn=pulled("plan", "role_arn"), pool=PERSONALIZE_IMPORT_POOL[0], **aws
-    ).expand_kwargs(uploaded)
+    imports = _import_jobs(uploaded)
     mode = training_mode(planned)
-    version = PersonalizeCreateSolutionVersionOperator(
-        task_id="solution_version",
-        solution_arn=pulled("plan", "solution_arn"),
-        name=pulled("plan", "names", "solution_version"),
-        training_mode=pulled("training_mode", "mode"),
-        **aws,
-    )
+    version = _solution_version()
     compared = compare_metrics(planned, mode, version.output)
-    batch = PersonalizeCreateBatchInferenceJobOperator(
-        task_id="batch_inference",
-        job_name=pulled("plan", "names", "batch"),
-        solution_version_arn=version.output,
-        input_path=pulled("upload", key="batch_input"),
-        output_path=pulled("plan", "run_uri") + "/batch-output/",
-        filter_arn=pulled("plan", "filter_arn"),
-        role_arn=pulled("plan", "role_arn"),
-        **aws,
-    )
-    campaign = PersonalizeUpdateCampaignOperator(
-        task_id="update_campaign",
-        campaign_arn=pulled("plan", "campaign_arn"),
-        solution_version_arn=version.output,
-        **aws,
-    )
-    rollback = PersonalizeUpdateCampaignOperator(
-        task_id="rollback_campaign",
-        campaign_arn=pulled("plan", "campaign_arn"),
-        solution_version_arn=pulled("training_mode", "serving_version"),
-        **aws,
-    )
+    batch = _batch_inference(version.output)
+    campaign = _campaign_update("update_campaign", version.output)
+    rollback = _campaign_update("rollback_campaign", pulled("training_mode", "serving_version"))
     delivered = deliver(planned, version.output)
 
     changes_allowed(planned) >> uploaded

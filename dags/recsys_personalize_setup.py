@@ -124,6 +124,40 @@ PARAMS = {
 _SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
+# Every resource is found by name or created (then waited for in the triggerer), with the planned connection.
+AWS = {"aws_conn_id": pulled("plan", "aws_conn_id"), "waiter_delay": pulled("plan", "poll_seconds"), "deferrable": True}
+# a task mapped over [] (nothing to do) is skipped; "none_failed" lets what follows run anyway
+OPTIONAL = {"trigger_rule": "none_failed"}
+
+
+def _create(kind: str, **request):
+    from personalize.provisioning import PersonalizeCreateResourceOperator
+
+    return PersonalizeCreateResourceOperator(task_id=kind, kind=kind, **request, **AWS)
+
+
+def _create_each(kind: str, requests, **extra):
+    from personalize.provisioning import PersonalizeCreateResourceOperator
+
+    return PersonalizeCreateResourceOperator.partial(task_id=kind, kind=kind, **extra, **AWS).expand_kwargs(requests)
+
+
+def _initial_imports(jobs):
+    from personalize.operators import PersonalizeCreateDatasetImportJobOperator
+
+    return PersonalizeCreateDatasetImportJobOperator.partial(
+        task_id="initial_import", role_arn=pulled("plan", "role_arn"), **AWS
+    ).expand_kwargs(jobs)
+
+
+def _first_version(requests):
+    from personalize.operators import PersonalizeCreateSolutionVersionOperator
+
+    return PersonalizeCreateSolutionVersionOperator.partial(
+        task_id="first_solution_version", training_mode="FULL", **OPTIONAL, **AWS
+    ).expand_kwargs(requests)
+
+
 @dag(
     dag_id="recsys_personalize_setup",
     schedule=None,
@@ -212,53 +246,17 @@ def recsys_personalize_setup():
         settings = load_settings(use_airflow_variables=True)
         return record_setup(settings, planned, get_current_context()["params"], group, solution, *created)
 
-    from personalize.operators import (
-        PersonalizeCreateDatasetImportJobOperator,
-        PersonalizeCreateSolutionVersionOperator,
-    )
-    from personalize.provisioning import PersonalizeCreateResourceOperator as Create
-
     planned = plan()
-    aws = {
-        "aws_conn_id": pulled("plan", "aws_conn_id"),
-        "waiter_delay": pulled("plan", "poll_seconds"),
-        "deferrable": True,
-    }
-    optional = {"trigger_rule": "none_failed", **aws}  # mapped over [] when there is nothing to do: skipped
-    group = Create(
-        task_id="dataset_group",
-        kind="dataset_group",
-        config={},
-        **aws,
-        name=pulled("plan", "names", "dataset_group"),
-    )
-    schemas = Create.partial(task_id="schema", kind="schema", **aws).expand_kwargs(schema_requests())
-    datasets = Create.partial(task_id="dataset", kind="dataset", **aws).expand_kwargs(
-        dataset_requests(group.output, schemas.output)
-    )
-    solution = Create(
-        task_id="solution",
-        kind="solution",
-        config=solution_config(group.output),
-        **aws,
-        name=pulled("plan", "names", "solution"),
-    )
-    imports = PersonalizeCreateDatasetImportJobOperator.partial(
-        task_id="initial_import",
-        role_arn=pulled("plan", "role_arn"),
-        **aws,
-    ).expand_kwargs(initial_imports(planned, datasets.output, solution.output))
-    version = PersonalizeCreateSolutionVersionOperator.partial(
-        task_id="first_solution_version",
-        training_mode="FULL",
-        **optional,
-    ).expand_kwargs(first_version(planned, solution.output))
+    group = _create("dataset_group", config={}, name=pulled("plan", "names", "dataset_group"))
+    schemas = _create_each("schema", schema_requests())
+    datasets = _create_each("dataset", dataset_requests(group.output, schemas.output))
+    solution = _create("solution", config=solution_config(group.output), name=pulled("plan", "names", "solution"))
+    imports = _initial_imports(initial_imports(planned, datasets.output, solution.output))
+    version = _first_version(first_version(planned, solution.output))
     wanted_campaign = campaign_request.override(trigger_rule="none_failed")(planned, solution.output)
-    campaigns = Create.partial(task_id="campaign", kind="campaign", **optional).expand_kwargs(wanted_campaign)
-    trackers = Create.partial(task_id="event_tracker", kind="event_tracker", **aws).expand_kwargs(
-        tracker_request(planned, group.output)
-    )
-    filters = Create.partial(task_id="filter", kind="filter", **aws).expand_kwargs(filter_requests(group.output))
+    campaigns = _create_each("campaign", wanted_campaign, trigger_rule="none_failed")
+    trackers = _create_each("event_tracker", tracker_request(planned, group.output))
+    filters = _create_each("filter", filter_requests(group.output))
 
     planned >> group
     imports >> version >> wanted_campaign

@@ -323,7 +323,7 @@ def trained_model(synthetic_lake, tmp_path_factory):
 
     from recsys.training.export import ScannConfig
     from recsys.training.fit import TrainParams
-    from recsys.training.train import train_and_export
+    from recsys.training.pipeline import train_and_export
 
     model_dir = tmp_path_factory.mktemp("model").as_uri() + "/v1"
     params = TrainParams(epochs=2, batch_size=512)

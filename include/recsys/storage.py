@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from pathlib import Path
 
 from airflow.sdk import ObjectStoragePath
 
@@ -32,3 +33,22 @@ def atomic_write_text(target: ObjectStoragePath, text: str) -> None:
         temp.rename(target)
     else:
         target.write_text(text)
+
+
+def upload_dir(local: Path, target: str) -> None:
+    """Copy a local folder to any ``ObjectStoragePath`` destination (file://, s3://, gs://)."""
+    root = as_path(target)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            copy_file(path, root / path.relative_to(local).as_posix())
+
+
+def download_dir(source: str, local: Path) -> Path:
+    """Copy an ``ObjectStoragePath`` folder to ``local`` (a local path is used in place)."""
+    root = as_path(source)
+    if root.protocol in {"file", "local", ""}:
+        return Path(root.path)
+    for path in root.rglob("*"):
+        if path.is_file():
+            copy_file(path, local / str(path.relative_to(root)))
+    return local

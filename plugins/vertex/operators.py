@@ -10,12 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.providers.google.cloud.links.vertex_ai import (
-    VertexAICustomJobLink,
-    VertexAIEndpointLink,
-    VertexAIModelLink,
-)
 from airflow.sdk import BaseOperator
+
+from vertex.links import VertexCustomJobLink, VertexEndpointLink, VertexModelLink
 
 
 class VertexOperationFailed(RuntimeError):
@@ -63,10 +60,9 @@ class _DeferrableVertexOperator(BaseOperator):
         self.project_id, self.region, self.gcp_conn_id = project_id, region, gcp_conn_id
         self.poll_interval, self.operation_timeout = poll_interval, operation_timeout
 
-    @property
-    def extra_links_params(self) -> dict[str, Any]:
-        """What the console links need besides the resource id (as the provider's operators give it)."""
-        return {"region": self.region, "project_id": self.project_id}
+    def persist_link(self, link, context, **resource_id) -> None:
+        """Record what ``link`` (a console link of :mod:`vertex.links`) needs to point at the resource."""
+        link.persist(context, region=self.region, project_id=self.project_id, **resource_id)
 
     def start(self):
         """Start the operation; return the ``google.api_core.operation.Operation``."""
@@ -103,7 +99,7 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
     :param parent_model: the bare id of the model this is a new version of; ``None`` for a new model.
     """
 
-    operator_extra_links = (VertexAIModelLink(),)
+    operator_extra_links = (VertexModelLink(),)
     template_fields = (*_DeferrableVertexOperator.template_fields, "model", "parent_model")
 
     def __init__(self, *, model: dict, parent_model: str | None = None, **kwargs):
@@ -122,7 +118,7 @@ class DeferrableUploadModelOperator(_DeferrableVertexOperator):
         )
 
     def finish(self, response: dict, context) -> dict:
-        VertexAIModelLink.persist(context=context, model_id=response["model"].rsplit("/", 1)[-1])
+        self.persist_link(VertexModelLink, context, model_id=response["model"].rsplit("/", 1)[-1])
         return {
             "model": response["model"],
             "model_id": response["model"].rsplit("/", 1)[-1],
@@ -139,7 +135,7 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
     :param traffic_split: deployed model id -> percent; the key ``"0"`` is the model being deployed.
     """
 
-    operator_extra_links = (VertexAIEndpointLink(),)
+    operator_extra_links = (VertexEndpointLink(),)
     template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model", "traffic_split")
 
     def __init__(self, *, endpoint_id: str, deployed_model: dict, traffic_split: dict | None = None, **kwargs):
@@ -147,7 +143,7 @@ class DeferrableDeployModelOperator(_DeferrableVertexOperator):
         self.endpoint_id, self.deployed_model, self.traffic_split = endpoint_id, deployed_model, traffic_split
 
     def execute(self, context):
-        VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
+        self.persist_link(VertexEndpointLink, context, endpoint_id=self.endpoint_id)
         existing = self.already_deployed()
         if existing is not None:
             self.log.info(
@@ -218,7 +214,7 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
     :param traffic_split: the endpoint's traffic split afterwards (required while others take traffic).
     """
 
-    operator_extra_links = (VertexAIEndpointLink(),)
+    operator_extra_links = (VertexEndpointLink(),)
     template_fields = (*_DeferrableVertexOperator.template_fields, "endpoint_id", "deployed_model_id", "traffic_split")
 
     def __init__(self, *, endpoint_id: str, deployed_model_id: str, traffic_split: dict | None = None, **kwargs):
@@ -229,7 +225,7 @@ class DeferrableUndeployModelOperator(_DeferrableVertexOperator):
         if not self.deployed_model_id:
             self.log.info("nothing to undeploy")
             return None
-        VertexAIEndpointLink.persist(context=context, endpoint_id=self.endpoint_id)
+        self.persist_link(VertexEndpointLink, context, endpoint_id=self.endpoint_id)
         return super().execute(context)
 
     def start(self):
@@ -269,7 +265,7 @@ class IdempotentUploadModelOperator(DeferrableUploadModelOperator):
         found = find_model_version(hook, self.project_id, self.region, self.model["display_name"], self.version)
         if found and found["version_id"]:
             self.log.info("version %s is already uploaded as %s: not uploading again", self.version, found["model"])
-            VertexAIModelLink.persist(context=context, model_id=found["model_id"])
+            self.persist_link(VertexModelLink, context, model_id=found["model_id"])
             return {
                 "model": found["model"],
                 "model_id": found["model_id"],
@@ -297,7 +293,7 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
     :param idempotency_label: the label whose value identifies the run's job.
     """
 
-    operator_extra_links = (VertexAICustomJobLink(),)
+    operator_extra_links = (VertexCustomJobLink(),)
 
     template_fields = (*_DeferrableVertexOperator.template_fields, "custom_job")
     ALIVE = ("JOB_STATE_QUEUED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_SUCCEEDED")
@@ -336,7 +332,7 @@ class DeferrableCustomJobOperator(_DeferrableVertexOperator):
         else:
             job = client.create_custom_job(parent=self.parent, custom_job=self.custom_job, retry=quota_retry())
         self.job_name = job.name
-        VertexAICustomJobLink.persist(context=context, custom_job_id=job.name.rsplit("/", 1)[-1])
+        self.persist_link(VertexCustomJobLink, context, custom_job_id=job.name.rsplit("/", 1)[-1])
         if job.state.name == "JOB_STATE_SUCCEEDED":
             return self.finish({}, context)
         self.defer_until_done(VertexCustomJobTrigger, job.name)

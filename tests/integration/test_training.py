@@ -16,7 +16,7 @@ import pytest
 from recsys.training.data import NotEnoughDataError, load_window
 from recsys.training.fit import TrainParams, fit
 from recsys.training.gate import GatePolicy, read_champion, run_gate
-from recsys.training.train import train_and_export
+from recsys.training.pipeline import train_and_export
 
 END = date(2026, 11, 9)
 FAST = TrainParams(epochs=2, batch_size=512)

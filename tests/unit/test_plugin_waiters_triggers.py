@@ -217,3 +217,32 @@ def test_a_google_trigger_reports_a_timeout_naming_its_resource():
 
     payload = asyncio.run(first_event())
     assert payload["status"] == "timeout" and payload["resource"] == "projects/p/locations/r/operations/9"
+
+
+def test_vertex_console_links_render_the_providers_pages():
+    """The links carry the Google provider's console URLs; the deploy and upload operators declare them."""
+    from vertex.links import VertexCustomJobLink, VertexEndpointLink, VertexModelLink
+    from vertex.operators import (
+        DeferrableCustomJobOperator,
+        DeferrableDeployModelOperator,
+        IdempotentUploadModelOperator,
+    )
+
+    ids = {"region": "europe-west4", "project_id": "p1"}
+    assert VertexEndpointLink.format_str.format(endpoint_id="42", **ids) == (
+        "https://console.cloud.google.com/vertex-ai/locations/europe-west4/endpoints/42?project=p1"
+    )
+    assert "/models/locations/europe-west4/models/7/" in VertexModelLink.format_str.format(model_id="7", **ids)
+    assert "/training/9/cpu?project=p1" in VertexCustomJobLink.format_str.format(custom_job_id="9", **ids)
+    assert [type(link) for link in DeferrableDeployModelOperator.operator_extra_links] == [VertexEndpointLink]
+    assert [type(link) for link in IdempotentUploadModelOperator.operator_extra_links] == [VertexModelLink]
+    assert [type(link) for link in DeferrableCustomJobOperator.operator_extra_links] == [VertexCustomJobLink]
+
+    pushed = {}
+
+    class TaskInstance:
+        def xcom_push(self, key, value):
+            pushed[key] = value
+
+    VertexEndpointLink.persist({"ti": TaskInstance()}, endpoint_id="42", **ids)
+    assert pushed == {"endpoint_conf": {"endpoint_id": "42", **ids}}

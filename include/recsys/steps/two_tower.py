@@ -55,7 +55,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
 
     from recsys.training.data import NotEnoughDataError
     from recsys.training.fit import TrainParams
-    from recsys.training.train import train_and_export
+    from recsys.training.pipeline import train_and_export
 
     try:
         result = train_and_export(

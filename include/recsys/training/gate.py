@@ -43,8 +43,8 @@ def promote(models_root: str, pointer: dict) -> None:
 def evaluate_exported(model_dir: str, holdout, history, users, training_users, local_cache: Path) -> dict:
     """Metrics of an exported model's served policy (as the server loads it) on ``holdout``."""
     from recsys.policy import load_policy
+    from recsys.storage import download_dir
     from recsys.training.evaluate import evaluate_holdout
-    from recsys.training.train import download_dir
 
     policy = load_policy(download_dir(model_dir, local_cache))
     return evaluate_holdout({"champion": policy}, holdout, history, users, training_users)["champion"]
@@ -90,8 +90,8 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
 
     import pandas as pd
 
+    from recsys.storage import download_dir, upload_dir
     from recsys.training.report import model_card, training_plot
-    from recsys.training.train import download_dir, upload_dir
 
     with tempfile.TemporaryDirectory(prefix="recsys-gate-") as tmp:
         local = download_dir(model_dir, Path(tmp) / "candidate")

@@ -1,0 +1,303 @@
+"""One two-tower training job as a pipeline of named steps: load -> split -> fit -> evaluate -> export.
+
+Each step is a function with its own inputs and outputs; :func:`train_and_export` runs them in order and
+times each (``metrics.json`` ``stage_seconds``). The model card is written later, by the gate, which
+needs the champion's figures on the same holdout. The command line is :mod:`recsys.training.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from recsys.storage import upload_dir
+from recsys.training import MIN_INTERACTIONS
+
+log = logging.getLogger(__name__)
+POPULAR_ITEMS = 5000  # popular items exported for the fallback (enough to survive any exclusion)
+MAX_EVAL_CELLS = 2_000_000_000  # holdout rows x catalog items scored per policy (a seeded row sample beyond)
+
+
+@dataclass
+class Split:
+    """The window (users, items, days) and its interactions in time order: train, then holdout."""
+
+    window: Any  # recsys.training.data.Window
+    train: Any  # pandas.DataFrame
+    holdout: Any  # pandas.DataFrame
+    holdout_days: int
+
+
+@dataclass
+class Evaluation:
+    """What evaluation measured and what export reuses: the catalog, its embeddings, the popular order,
+    the history snapshot, the rows evaluated and the metrics per policy."""
+
+    catalog: list[str]
+    item_embeddings: Any  # numpy array, one row per catalog item
+    popular: list[str]
+    history: Any  # pandas.DataFrame: every user's newest events of the training part
+    evaluated: Any  # the holdout rows evaluated (all, or a seeded sample)
+    metrics: dict
+
+
+def load(extract_root: str, end_day: date, window_days: int):
+    """The window's committed partitions (interactions, users, items, outage days)."""
+    from recsys.training.data import load_window
+
+    return load_window(extract_root, end_day, window_days)
+
+
+def split(window, end_day: date, holdout_days: int, min_interactions: int = MIN_INTERACTIONS) -> Split:
+    """Train = everything before the newest ``holdout_days``; holdout = those days. Too little data raises
+    :class:`~recsys.training.data.NotEnoughDataError` with the reason."""
+    from recsys.training.data import NotEnoughDataError, temporal_split
+
+    holdout_start = datetime.combine(end_day - timedelta(days=holdout_days - 1), datetime.min.time(), tzinfo=UTC)
+    train, holdout = temporal_split(window.interactions, int(holdout_start.timestamp()))
+    if len(train) < min_interactions:
+        raise NotEnoughDataError(
+            f"only {len(train)} training interactions in the window ending {end_day} "
+            f"({len(window.days)} days with data, outages: {window.outage_days or 'none'}, "
+            f"missing: {window.missing_days or 'none'}); need at least {min_interactions}"
+        )
+    if holdout.empty:
+        raise NotEnoughDataError(f"no interactions in the {holdout_days} holdout day(s) ending {end_day}")
+    return Split(window, train, holdout, holdout_days)
+
+
+def fit_model(data: Split, params):
+    """Train the two-tower model on the training part (Vertex AI checkpoints / TensorBoard when asked)."""
+    from recsys.training.fit import fit
+
+    with tempfile.TemporaryDirectory(prefix="recsys-aip-") as aip_tmp:
+        return fit(data.train, data.window.users, data.window.items, params, callbacks=_aip_callbacks(Path(aip_tmp)))
+
+
+def evaluate(data: Split, fitted, params, max_eval_cells: int = MAX_EVAL_CELLS) -> Evaluation:
+    """The model and popularity, each as served (:mod:`recsys.policy`), on the holdout.
+
+    Evaluation ranks the whole catalog for every holdout row, so its cost grows with rows x items: when
+    that product passes ``max_eval_cells`` the holdout is evaluated on a seeded sample of its rows (every
+    policy on the same rows; ``window.evaluated_rows`` says how many; 20,000 rows at 100,000 items)."""
+    from recsys.history import snapshot
+    from recsys.policy import Policy
+    from recsys.training.evaluate import evaluate_holdout, popularity_order
+
+    window, train, holdout = data.window, data.train, data.holdout
+    catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
+    eval_rows = max(1, max_eval_cells // len(catalog))
+    evaluated = holdout if len(holdout) <= eval_rows else holdout.sample(eval_rows, random_state=0).sort_index()
+    embeddings = fitted.candidate_embeddings(catalog, window.items)
+    config, popular, history = params.policy_config(), popularity_order(train), snapshot(train)
+    policies = {
+        "model": Policy(
+            catalog,
+            popular,
+            config,
+            encoder=fitted.encode_queries,
+            item_embeddings=embeddings,
+            known_users=fitted.vocab.user_ids,
+        ),
+        "popularity": Policy(catalog, popular, config),
+    }
+    metrics = evaluate_holdout(policies, evaluated, history, window.users, fitted.vocab.user_ids)
+    return Evaluation(catalog, embeddings, popular, history, evaluated, metrics)
+
+
+def _index_queries(data: Split, fitted, evaluation: Evaluation, params) -> dict:
+    """Real queries (the holdout's users with their histories) to tune and check the retrieval index on."""
+    import pandas as pd
+    import tensorflow as tf
+
+    from recsys.policy import Policy
+    from recsys.training.features import demographics
+
+    events = pd.concat([evaluation.history, data.holdout], ignore_index=True)
+    policy = Policy(evaluation.catalog, evaluation.popular, params.policy_config())
+    sample = policy.batch_from_log(data.holdout.drop_duplicates("user_id").head(1000), events, {})
+    queries = {"user_id": sample.user_ids, "history": sample.histories}
+    if fitted.vocab.has_user_features:
+        queries |= demographics(sample.user_ids, data.window.users)
+    return {k: tf.constant(v) for k, v in queries.items()}
+
+
+def export(
+    data: Split,
+    fitted,
+    evaluation: Evaluation,
+    params,
+    out: Path,
+    *,
+    index_k: int = 100,
+    min_index_recall: float = 0.95,
+    scann_grid: list | None = None,
+) -> dict:
+    """Write the servable model into the local folder ``out``: query model, retrieval indexes (brute force;
+    ScaNN when it reaches ``min_index_recall``), candidates, history snapshot, tables, metadata. Returns
+    the index report."""
+    import pandas as pd
+
+    from recsys import index
+    from recsys.training import export as saved
+
+    catalog, embeddings, length = evaluation.catalog, evaluation.item_embeddings, params.history_length
+    use_user_features = fitted.vocab.has_user_features
+    brute, scann, native, index_report = saved.choose_index(
+        fitted.model.query_tower,
+        catalog,
+        embeddings,
+        _index_queries(data, fitted, evaluation, params),
+        k=index_k,
+        min_recall=min_index_recall,
+        grid=scann_grid,
+    )
+    saved.save_query_model(fitted.model.query_tower, out / "query_model", use_user_features, length)
+    saved.save_retrieval_model(brute, out / "index_brute_force", use_user_features, length, scann=False)
+    if scann is not None:
+        saved.save_retrieval_model(scann, out / "index_scann", use_user_features, length, scann=True)
+        index.save(native, out / index.NATIVE_DIR, catalog)
+    tables = {
+        "candidates": pd.DataFrame({"item_id": catalog, "embedding": list(embeddings)}),
+        "items": data.window.items.astype({"item_id": str}),
+        "users": data.window.users.astype({"user_id": str}),
+        "holdout": data.holdout,
+        "history": evaluation.history,
+    }
+    for name, frame in tables.items():
+        frame.reset_index(drop=True).to_parquet(out / f"{name}.parquet", index=False)
+    config = dataclasses.asdict(params.policy_config())
+    metadata = {
+        "user_features": use_user_features,
+        "item_features": fitted.vocab.has_item_features,
+        "vocabulary_sizes": {"users": len(fitted.vocab.user_ids), "items": len(fitted.vocab.item_ids)},
+        "embedding_dim": params.embedding_dim,
+        "history_length": length,
+        "policy": config,
+        "popular_items": evaluation.popular[:POPULAR_ITEMS],
+        "serving_index": index_report["serving"],
+        "k": index_k,
+    }
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    (out / "vocabularies.json").write_text(json.dumps(dataclasses.asdict(fitted.vocab)))
+    (out / "index.json").write_text(json.dumps(index_report, indent=2))
+    return index_report
+
+
+def train_and_export(
+    extract_root: str,
+    end_day: date,
+    window_days: int,
+    holdout_days: int,
+    model_dir: str,
+    params,
+    *,
+    min_interactions: int = MIN_INTERACTIONS,
+    index_k: int = 100,
+    min_index_recall: float = 0.95,
+    scann_grid: list | None = None,
+    max_eval_cells: int = MAX_EVAL_CELLS,
+) -> dict:
+    """The whole job (load -> split -> fit -> evaluate -> export) into ``model_dir`` (any object store);
+    returns what it writes to ``metrics.json``."""
+    if holdout_days >= window_days:
+        raise ValueError(f"holdout_days ({holdout_days}) must be smaller than window_days ({window_days})")
+    clock = _StageClock()
+    data = split(load(extract_root, end_day, window_days), end_day, holdout_days, min_interactions)
+    clock.lap("load")
+    fitted = fit_model(data, params)
+    clock.lap("fit")
+    evaluation = evaluate(data, fitted, params, max_eval_cells)
+    clock.lap("evaluate")
+    with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
+        out = Path(tmp)
+        index_report = export(
+            data,
+            fitted,
+            evaluation,
+            params,
+            out,
+            index_k=index_k,
+            min_index_recall=min_index_recall,
+            scann_grid=scann_grid,
+        )
+        clock.lap("export")
+        result = {
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "window": {
+                **data.window.describe(),
+                "extract_root": extract_root,
+                "end_day": end_day.isoformat(),
+                "window_days": window_days,
+                "holdout_days": holdout_days,
+                "train_rows": len(data.train),
+                "holdout_rows": len(data.holdout),
+                "evaluated_rows": len(evaluation.evaluated),
+            },
+            "params": params.as_dict(),
+            "policy": dataclasses.asdict(params.policy_config()),
+            "loss_per_epoch": fitted.loss_per_epoch,
+            "train_seconds": round(fitted.seconds, 2),
+            "metrics": evaluation.metrics,
+            "index": index_report,
+            "stage_seconds": clock.laps,
+        }
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        upload_dir(out, model_dir)
+    model = {k: v for k, v in evaluation.metrics["model"].items() if k != "segments"}
+    log.info("exported model to %s: %s", model_dir, model)
+    return result
+
+
+class _StageClock:
+    """Seconds per stage of the job (``metrics.json`` ``stage_seconds``)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
+
+
+def _aip_callbacks(local_root: Path) -> list:
+    """Vertex AI conventions: per-epoch checkpoints and TensorBoard logs when the env asks for them.
+
+    Keras writes to local disk; a remote ``gs://``/``s3://`` target is refreshed after every epoch.
+    """
+    import tensorflow as tf
+
+    callbacks = []
+    for variable, name in (("AIP_CHECKPOINT_DIR", "checkpoints"), ("AIP_TENSORBOARD_LOG_DIR", "logs")):
+        target = os.environ.get(variable)
+        if not target:
+            continue
+        local = Path(target) if "://" not in target else local_root / name
+        if name == "checkpoints":
+            path = str(local / "epoch-{epoch:03d}.weights.h5")
+            callbacks.append(tf.keras.callbacks.ModelCheckpoint(path, save_weights_only=True))
+        else:
+            callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(local)))
+        if "://" in target:
+            callbacks.append(_UploadAfterEachEpoch(local, target))
+    return callbacks
+
+
+def _UploadAfterEachEpoch(local: Path, target: str):  # noqa: N802 - a class factory: tf is imported lazily
+    import tensorflow as tf
+
+    class UploadAfterEachEpoch(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            upload_dir(local, target)
+
+    return UploadAfterEachEpoch()
