@@ -89,7 +89,7 @@ def test_the_nightly_chain_has_deadlines_with_the_same_channels(channels):
 
 def test_nothing_is_configured_by_default():
     from recsys.alerts import deadline_alert, on_failure
-    from recsys.config import load_settings
+    from recsys.config import load_dag_settings
 
-    settings = load_settings({})
+    settings = load_dag_settings(env={})
     assert on_failure(settings) == {} and deadline_alert(settings, "recsys_extract", 6) is None
