@@ -6,7 +6,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from datetime import datetime
 
-from recsys.config import Settings, deployed_spark_backends
+from recsys.config import Settings, deployed_spark_backends, load_settings
 
 # extraction_backend -> the task that runs the Spark job on that engine
 SPARK_TASKS = {"spark-local": "spark_local", "glue": "glue", "emr-serverless": "emr_serverless", "dataproc": "dataproc"}
@@ -14,8 +14,6 @@ SPARK_TASKS = {"spark-local": "spark_local", "glue": "glue", "emr-serverless": "
 
 def settings_for(params: dict) -> Settings:
     """Task-time settings with the run's Params (source connection, backend) over them."""
-    from recsys.config import load_settings
-
     overrides = {"source_conn_id": params["source_conn_id"], "extraction_backend": params["extraction_backend"]}
     return load_settings(overrides, use_airflow_variables=True)
 
