@@ -41,6 +41,7 @@ from airflow.sdk import MultipleCronTriggerTimetable, Param, dag, get_current_co
 
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.config import PERSONALIZE_IMPORT_POOL, load_dag_settings, load_settings  # stdlib only: cheap at parse time
+from recsys.steps.personalize import PersonalizePlan
 from recsys.steps.xcom import pulled
 
 DATASETS = ["interactions", "users", "items"]
@@ -133,18 +134,12 @@ PARAMS = {
 }
 
 
+_plan = PersonalizePlan.from_xcom  # the plan task's XCom dict, as the typed plan
 _SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 def _settings():
     return load_settings(use_airflow_variables=True)
-
-
-def _plan(planned: dict):
-    from recsys.steps.personalize import PersonalizePlan
-    from recsys.steps.xcom import from_xcom
-
-    return from_xcom(PersonalizePlan, planned)
 
 
 # The Personalize jobs: every wait deferred to the triggerer, every value planned by ``plan``.

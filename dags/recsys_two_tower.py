@@ -44,6 +44,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
 from recsys.config import load_dag_settings, load_settings  # stdlib only: cheap at parse time
+from recsys.steps.two_tower import TrainingPlan
 from recsys.steps.xcom import pulled
 
 PARAMS = {
@@ -150,18 +151,12 @@ PARAMS = {
 }
 
 
+_plan = TrainingPlan.from_xcom  # the plan task's XCom dict, as the typed plan
 _SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 def _settings():
     return load_settings(use_airflow_variables=True)
-
-
-def _plan(planned: dict):
-    from recsys.steps.two_tower import TrainingPlan
-    from recsys.steps.xcom import from_xcom
-
-    return from_xcom(TrainingPlan, planned)
 
 
 @dag(

@@ -31,6 +31,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 from recsys.alerts import task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL
 from recsys.config import load_dag_settings, load_settings  # stdlib only: cheap at parse time
+from recsys.steps.vertex_deploy import DeployPlan
 from recsys.steps.xcom import pulled
 
 PARAMS = {
@@ -85,14 +86,8 @@ PARAMS = {
 }
 
 
+_plan = DeployPlan.from_xcom  # the plan task's XCom dict, as the typed plan
 _SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
-
-
-def _plan(planned: dict):
-    from recsys.steps.vertex_deploy import DeployPlan
-    from recsys.steps.xcom import from_xcom
-
-    return from_xcom(DeployPlan, planned)
 
 
 @dag(

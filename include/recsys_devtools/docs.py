@@ -54,13 +54,12 @@ def dag_reference(bag=None) -> str:
         summary = doc[0].lstrip("# ").strip() if doc else dag_id
         parts.append(f'\n<a id="{dag_id}"></a>\n\n## {summary}\n\n')
         parts.append(f"Schedule: {schedule_of(dag)} · tags: {', '.join(sorted(dag.tags))}\n\n{body}\n")
-        params = dag.params.dump() if hasattr(dag.params, "dump") else {}
-        if params:
+        if dag.params:
             parts.append("\n| Param | default | title | description |\n|---|---|---|---|\n")
-            for name in params:
-                schema = dag.params.get_param(name).schema
-                default = dag.params.get_param(name).value
-                row = (f"`{name}`", f"`{_cell(default)}`", schema.get("title", ""), schema.get("description", ""))
+            for name in dag.params:
+                param = dag.params.get_param(name)
+                schema = param.schema
+                row = (f"`{name}`", f"`{_cell(param.value)}`", schema.get("title", ""), schema.get("description", ""))
                 parts.append("| " + " | ".join(_cell(c) for c in row) + " |\n")
     return "".join(parts)
 

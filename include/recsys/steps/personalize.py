@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from recsys.config import Settings
+from recsys.steps.xcom import XComRecord
 
 DATASETS = ("interactions", "users", "items")
 # what the report shows -> (task id, XCom key) of the task that produced it
@@ -23,7 +24,7 @@ REPORTED = {
 
 
 @dataclass(frozen=True)
-class PersonalizePlan:
+class PersonalizePlan(XComRecord):
     """What a run imports, trains and names; the operators read these keys from the ``plan`` XCom."""
 
     end_day: str
@@ -71,8 +72,6 @@ def plan(settings: Settings, params: dict, run_id: str, scheduled_day: date | No
     from airflow.sdk.exceptions import AirflowFailException
     from personalize.names import run_name
 
-    from recsys.steps.xcom import as_xcom
-
     missing = _missing_settings(settings, params["datasets"])
     if missing or not settings.personalize.s3_uri.startswith("s3://"):
         raise AirflowFailException(
@@ -92,24 +91,22 @@ def plan(settings: Settings, params: dict, run_id: str, scheduled_day: date | No
         "solution_version": key,
         "batch": run_name("recsys", run_id, day, "batch"),
     }
-    return as_xcom(
-        PersonalizePlan(
-            end_day=day,
-            run_key=key,
-            run_uri=f"{settings.personalize.s3_uri.rstrip('/')}/runs/{key}",
-            names=names,
-            requested_training_mode=mode,
-            import_mode=import_mode,
-            dataset_arns=settings.personalize.dataset_arns(),
-            role_arn=settings.personalize.role_arn,
-            solution_arn=settings.personalize.solution_arn,
-            campaign_arn=settings.personalize.campaign_arn,
-            filter_arn=settings.personalize.filter_arn,
-            aws_conn_id=settings.connections.aws,
-            poll_seconds=settings.personalize.poll_seconds,
-            dry_run=params["dry_run"],
-        )
-    )
+    return PersonalizePlan(
+        end_day=day,
+        run_key=key,
+        run_uri=f"{settings.personalize.s3_uri.rstrip('/')}/runs/{key}",
+        names=names,
+        requested_training_mode=mode,
+        import_mode=import_mode,
+        dataset_arns=settings.personalize.dataset_arns(),
+        role_arn=settings.personalize.role_arn,
+        solution_arn=settings.personalize.solution_arn,
+        campaign_arn=settings.personalize.campaign_arn,
+        filter_arn=settings.personalize.filter_arn,
+        aws_conn_id=settings.connections.aws,
+        poll_seconds=settings.personalize.poll_seconds,
+        dry_run=params["dry_run"],
+    ).as_xcom()
 
 
 def upload(settings: Settings, planned: PersonalizePlan, params: dict) -> tuple[list[dict], str | None]:
@@ -213,12 +210,11 @@ def smoke_test(settings: Settings, planned: PersonalizePlan, wanted_users: int) 
 def report(settings: Settings, planned: PersonalizePlan, run_id: str, outcome: dict, max_drop: float) -> dict:
     """What the run did, whatever happened (``outcome``: the tasks' states and results), with the new
     version's metrics; written to ``<storage_root>/personalize/runs/<run>/report.json`` and returned."""
-    import dataclasses
     import json
 
     from recsys.storage import as_path, atomic_write_text
 
-    body = {"run_id": run_id, "plan": dataclasses.asdict(planned), **outcome, "metrics": None}
+    body = {"run_id": run_id, "plan": planned.as_xcom(), **outcome, "metrics": None}
     body["imports"] = list(outcome.get("imports") or [])
     body["training"] = outcome.get("training") or {}
     body["batch_output"] = (planned.run_uri + "/batch-output/") if outcome.get("batch_output") else None

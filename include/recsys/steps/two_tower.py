@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from recsys.config import Settings
+from recsys.steps.xcom import XComRecord
 
 
 @dataclass(frozen=True)
-class TrainingPlan:
+class TrainingPlan(XComRecord):
     """The window's last day, the new model version and where it goes; ``remote`` (the Vertex AI or Cloud Run
     job's settings) for the remote backends, which the operators read from the ``plan`` XCom."""
 
@@ -25,7 +26,6 @@ def plan(settings: Settings, params: dict, now: datetime | None = None) -> dict:
     from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
     from recsys.data.partitions import PartitionStore
-    from recsys.steps.xcom import as_xcom
     from recsys.training.remote import cloud_run_plan, vertex_plan
 
     if params["end_day"]:
@@ -46,7 +46,7 @@ def plan(settings: Settings, params: dict, now: datetime | None = None) -> dict:
         except ValueError as exc:  # a missing setting: retrying cannot help
             raise AirflowFailException(str(exc)) from exc
     model_dir = remote["model_dir"] if remote else f"{settings.storage.models_root}/{version}"
-    return as_xcom(TrainingPlan(end_day.isoformat(), version, backend, model_dir, remote))
+    return TrainingPlan(end_day.isoformat(), version, backend, model_dir, remote).as_xcom()
 
 
 def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:

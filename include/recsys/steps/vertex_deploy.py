@@ -7,10 +7,11 @@ import hashlib
 from dataclasses import dataclass
 
 from recsys.config import Settings
+from recsys.steps.xcom import XComRecord
 
 
 @dataclass(frozen=True)
-class DeployPlan:
+class DeployPlan(XComRecord):
     """The model to deploy and where; the operators read these keys from the ``plan`` XCom."""
 
     model_dir: str
@@ -32,7 +33,6 @@ def plan(settings: Settings, params: dict, announced_model_dirs: list[str]) -> d
     Vertex AI names; fails without retries on a setting or Param that a retry cannot fix."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from recsys.steps.xcom import as_xcom
     from recsys.training.gate import read_champion
 
     if params["min_replicas"] > params["max_replicas"]:
@@ -44,22 +44,20 @@ def plan(settings: Settings, params: dict, announced_model_dirs: list[str]) -> d
     if not model_dir:
         raise AirflowFailException("no model_dir given, announced or blessed yet")
     dedicated = params["dedicated_endpoint"]
-    return as_xcom(
-        DeployPlan(
-            model_dir=model_dir,
-            version=model_dir.rstrip("/").rsplit("/", 1)[-1],
-            project=settings.vertex.project,
-            region=settings.vertex.region,
-            gcp_conn_id=settings.connections.gcp,
-            image=settings.vertex.serving_image_uri,
-            model_name=settings.vertex.model_display_name,
-            endpoint_name=settings.vertex.endpoint_display_name,
-            dry_run=params["dry_run"],
-            dedicated=settings.vertex.dedicated_endpoint if dedicated is None else dedicated,
-            poll_seconds=settings.vertex.poll_seconds,
-            operation_timeout=settings.vertex.operation_timeout_seconds,
-        )
-    )
+    return DeployPlan(
+        model_dir=model_dir,
+        version=model_dir.rstrip("/").rsplit("/", 1)[-1],
+        project=settings.vertex.project,
+        region=settings.vertex.region,
+        gcp_conn_id=settings.connections.gcp,
+        image=settings.vertex.serving_image_uri,
+        model_name=settings.vertex.model_display_name,
+        endpoint_name=settings.vertex.endpoint_display_name,
+        dry_run=params["dry_run"],
+        dedicated=settings.vertex.dedicated_endpoint if dedicated is None else dedicated,
+        poll_seconds=settings.vertex.poll_seconds,
+        operation_timeout=settings.vertex.operation_timeout_seconds,
+    ).as_xcom()
 
 
 def upload_spec(planned: DeployPlan) -> dict:

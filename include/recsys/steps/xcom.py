@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Self
 
 
 def pulled(task_id: str, *keys: str, key: str | None = None) -> str:
@@ -16,11 +14,13 @@ def pulled(task_id: str, *keys: str, key: str | None = None) -> str:
     return f"{{{{ ti.xcom_pull(task_ids={task_id!r}{pushed}){path} }}}}"
 
 
-def as_xcom(record: Any) -> dict:
-    """A plan dataclass as the plain dict XCom stores (operators' templates index it by key)."""
-    return dataclasses.asdict(record)
+class XComRecord:
+    """Base of the plan dataclasses. XCom carries a plan as a plain dict (its deserializer admits only
+    ``airflow.*`` classes, and the operators' templates index the dict by key)."""
 
+    def as_xcom(self) -> dict:
+        return dataclasses.asdict(self)
 
-def from_xcom(cls: type[T], value: dict) -> T:
-    """The plan dataclass back from its XCom dict."""
-    return cls(**value)
+    @classmethod
+    def from_xcom(cls, value: dict) -> Self:
+        return cls(**value)
