@@ -85,7 +85,7 @@ airflow: airflow-home
 test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python tests/suites.py $(PYTEST_ARGS)
 
 # Serve an exported model locally, exactly as the serving container does (AIP_* env honoured).
 MODEL ?= $(shell $(BIN)/python -c "import json,sys; print(json.load(open('$(AIRFLOW_HOME)/recsys-data/models/champion.json'))['model_dir'])" 2>/dev/null)

@@ -8,8 +8,12 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
 1. `plan` — the window (default: 30 days ending at the newest extracted day) and a new model version.
 2. `train` (`training_backend=local`, the default) — in the worker: TensorFlow Recommenders
    two-tower model on the window (history-aware query tower: each example sees the user's newest
-   `history_length` events strictly before it), temporal holdout = the newest `holdout_days`.
-   The model and a most-popular baseline are evaluated **as served** (`recsys.policy`: history =
+   `history_length` events strictly before it), temporal holdout = the newest `holdout_days`, validation =
+   the newest 10% of the rows before it. On validation only: `tuning_trials` parameter sets are tried
+   (Optuna TPE + pruning, within `tuning_budget_minutes`; the query tower, epochs and no-history policy
+   included) and the baselines' parameters are chosen; the holdout is read once, after the final fit.
+   The model and the baselines (popularity, first-event prior, item-kNN, RP3beta, EASE) are evaluated
+   **as served** (`recsys.policy`: history =
    window + earlier holdout events, seen items excluded, no-history policy), overall and per
    segment (seen users / new users with history / no history). Exports the query model, a
    brute-force and (when it qualifies) a tuned ScaNN SavedModel, candidate embeddings, the
@@ -18,13 +22,17 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
    `training_backend=vertex` does the same job on Vertex AI instead: `stage_window` copies the
    window to `gs://` (unless the storage root is already there) and `train_on_vertex` runs the
    trainer image as a custom job (deferrable: no worker slot while it runs; a retry reattaches to
-   the same job; on timeout the job is cancelled) with `AIP_MODEL_DIR` = the run's model dir.
+   the same job; on timeout the job is cancelled) with `AIP_MODEL_DIR` = the run's model dir. With
+   `tuning_trials` > 0 it runs a Vertex AI hyperparameter tuning job instead (`tune_on_vertex`:
+   deferrable, reattaching on retry; each trial measures its values on the validation split and reports
+   them through cloudml-hypertune); `adopt_best_trial` makes the best trial's model the candidate.
    `training_backend=cloud_run` runs the same image as an execution of the Cloud Run job
    `cloud_run_job_name` (created or updated first) with the window as args and `AIP_MODEL_DIR` as
    env overrides (`train_on_cloud_run`: deferrable; a retry reattaches to the run's execution; on
    timeout or kill the execution is cancelled).
 3. `gate` — evaluates the current champion on the same holdout; blesses the candidate when it beats
-   popularity and is not worse than the champion by more than `tolerance` (or `force`); writes
+   the best baseline (`gate_baseline=best`; or popularity only) and is not worse than the champion by more
+   than `tolerance` (or `force`); otherwise says which baseline won and by how much; writes
    `model_card.md`, `training_plot.png`, `metrics.json`; moves `models/champion.json` atomically.
 4. `publish` — emits the `recsys_blessed_model` asset event, only for a blessed model.
 5. `deliver` — the blessed model's top `deliver_top_k` for every user of its history snapshot (the
@@ -43,10 +51,11 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from recsys.alerts import deadline_alert, task_defaults  # notifiers built from settings at parse time
 from recsys.assets import BLESSED_MODEL, EXTRACT_PARTITIONS
-from recsys.config import load_dag_settings, load_settings  # stdlib only: cheap at parse time
+from recsys.config import ACCELERATORS, load_dag_settings, load_settings  # stdlib only: cheap at parse time
 from recsys.steps.two_tower import TrainingPlan
 from recsys.steps.xcom import pulled
 
+_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines, tuning defaults)
 PARAMS = {
     "end_day": Param(
         None,
@@ -72,7 +81,13 @@ PARAMS = {
         description="The newest days of the window are held out for the temporal evaluation and the gate.",
     ),
     "epochs": Param(
-        8, type="integer", minimum=1, maximum=50, title="Epochs", description="Passes over the training examples."
+        20,
+        type="integer",
+        minimum=1,
+        maximum=50,
+        title="Epochs",
+        description="Passes over the training examples; with tuning, the most a trial runs (each stops when "
+        "validation stops improving) and the final fit uses the best trial's best epoch.",
     ),
     "embedding_dim": Param(
         32,
@@ -88,7 +103,7 @@ PARAMS = {
         exclusiveMinimum=0,
         maximum=1,
         title="Learning rate",
-        description="Adagrad's learning rate.",
+        description="The optimizer's learning rate (Adagrad unless tuning picks Adam).",
     ),
     "batch_size": Param(
         2048,
@@ -106,6 +121,30 @@ PARAMS = {
         title="History length",
         description="How many of a user's newest events the query tower reads.",
     ),
+    "tuning_trials": Param(
+        _SETTINGS.tuning_trials,
+        type="integer",
+        minimum=0,
+        maximum=200,
+        title="Tuning trials",
+        description="Parameter sets tried on the validation split (the newest 10% of the training rows) before "
+        "the final fit; 0 = train once with the values below. The first trial is always the values below.",
+    ),
+    "tuning_budget_minutes": Param(
+        _SETTINGS.tuning_budget_minutes,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1440,
+        title="Tuning budget (minutes)",
+        description="Tuning stops starting trials after this long (a running trial stops at its next epoch).",
+    ),
+    "query_tower": Param(
+        "pooling",
+        enum=["pooling", "attention"],
+        title="Query tower",
+        description="How the query reads the history: recency-weighted pooling or causal self-attention "
+        "(SASRec-style). Tuning may choose the other one on validation.",
+    ),
     "exclude_seen": Param(
         True,
         type="boolean",
@@ -114,9 +153,17 @@ PARAMS = {
     ),
     "no_history": Param(
         "model",
-        enum=["model", "popular"],
+        enum=["model", "prior", "popular"],
         title="Users without history get",
-        description="model = the learned no-history query (demographics when known); popular = the most popular items.",
+        description="model = the learned no-history query (demographics when known); prior = the items users most "
+        "often start with; popular = the most popular items. Tuning chooses among them on validation.",
+    ),
+    "gate_baseline": Param(
+        _SETTINGS.gate_baseline,
+        enum=["best", "popularity"],
+        title="Baseline the candidate must beat",
+        description="best = the best of popularity, first-event prior, item-kNN, RP3beta and EASE (each tuned on "
+        "validation) on the holdout; popularity = popularity only.",
     ),
     "tolerance": Param(
         0.01,
@@ -148,11 +195,39 @@ PARAMS = {
         description="local = in the Airflow worker; vertex = a Vertex AI custom job; cloud_run = a Cloud Run "
         "job execution (cheaper for small models); both run the trainer image (RECSYS_TRAINER_IMAGE_URI).",
     ),
+    "vertex_replicas": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=16,
+        title="Vertex AI training replicas",
+        description="training_backend=vertex: machines that train together (> 1: MultiWorkerMirroredStrategy, "
+        "tuning_trials must be 0). Empty = the setting vertex_training_replica_count.",
+    ),
+    "vertex_machine_type": Param(
+        None,
+        type=["null", "string"],
+        title="Vertex AI training machine type",
+        description="e.g. n1-standard-8, g2-standard-8, a2-highgpu-1g. Empty = the setting.",
+    ),
+    "vertex_accelerator_type": Param(
+        None,
+        enum=[None, *ACCELERATORS],
+        title="Vertex AI accelerator",
+        description="GPUs per training machine (checked against the machine type). Empty = the setting.",
+    ),
+    "vertex_accelerator_count": Param(
+        None,
+        type=["null", "integer"],
+        minimum=0,
+        maximum=8,
+        title="Vertex AI accelerators per machine",
+        description="Empty = the setting.",
+    ),
 }
 
 
 _plan = TrainingPlan.from_xcom  # the plan task's XCom dict, as the typed plan
-_SETTINGS = load_dag_settings()  # parse time: the environment only (retries, notifiers, deadlines)
 
 
 def _settings():
@@ -198,8 +273,17 @@ def recsys_two_tower():
         return two_tower.stage_window(_settings(), _plan(plan), get_current_context()["params"])
 
     @task.branch
-    def remote_backend(plan: dict) -> str:
-        return "train_on_vertex" if plan["backend"] == "vertex" else "train_on_cloud_run"
+    def remote_backend(staged: dict) -> str:
+        from recsys.steps import two_tower
+
+        return two_tower.remote_backend(staged)
+
+    @task(multiple_outputs=False)
+    def adopt_best_trial(plan: dict, tuned: dict) -> dict:
+        """The best Vertex tuning trial's model becomes this run's candidate (copied to the run's model dir)."""
+        from recsys.steps import two_tower
+
+        return two_tower.adopt_best_trial(_plan(plan), tuned)
 
     @task(multiple_outputs=False)
     def gate(plan: dict) -> dict:
@@ -230,7 +314,7 @@ def recsys_two_tower():
 
     from airflow.providers.standard.operators.empty import EmptyOperator
     from cloud_run.operators import CloudRunJobExecutionOperator
-    from vertex.operators import DeferrableCustomJobOperator
+    from vertex.operators import DeferrableCustomJobOperator, DeferrableHyperparameterTuningJobOperator
 
     planned = plan()
     staged = stage_window(planned)
@@ -243,6 +327,12 @@ def recsys_two_tower():
     on_vertex = DeferrableCustomJobOperator(
         task_id="train_on_vertex",
         custom_job=staged["custom_job"],
+        operation_timeout=pulled("plan", "remote", "timeout_seconds"),
+        **remote,
+    )
+    tune_on_vertex = DeferrableHyperparameterTuningJobOperator(
+        task_id="tune_on_vertex",
+        hyperparameter_tuning_job=staged["tuning_job"],
         operation_timeout=pulled("plan", "remote", "timeout_seconds"),
         **remote,
     )
@@ -260,8 +350,9 @@ def recsys_two_tower():
     model_exported = EmptyOperator(task_id="model_exported", trigger_rule="none_failed_min_one_success")
     decision = gate(planned)
     choose_backend(planned) >> [local, staged]
-    staged >> remote_backend(planned) >> [on_vertex, on_cloud_run]
-    [local, on_vertex, on_cloud_run] >> model_exported >> decision
+    remote_backend(staged) >> [on_vertex, tune_on_vertex, on_cloud_run]
+    adopted = adopt_best_trial(planned, tune_on_vertex.output)
+    [local, on_vertex, adopted, on_cloud_run] >> model_exported >> decision
     published = publish(decision)
     blessed(decision) >> published
     deliver(published)

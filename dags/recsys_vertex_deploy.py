@@ -11,7 +11,11 @@ Triggered by `recsys_blessed_model` (from `recsys_two_tower`) and from the UI.
 3. `endpoint` — find the endpoint by display name + label, or create it; note the live model.
 4. `deploy_canary` — deploy the new version with `canary_percent` of the traffic (100 with
    `skip_canary` or on a fresh endpoint). Deferrable.
-5. `smoke_test` — real predictions through the endpoint: schema and non-empty results. A dedicated
+5. `smoke_test` — proves the *new* model answers right: holdout users (with recent items) are sent
+   through the endpoint until the new deployed model has answered `smoke_answers` times (Vertex splits
+   traffic per request; each response names its `deployedModelId`), each answer checked: schema, items
+   from the model's catalog, no seen item, under `smoke_max_latency_ms`. 429 / 503 are retried with
+   backoff; any other error, a wrong answer, or a new model that never answers fails the task. A dedicated
    endpoint (Param `dedicated_endpoint` / setting `vertex_dedicated_endpoint`: its own DNS, created
    with `dedicatedEndpointEnabled`) is called at its `dedicatedEndpointDns`, as its clients must.
 6. `promote` — 100% traffic to the new version, aliases `default` and `champion`.
@@ -77,6 +81,23 @@ PARAMS = {
         description="Create the endpoint with its own DNS (dedicatedEndpointEnabled); "
         "empty = the vertex_dedicated_endpoint setting. Fixed once the endpoint exists.",
     ),
+    "smoke_answers": Param(
+        3,
+        type="integer",
+        minimum=1,
+        maximum=20,
+        title="Smoke test: answers from the new model",
+        description="Correct answers the newly deployed model must give before promotion; the endpoint is "
+        "called until it has (traffic is split per request), at most 200 times.",
+    ),
+    "smoke_max_latency_ms": Param(
+        2000,
+        type="integer",
+        minimum=10,
+        maximum=60000,
+        title="Smoke test: latency bar (ms)",
+        description="The slowest answer of the new model the smoke test accepts (5 users per call).",
+    ),
     "dry_run": Param(
         False,
         type="boolean",
@@ -139,7 +160,8 @@ def recsys_vertex_deploy():
     def smoke_test(planned: dict, deployed: dict, target: dict) -> dict:
         from recsys.steps import vertex_deploy
 
-        return vertex_deploy.smoke_test(_plan(planned), deployed, target)
+        context = get_current_context()
+        return vertex_deploy.smoke_test(_plan(planned), deployed, target, context["params"], context["ti"])
 
     @task(multiple_outputs=False)
     def promote(planned: dict, uploaded: dict, deployed: dict) -> dict:

@@ -31,6 +31,8 @@ os.environ.update(
 )
 for key in [k for k in os.environ if k.startswith(("RECSYS_", "AIRFLOW_CONN_", "AIRFLOW_VAR_"))]:
     del os.environ[key]
+# DAG runs in the tests train once (the tuning_trials Param's default comes from here); tests of tuning ask for it
+os.environ["RECSYS_TUNING_TRIALS"] = "0"
 
 import pytest  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
@@ -317,6 +319,20 @@ def gcs_bucket(fake_gcs, monkeypatch) -> str:
 
 
 @pytest.fixture(scope="session")
+def dataproc(tmp_path_factory):
+    """The Dataproc fake (gRPC + TLS behind a CONNECT proxy), one per test process: gRPC reads its CA setting
+    once per process, before its first TLS channel, so that is set for the session; a test that calls the
+    fake sets the rest of ``client_env()`` (the proxy) for itself, so no other test's gRPC goes through it."""
+    from recsys_devtools.emulators.dataproc import DataprocFake
+
+    fake = DataprocFake(tmp_path_factory.mktemp("dataproc"), regions=("europe-west4",))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", fake.client_env()["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"])
+        with fake:
+            yield fake
+
+
+@pytest.fixture(scope="session")
 def trained_model(synthetic_lake, tmp_path_factory):
     """One model trained on the synthetic lake, with a brute-force and an (exhaustive) ScaNN export."""
     from datetime import date
@@ -329,4 +345,22 @@ def trained_model(synthetic_lake, tmp_path_factory):
     params = TrainParams(epochs=2, batch_size=512)
     result = train_and_export(synthetic_lake + "/extract", date(2026, 11, 9), 8, 1, model_dir, params,
                               min_interactions=500, scann_grid=[ScannConfig(4, 4, 150)])  # fmt: skip
+    return model_dir, result
+
+
+@pytest.fixture(scope="session")
+def tuned_attention_model(synthetic_lake, tmp_path_factory):
+    """A model whose run tuned 3 trials on the validation split, starting from the attention tower."""
+    from datetime import date
+
+    from recsys.training.fit import TrainParams
+    from recsys.training.pipeline import train_and_export
+    from recsys.training.tuning import TuningConfig
+
+    model_dir = tmp_path_factory.mktemp("tuned").as_uri() + "/v1"
+    params = TrainParams(epochs=3, batch_size=512, query_tower="attention", history_length=20)
+    tuning = TuningConfig(trials=3, budget_minutes=5, patience=1)
+    result = train_and_export(
+        synthetic_lake + "/extract", date(2026, 11, 9), 8, 1, model_dir, params, min_interactions=500, tuning=tuning
+    )
     return model_dir, result

@@ -9,7 +9,10 @@ and hands each function the section or the values it uses.
 
 **Parse-time settings** (:class:`DagSettings`: retries, alerts, deadlines, the first extraction day, the
 Spark engines' waits) shape the DAGs themselves, so they are read when the DAG files are parsed, from the
-environment only (:func:`load_dag_settings`): parsing never reads Variables.
+environment only (:func:`load_dag_settings`): parsing never reads Variables. A Variable set for one of them
+would be silently ignored, so every task that reads Variables (:func:`load_settings` with
+``use_airflow_variables=True``) also looks for such Variables and logs a warning naming each one and the
+environment variable to set instead (once per process).
 
 ``<NAME>`` is the setting's flat name (``personalize_s3_uri`` is ``settings.personalize.s3_uri``), listed
 by :func:`setting_names`; docs/settings.md has the table.
@@ -19,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "RECSYS_"
 VARIABLE_PREFIX = "recsys_"
@@ -36,6 +42,18 @@ DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "wa
 
 
 SPARK_BACKENDS = ("spark-local", "glue", "emr-serverless", "dataproc")
+# accelerator type -> (the machine series it attaches to, the counts per machine it comes in); on the
+# a2 / a3 series the count is part of the machine type (a2-highgpu-2g: 2), on the others it is chosen
+ACCELERATORS = {
+    "NVIDIA_TESLA_T4": ("n1-", (1, 2, 4)),
+    "NVIDIA_TESLA_V100": ("n1-", (1, 2, 4, 8)),
+    "NVIDIA_TESLA_P100": ("n1-", (1, 2, 4)),
+    "NVIDIA_TESLA_P4": ("n1-", (1, 2, 4)),
+    "NVIDIA_L4": ("g2-standard-", (1, 2, 4, 8)),
+    "NVIDIA_TESLA_A100": ("a2-highgpu-", (1, 2, 4, 8)),
+    "NVIDIA_A100_80GB": ("a2-ultragpu-", (1, 2, 4, 8)),
+    "NVIDIA_H100_80GB": ("a3-highgpu-", (1, 2, 4, 8)),
+}
 
 
 def deployed_spark_backends(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -152,6 +170,9 @@ class TrainingSettings(Section):
     image_uri: str = named("trainer_image_uri", "")  # docker/trainer.Dockerfile in Artifact Registry
     staging_uri: str = named("vertex_staging_uri", "")  # gs:// prefix for staged windows when storage_root is not
     machine_type: str = named("vertex_training_machine_type", "n1-standard-8")
+    replica_count: int = named("vertex_training_replica_count", 1)  # > 1: MultiWorkerMirroredStrategy
+    accelerator_type: str = named("vertex_training_accelerator_type", "")  # e.g. NVIDIA_L4; "" = none
+    accelerator_count: int = named("vertex_training_accelerator_count", 0)  # per replica
     service_account: str = named("vertex_service_account", "")  # empty = the project's default Vertex service agent
     timeout_seconds: float = named("vertex_training_timeout_seconds", 4 * 3600.0)
 
@@ -211,6 +232,9 @@ class DagSettings(Section):
     training_deadline_hours: float = 0.0  # recsys_two_tower, likewise
     spark_poll_seconds: int = 30  # cloud Spark engines: how often the triggerer polls the job
     spark_timeout_seconds: int = 4 * 3600
+    tuning_trials: int = 12  # recsys_two_tower's default Params: trials on the validation split (0 = none)
+    tuning_budget_minutes: float = 10.0
+    gate_baseline: str = "best"  # recsys_two_tower's default bar: the best cheap baseline, or "popularity"
 
 
 @dataclass(frozen=True)
@@ -309,6 +333,26 @@ def load_section(
     return _build(section, overrides, os.environ if env is None else env, get_variable)
 
 
+def ignored_variables(get_variable: Callable[[str], Any]) -> list[str]:
+    """A warning for each Variable set for a parse-time setting (those are read from the environment only)."""
+    return [
+        f"Variable {VARIABLE_PREFIX + name} is set but ignored: {name} is a parse-time setting, read from the "
+        f"environment only; set {ENV_PREFIX + name.upper()} for the DAG processor, scheduler and workers instead"
+        for name in DagSettings.setting_names().values()
+        if get_variable(VARIABLE_PREFIX + name) is not None
+    ]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_ignored_variables(get_variable: Callable[[str], Any]) -> None:
+    for warning in ignored_variables(get_variable):
+        if warning not in _WARNED:
+            _WARNED.add(warning)
+            log.warning(warning)
+
+
 def load_settings(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -320,6 +364,8 @@ def load_settings(
     _check_known(overrides, setting_names())
     env = os.environ if env is None else env
     get_variable = _airflow_variable_getter() if use_airflow_variables else (lambda _key: None)
+    if use_airflow_variables:
+        _warn_ignored_variables(get_variable)
     return Settings(**{name: _build(cls, overrides, env, get_variable) for name, cls in SECTIONS.items()})
 
 

@@ -10,8 +10,10 @@ What a user gets for a query (user id, the user's history, demographics):
 3. **Exclusion** — items in the history (when ``exclude_seen``) and the request's
    ``exclude_item_ids`` are never recommended.
 4. **Fallback** — a user unknown to the model *and* without history gets the most popular items
-   (unless ``no_history="model"``: the model's learned no-history query); so does every user of a
-   policy without a model (the popularity baseline).
+   (``no_history="popular"``), the items users most often start with (``"prior"``: the first-event
+   prior, ``prior_items`` of the export) or the model's learned no-history query (``"model"``); every
+   user of a policy without a model (the popularity baseline) gets popular items, or the prior when
+   ``"prior"`` and the user has no history.
 
 Offline metrics (:mod:`recsys.training.evaluate`) rank each held-out item among everything the
 policy could return, so what the gate compares is what the server answers. :func:`load_policy`
@@ -31,16 +33,17 @@ from recsys.history import HISTORY_LENGTH, earlier_events, last_items, pad_histo
 from recsys.index import Search, top_k
 
 Encoder = Callable[[dict], np.ndarray]  # query features -> [n, dim] embeddings
+NO_HISTORY = ("popular", "prior", "model")  # what a user without history gets (see the module docstring)
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     history_length: int = HISTORY_LENGTH
     exclude_seen: bool = True
-    no_history: str = "popular"  # "popular": popular items; "model": the model's no-history query
+    no_history: str = "popular"  # "popular": popular items; "prior": the first-event prior; "model": the model
 
     def __post_init__(self) -> None:
-        if self.history_length < 1 or self.no_history not in {"popular", "model"}:
+        if self.history_length < 1 or self.no_history not in NO_HISTORY:
             raise ValueError(f"invalid policy configuration: {self}")
 
 
@@ -86,6 +89,7 @@ class Policy:
         item_embeddings: np.ndarray | None = None,
         known_users: Iterable[str] = (),
         searcher: Search | None = None,
+        prior: Sequence[str] | None = None,
     ):
         self.catalog = np.asarray(list(catalog), dtype=object)
         self.position = {item: i for i, item in enumerate(self.catalog)}
@@ -94,9 +98,17 @@ class Policy:
         self.known_users = frozenset(known_users)
         self.searcher = searcher  # approximate top-k (ScaNN) for serving; None = exact scores
         # popularity as a score: the most popular item highest; items outside the list below all of them
-        self.popularity = np.zeros(len(self.catalog), dtype=np.float32)
-        ranked = [self.position[i] for i in popular if i in self.position]
-        self.popularity[ranked] = np.arange(len(ranked), 0, -1, dtype=np.float32)
+        self.popularity = self._rank_scores(popular)
+        # no history: the first-event prior when configured (and given), else popularity
+        use_prior = config.no_history == "prior" and prior is not None
+        self.no_history_scores = self._rank_scores(prior) if use_prior else self.popularity
+
+    def _rank_scores(self, ranked_items: Sequence[str]) -> np.ndarray:
+        """An item order as scores: the first item highest; items outside the list below all of them."""
+        scores = np.zeros(len(self.catalog), dtype=np.float32)
+        ranked = [self.position[i] for i in ranked_items if i in self.position]
+        scores[ranked] = np.arange(len(ranked), 0, -1, dtype=np.float32)
+        return scores
 
     # ---- building queries -------------------------------------------------------------------------
     def _columns(self, items: Iterable[str]) -> list[int]:
@@ -171,6 +183,7 @@ class Policy:
         fallback = self.uses_fallback(batch)
         out = np.empty((len(batch), len(self.catalog)), dtype=np.float32)
         out[fallback] = self.popularity
+        out[fallback & (batch.history_lengths == 0)] = self.no_history_scores
         if not fallback.all():
             personal = ~fallback
             out[personal] = self.model_scores(_select(batch, personal))
@@ -185,12 +198,14 @@ class Policy:
             columns, scores = top_k(self.scores(batch), min(k, len(self.catalog)))
         else:
             columns, scores = self._searched(batch, fallback, k)
+        prior = fallback & (batch.history_lengths == 0) & (self.no_history_scores is not self.popularity)
+        labels = np.where(prior, "first_event_prior", np.where(fallback, "popular_items", None))
         out = []
         for row in range(len(batch)):
             keep = np.isfinite(scores[row])
             items = self.catalog[columns[row][keep][:k]].tolist()
             values = [None] * len(items) if fallback[row] else [round(float(v), 6) for v in scores[row][keep][:k]]
-            out.append({"item_ids": items, "scores": values, "fallback": "popular_items" if fallback[row] else None})
+            out.append({"item_ids": items, "scores": values, "fallback": labels[row]})
         return out
 
     def _searched(self, batch: QueryBatch, fallback: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,10 +218,15 @@ class Policy:
         found, values = self.searcher(self.encoder(_select(batch, ~fallback).features()), depth)
         columns[personal, : found.shape[1]], scores[personal, : found.shape[1]] = found, values
         if fallback.any():
-            columns[fallback], scores[fallback] = top_k(np.tile(self.popularity, (int(fallback.sum()), 1)), depth)
+            columns[fallback], scores[fallback] = top_k(self.scores(_select(batch, fallback)), depth)
         for row in range(len(batch)):
             banned = batch.excluded_cols[batch.excluded_indptr[row] : batch.excluded_indptr[row + 1]]
             scores[row, np.isin(columns[row], banned)] = -np.inf
+        # an approximate search can come back with too few items left after the exclusions (it searches some
+        # leaves only): those rows are scored exactly, so a user gets k items whenever the catalog has them
+        wanted = np.minimum(k, len(self.catalog) - excluded)
+        for row in np.flatnonzero(np.isfinite(scores).sum(axis=1) < wanted):
+            (columns[row],), (scores[row],) = top_k(self.scores(batch.rows(row, row + 1)), depth)
         order = np.lexsort((columns, -scores), axis=1)
         return np.take_along_axis(columns, order, 1), np.take_along_axis(scores, order, 1)
 
@@ -258,6 +278,7 @@ def load_policy(model_dir: Path, index: str = "brute_force") -> Policy:
         item_embeddings=embeddings,
         known_users=vocab["user_ids"],
         searcher=scann_search(model_dir, embeddings, item_ids) if index == "scann" else None,
+        prior=metadata.get("prior_items"),
     )
 
 

@@ -90,25 +90,29 @@ def run_training(days: int, dag_folder: str) -> bool:
 
     from airflow.sdk import ObjectStoragePath
 
-    from recsys.training.gate import read_champion
+    from recsys.training.gate import BASELINES, read_champion
 
-    run = _dag("recsys_two_tower", dag_folder).test(run_conf={"window_days": days})
+    conf = {"window_days": days, "tuning_trials": 4, "tuning_budget_minutes": 3}  # a short tuning, to show it
+    run = _dag("recsys_two_tower", dag_folder).test(run_conf=conf)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     print(f"[train] recsys_two_tower: {run.state} ({', '.join(f'{k}={v}' for k, v in sorted(states.items()))})")
-    champion = read_champion(load_settings().storage.models_root)
-    if run.state != "success" or champion is None:
+    if run.state != "success" or states.get("gate") != "success":
         return False
-    model_dir = ObjectStoragePath(champion["model_dir"])
+    planned = run.get_task_instance("plan").xcom_pull(task_ids="plan")
+    model_dir = ObjectStoragePath(planned["model_dir"])
     result = json.loads((model_dir / "metrics.json").read_text())
     ks = (1, 5, 10, 50, 100)
     print(
-        f"\nModel {champion['version']} (window {result['window']['days'][0]}..{result['window']['end_day']}, "
+        f"\nModel {planned['version']} (window {result['window']['days'][0]}..{result['window']['end_day']}, "
         f"{result['window']['train_rows']} train / {result['window']['holdout_rows']} holdout rows)"
     )
-    print(f"{'':<12}" + "".join(f"{'top-' + str(k):>9}" for k in ks))
-    for name in ("model", "popularity", "champion"):
+    print(f"{'':<18}" + "".join(f"{'top-' + str(k):>9}" for k in ks))
+    for name in ("model", *BASELINES, "champion"):
         if metrics := result["metrics"].get(name):
-            print(f"{name:<12}" + "".join(f"{metrics[f'top_{k}_accuracy']:>9.4f}" for k in ks))
+            print(f"{name:<18}" + "".join(f"{metrics[f'top_{k}_accuracy']:>9.4f}" for k in ks))
+    tuning = result.get("tuning", {})
+    if tuning.get("trials"):
+        print(f"tuning: {len(tuning['trials'])} trials on the validation split; chosen {tuning['chosen']}")
     print("top-10 / top-100 hit rate per user segment (as served: history, seen items excluded):")
     for segment, counts in result["metrics"]["model"]["segments"].items():
         cells = "  ".join(
@@ -119,6 +123,8 @@ def run_training(days: int, dag_folder: str) -> bool:
         print(f"  {segment:<24}{counts['pairs']:>7} pairs  {cells}")
     print(f"gate: {'blessed' if result['gate']['blessed'] else 'not blessed'}; {'; '.join(result['gate']['reasons'])}")
     print(f"serving index: {result['index']['serving']}")
+    champion = read_champion(load_settings().storage.models_root)
+    print(f"champion: {champion['version'] if champion else 'none yet'}")
     print(f"model card: {model_dir / 'model_card.md'}\nplot:       {model_dir / 'training_plot.png'}")
     return True
 

@@ -22,10 +22,17 @@ def _cell(value) -> str:
 
 
 def _dagbag():
+    """The DAGs as a fresh deployment parses them: parse-time settings (Param defaults among them) at
+    their defaults, whatever this environment sets."""
+    import os
+    from unittest import mock
+
     sys.path.insert(0, str(ROOT / "plugins"))
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    defaults = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    with mock.patch.dict(os.environ, defaults, clear=True):
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
     if bag.import_errors:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     return bag
@@ -75,7 +82,7 @@ def settings_reference() -> str:
         "| setting (`RECSYS_<NAME>` / Variable `recsys_<name>`) | in code | default | read |\n|---|---|---|---|\n",
     ]
     sections = [(name, cls, "in tasks (env, then Variables)") for name, cls in config.SECTIONS.items()]
-    sections.append(("dag", config.DagSettings, "at parse time (env only)"))
+    sections.append(("dag", config.DagSettings, "at parse time (env only; a Variable is ignored, with a warning)"))
     for section, cls, when in sections:
         defaults = cls()
         for field in dataclasses.fields(cls):

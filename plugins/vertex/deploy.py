@@ -8,6 +8,8 @@ duplicating. The long waits (upload, deploy, undeploy) are in the deferrable ope
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass
 
 LABEL = "recsys-version"
 
@@ -106,17 +108,101 @@ def predict(
     )
 
 
-def smoke_test(
-    prediction_hook, project: str, region: str, endpoint_id: str, user_ids: list[str], dedicated_dns: str | None = None
-) -> dict:
-    """Predict for real users through the endpoint; check the response schema and non-empty results."""
+@dataclass(frozen=True)
+class SmokeCheck:
+    """What a smoke test asks and what a right answer is.
+
+    ``instances`` are sent as they are; ``forbidden[i]`` are the items instance ``i`` must never get
+    back (its seen and recent items); every returned item must be in ``catalog``. The canary is proven
+    when ``deployed_model_id`` (the new deployment) has answered ``answers`` calls correctly within
+    ``max_latency_seconds`` each; the endpoint splits traffic per request, so the test calls it until
+    then, at most ``max_calls`` times. 429 / 503 (a shedding container, a quota) are retried with
+    exponential backoff, at most ``max_retries`` in a row."""
+
+    instances: list
+    forbidden: list[frozenset]
+    catalog: frozenset
+    deployed_model_id: str | None = None
+    answers: int = 3
+    max_calls: int = 200
+    max_latency_seconds: float = 2.0
+    max_retries: int = 6
+    backoff_seconds: float = 0.25
+
+
+class SmokeTestFailed(Exception):
+    """The endpoint answered wrongly, slowly, with an error, or the new model never answered."""
+
+
+def smoke_test(prediction_hook, project: str, region: str, endpoint_id: str, check: SmokeCheck, dedicated_dns=None):
+    """Call the endpoint until the new deployed model has answered ``check.answers`` times, checking
+    each of its answers (schema, catalog items, no forbidden item, latency). Raises
+    :class:`SmokeTestFailed` with the reason; returns what was observed."""
+    from google.api_core.exceptions import GoogleAPICallError, ServiceUnavailable, TooManyRequests
+
+    served: dict[str, int] = {}
+    answered, retried, in_a_row, slowest = 0, 0, 0, 0.0
+    for _ in range(check.max_calls):
+        started = time.perf_counter()
+        try:
+            response = predict(prediction_hook, project, region, endpoint_id, check.instances, {"k": 10}, dedicated_dns)
+        except (ServiceUnavailable, TooManyRequests) as exc:
+            retried, in_a_row = retried + 1, in_a_row + 1
+            if in_a_row > check.max_retries:
+                raise SmokeTestFailed(f"the endpoint kept refusing ({exc.code}): {_message(exc)}") from exc
+            time.sleep(check.backoff_seconds * 2 ** (in_a_row - 1))
+            continue
+        except GoogleAPICallError as exc:
+            raise SmokeTestFailed(f"the endpoint answered {exc.code}: {_message(exc)}") from exc
+        seconds, in_a_row = time.perf_counter() - started, 0
+        served_by = response.deployed_model_id
+        served[served_by] = served.get(served_by, 0) + 1
+        if check.deployed_model_id and served_by != check.deployed_model_id:
+            continue  # the previous model answered this one: the canary is not proven yet
+        _check_answer(check, response, served_by)
+        if seconds > check.max_latency_seconds:
+            raise SmokeTestFailed(
+                f"deployed model {served_by} answered in {seconds:.2f} s; the bar is {check.max_latency_seconds} s"
+            )
+        answered, slowest = answered + 1, max(slowest, seconds)
+        if answered >= check.answers:
+            return {
+                "users": len(check.instances),
+                "served_by": served_by,
+                "answers": answered,
+                "calls_by_deployed_model": served,
+                "retried": retried,
+                "slowest_seconds": round(slowest, 3),
+                "host": dedicated_dns or "regional",
+            }
+    raise SmokeTestFailed(
+        f"the new deployed model {check.deployed_model_id} answered {answered} of {check.max_calls} calls, "
+        f"{check.answers} wanted (answers by deployed model: {served})"
+    )
+
+
+def _message(exc) -> str:
+    """The service's error message (Google's error JSON over REST), without the request line."""
+    try:
+        return exc.response.json()["error"]["message"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return exc.message
+
+
+def _check_answer(check: SmokeCheck, response, served_by: str) -> None:
     from google.protobuf import json_format
 
-    response = predict(prediction_hook, project, region, endpoint_id, user_ids, {"k": 10}, dedicated_dns)
     predictions = [json_format.MessageToDict(p) for p in response._pb.predictions]
-    if len(predictions) != len(user_ids):
-        raise ValueError(f"smoke test: {len(predictions)} predictions for {len(user_ids)} instances")
-    for user, prediction in zip(user_ids, predictions, strict=True):
-        if prediction.get("user_id") != user or not list(prediction.get("item_ids", [])):
-            raise ValueError(f"smoke test: bad prediction for {user}: {prediction}")
-    return {"users": len(user_ids), "served_by": response.deployed_model_id, "host": dedicated_dns or "regional"}
+    if len(predictions) != len(check.instances):
+        raise SmokeTestFailed(f"{served_by}: {len(predictions)} predictions for {len(check.instances)} instances")
+    for instance, forbidden, prediction in zip(check.instances, check.forbidden, predictions, strict=True):
+        user = instance["user_id"] if isinstance(instance, dict) else instance
+        items = prediction.get("item_ids") if isinstance(prediction, dict) else None
+        if not isinstance(items, list) or prediction.get("user_id") != user:
+            raise SmokeTestFailed(f"{served_by}: not the prediction schema for {user}: {str(prediction)[:200]}")
+        if not items:
+            raise SmokeTestFailed(f"{served_by}: no items for {user}")
+        if unknown := [i for i in items if i not in check.catalog]:
+            raise SmokeTestFailed(f"{served_by}: items outside the model's catalog for {user}: {unknown[:5]}")
+        if seen := [i for i in items if i in forbidden]:
+            raise SmokeTestFailed(f"{served_by}: items {user} has seen came back: {seen[:5]}")

@@ -36,6 +36,8 @@ class _VertexConsoleLink(BaseOperatorLink):
         from airflow.sdk.bases.xcom import BaseXCom
 
         values = BaseXCom.get_value(ti_key=ti_key, key=self.key)
+        if isinstance(values, str):  # already rendered: the worker stores the link under the same key
+            return values
         if not values:
             return ""
         try:

@@ -102,12 +102,15 @@ class VertexCustomJobTrigger(_VertexPollingTrigger):
 
     kind = "job"
     FAILED = ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+    job_type = "custom_job"  # the JobService methods: get_<job_type>, cancel_<job_type>
 
-    def check(self) -> dict | None:
+    def _client(self):
         from vertex.hooks import VertexJobServiceHook
 
-        client = VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
-        job = client.get_custom_job(name=self.resource)
+        return VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
+
+    def check(self) -> dict | None:
+        job = getattr(self._client(), f"get_{self.job_type}")(name=self.resource)
         state = job.state.name
         if state == "JOB_STATE_SUCCEEDED":
             return {"status": "success", "state": state}
@@ -117,8 +120,11 @@ class VertexCustomJobTrigger(_VertexPollingTrigger):
 
     async def on_kill(self) -> None:
         """A user killed the deferred task (mark failed / clear): cancel the job so it stops costing money."""
-        from vertex.hooks import VertexJobServiceHook
-
-        client = VertexJobServiceHook(gcp_conn_id=self.gcp_conn_id).get_job_service_client(self.region)
         self.log.warning("task killed: cancelling %s", self.resource)
-        await asyncio.to_thread(client.cancel_custom_job, name=self.resource)
+        await asyncio.to_thread(getattr(self._client(), f"cancel_{self.job_type}"), name=self.resource)
+
+
+class VertexHyperparameterTuningJobTrigger(VertexCustomJobTrigger):
+    """Wait for a hyperparameter tuning job (all its trials) to reach a final state."""
+
+    job_type = "hyperparameter_tuning_job"

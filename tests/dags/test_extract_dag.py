@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -278,3 +279,60 @@ def test_cloud_engines_run_the_same_job_deferrably(
         assert len(started) == 1 and started[0]["name"].startswith("recsys-extract-")
         assert started[0]["clientToken"] == started[0]["name"]  # fixed per plan: a task retry reattaches
         assert started[0]["jobDriver"]["sparkSubmit"]["entryPoint"].startswith(code)
+
+
+@pytest.mark.spark
+@pytest.mark.postgres
+def test_dataproc_extracts_a_day_deferrably_and_a_retry_reattaches_to_its_batch(
+    dataproc, gcs_bucket, airflow_db, postgres_source, connect, storage_root, insert, row, monkeypatch
+):
+    """``extraction_backend=dataproc`` through ``DataprocCreateBatchOperator`` (deferrable) against the
+    Dataproc fake over gRPC: the first try's CreateBatch lands but its answer is lost, the retry's
+    CreateBatch finds the batch and reattaches (one batch, one Spark run), and the partition equals the
+    Arrow backend's for the same rows."""
+    import os
+    import sys
+
+    from airflow.dag_processing.dagbag import DagBag
+    from conftest import partition_content
+
+    bad = [row(" ", "i0", datetime(2026, 11, 10, 3))]
+    insert(postgres_source.engine, users=USERS, items=ITEMS, interactions=day_rows(row, DAY1, 30) + bad)
+    connect(postgres_source)
+    for key, value in dataproc.client_env().items():  # gRPC to *dataproc.googleapis.com:443 reaches the fake
+        monkeypatch.setenv(key, value)
+    gcp = {"conn_type": "google_cloud_platform", "extra": {"is_anonymous": True, "project": "recsys-test"}}
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(gcp))
+    monkeypatch.setenv("RECSYS_SPARK_CODE_URI", f"gs://{gcs_bucket}/code/spark")  # Dataproc reads code from GCS
+    monkeypatch.setenv("RECSYS_SPARK_BACKENDS", "dataproc")
+    monkeypatch.setenv("RECSYS_SPARK_POLL_SECONDS", "2")
+    monkeypatch.setenv("RECSYS_DATAPROC_PROJECT", "recsys-test")
+    monkeypatch.setenv("RECSYS_DATAPROC_REGION", "europe-west4")
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    dag = bag.dags["recsys_extract"]
+
+    assert run_for_day(dag, DAY1, extraction_backend="arrow", max_bad_fraction=0.5).state == "success"
+    content = lambda: {  # noqa: E731 - what the partition holds, whichever version of the day
+        key: value
+        for key, value in partition_content(storage_root + "/extract", DAY1).items()
+        if key not in ("version", "versions")
+    }
+    arrow = content()
+    calls_before, batches_before = len(dataproc.calls), len(dataproc.batches)
+    dataproc.lose_answer("CreateBatch")
+    run = run_for_day(dag, DAY1, extraction_backend="dataproc", max_bad_fraction=0.5)
+    assert run.state == "success"
+    tis = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert tis["dataproc"].state == "success" and tis["dataproc"].try_number == 2  # the lost answer failed try 1
+    creates = [request for method, request in dataproc.calls[calls_before:] if method == "CreateBatch"]
+    assert len(creates) == 2 and len({c.batch_id for c in creates}) == 1  # the retry asked for the same batch
+    (name,) = [n for n in dataproc.batches if n.endswith("/batches/" + creates[0].batch_id)]
+    assert dataproc.batches[name]["batch"].state.name == "SUCCEEDED"
+    assert len(dataproc.batches) == batches_before + 1  # one batch (one Spark run) for the run
+    assert name.startswith("projects/recsys-test/locations/europe-west4/batches/")
+    assert creates[0].batch.pyspark_batch.main_python_file_uri.startswith(f"gs://{gcs_bucket}/code/spark/")
+    manifest = PartitionStore(storage_root + "/extract").read_manifest(DAY1)
+    assert manifest["run"]["extraction_backend"] == "dataproc" and manifest["run"]["run_id"] == run.run_id
+    assert content() == arrow

@@ -16,7 +16,8 @@ from recsys_devtools.emulators.ports import free_port
 from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
-FAST = {"window_days": 8, "batch_size": 512, "epochs": 2, "end_day": "2026-11-09"}
+# these tests are about orchestration: the bar is popularity (the baselines' bar: test_training, test_tuning)
+FAST = {"window_days": 8, "batch_size": 512, "epochs": 2, "end_day": "2026-11-09", "gate_baseline": "popularity"}
 
 
 @pytest.fixture
@@ -168,6 +169,104 @@ def test_vertex_backend_trains_in_a_custom_job_then_gates_locally(two_tower, ver
     assert checkpoints == {"epoch-001.weights.h5", "epoch-002.weights.h5"}
 
 
+def test_two_vertex_replicas_train_together_and_match_one_process(two_tower, vertex_training):
+    """vertex_replicas=2: a custom job with a chief (workerpool0) and a worker (workerpool1), each a trainer
+    process given its CLUSTER_SPEC, training together with MultiWorkerMirroredStrategy over localhost; the
+    chief's model passes the gate and its holdout metrics match the one-process run within noise."""
+    from airflow.sdk import ObjectStoragePath
+
+    dag, root = two_tower
+    two = dag.test(run_conf={**FAST, "training_backend": "vertex", "vertex_replicas": 2})
+    assert two.state == "success", states(two)
+    (job_id, job), *_ = vertex_training.jobs.items()
+    assert [int(p["replicaCount"]) for p in job["jobSpec"]["workerPoolSpecs"]] == [1, 1]
+    logs = vertex_training.replica_logs[job_id]
+    assert set(logs) == {"workerpool0-0", "workerpool1-0"}
+    printed = {  # each trainer's summary line
+        name: next(json.loads(line) for line in reversed(text.splitlines()) if line.startswith('{"model_dir"'))
+        for name, text in logs.items()
+    }
+    assert {name: (p["distribution"]["strategy"], p["distribution"]["chief"]) for name, p in printed.items()} == {
+        "workerpool0-0": ("multi_worker_mirrored", True),
+        "workerpool1-0": ("multi_worker_mirrored", False),  # trained beside the chief, wrote nothing shared
+    }
+    model_dir = two.get_task_instance("plan").xcom_pull(task_ids="plan")["model_dir"]
+    metrics = json.loads((ObjectStoragePath(model_dir) / "metrics.json").read_text())
+    assert metrics["distribution"] == {
+        "strategy": "multi_worker_mirrored",
+        "workers": 2,
+        "replicas": 2,
+        "task_type": "chief",
+        "task_index": 0,
+        "chief": True,
+    }
+    assert metrics["gate"]["blessed"], metrics["gate"]
+    assert (
+        "multi_worker_mirrored strategy: 2 replicas on 2 worker(s)"
+        in (ObjectStoragePath(model_dir) / "model_card.md").read_text()
+    )
+
+    # the same window and parameters, in one process (named: dag.test keeps the last run's Params as defaults)
+    one = dag.test(run_conf={**FAST, "training_backend": "local", "vertex_replicas": None})
+    assert one.state == "success", states(one)
+    alone_dir = one.get_task_instance("plan").xcom_pull(task_ids="plan")["model_dir"]
+    alone = json.loads((ObjectStoragePath(alone_dir) / "metrics.json").read_text())
+    assert alone["distribution"]["strategy"] == "default", alone_dir
+    for k in ("top_10_accuracy", "top_100_accuracy"):
+        assert metrics["metrics"]["model"][k] == pytest.approx(alone["metrics"]["model"][k], abs=0.02), k
+
+
+def test_vertex_tuning_job_runs_real_trials_and_its_best_trial_is_the_candidate(two_tower, vertex_training):
+    """tuning_trials on Vertex: a HyperparameterTuningJob whose trials are trainer processes reporting the
+    validation objective through cloudml-hypertune; the best trial's model is gated; a retry reattaches."""
+    from airflow.sdk import ObjectStoragePath
+
+    dag, root = two_tower
+    conf = {**FAST, "training_backend": "vertex", "tuning_trials": 2}
+    run = dag.test(run_conf=conf)
+    assert run.state == "success", states(run)
+    assert states(run) | {"train_on_vertex": "skipped", "tune_on_vertex": "success", "adopt_best_trial": "success"} == (
+        states(run)
+    )
+    assert not vertex_training.jobs  # no custom job: the trials are the tuning job's
+    (job,) = vertex_training.tuning.jobs.values()
+    assert job["state"] == "JOB_STATE_SUCCEEDED" and len(job["trials"]) == 2, vertex_training.tuning.logs
+    reported = {t["id"]: t["finalMeasurement"]["metrics"][0]["value"] for t in job["trials"]}
+    for trial in job["trials"]:  # each trial ran with its own values, appended to the trainer's args
+        log = vertex_training.tuning.logs[f"{job['name'].rsplit('/', 1)[-1]}/{trial['id']}"]
+        assert trial["state"] == "SUCCEEDED", log
+    best = max(reported, key=reported.get)
+    base = job["trialJobSpec"]["baseOutputDirectory"]["outputUriPrefix"]
+    model_dir = run.get_task_instance("plan").xcom_pull(task_ids="plan")["model_dir"]
+    assert model_dir == base + "/model"  # the run's model dir: where the best trial's model was copied
+    metrics = json.loads((ObjectStoragePath(model_dir) / "metrics.json").read_text())
+    assert metrics["vertex_tuning"]["best_trial"]["id"] == best and "gate" in metrics  # gated in Airflow
+    best_trial = json.loads((ObjectStoragePath(f"{base}/{best}/model") / "metrics.json").read_text())
+    assert best_trial["tuning"]["validation"] == pytest.approx(reported[best])  # what the trial reported
+    assert metrics["params"] == best_trial["params"]  # the candidate is the best trial's model
+    values = {p["parameterId"]: p["value"] for p in next(t for t in job["trials"] if t["id"] == best)["parameters"]}
+    assert metrics["params"]["query_tower"] == values["query-tower"]
+    assert metrics["params"]["learning_rate"] == pytest.approx(values["learning-rate"])
+    # a retry of the tuning task finds the run's job by its label instead of starting another
+    from vertex.operators import DeferrableHyperparameterTuningJobOperator
+
+    retry = DeferrableHyperparameterTuningJobOperator(
+        task_id="retry",
+        hyperparameter_tuning_job={"labels": job["labels"]},
+        project_id=vertex_training.project,
+        region=vertex_training.location,
+    )
+    assert retry.find_existing(retry._client()).name == job["name"]
+    assert retry.find_existing(retry._client()).name == job["name"]
+    other = DeferrableHyperparameterTuningJobOperator(
+        task_id="other",
+        hyperparameter_tuning_job={"labels": {"recsys-run": "another-run"}},
+        project_id=vertex_training.project,
+        region=vertex_training.location,
+    )
+    assert other.find_existing(other._client()) is None
+
+
 @pytest.fixture
 def cloud_run_training(two_tower, gcs_bucket, monkeypatch):
     """The Cloud Run fake runs the trainer image's entrypoint as a local process; GCS is fake-gcs-server."""
@@ -224,7 +323,9 @@ ML100K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "movielen
 @pytest.mark.skipif(not (ML100K / "u.data").exists(), reason="MovieLens 100K is not available on this machine")
 def test_gate_blesses_on_time_ordered_movielens(airflow_db, tmp_path, monkeypatch):
     """Real ratings re-timed onto 30 days and extracted day by day, as the nightly DAG sees them: the
-    served policy beats popularity on the newest day (mostly users new since training), so it is blessed."""
+    served policy beats popularity on the newest day (mostly users new since training), so with the
+    popularity bar it is blessed; every baseline is evaluated beside it (whether the model beats the best
+    of them is measured by bench/bench_quality.py, not asserted here)."""
     from datetime import date, datetime, timedelta
 
     from airflow.dag_processing.dagbag import DagBag
@@ -245,7 +346,7 @@ def test_gate_blesses_on_time_ordered_movielens(airflow_db, tmp_path, monkeypatc
         publish_partition(stage_partition(engine, interval, settings), settings, QualityPolicy())
     monkeypatch.setenv("RECSYS_STORAGE_ROOT", settings.storage.root)
     dag = DagBag(dag_folder=str(DAGS)).dags["recsys_two_tower"]
-    run = dag.test(run_conf={"end_day": "2026-11-22", "window_days": 30})
+    run = dag.test(run_conf={"end_day": "2026-11-22", "window_days": 30, "epochs": 8, "gate_baseline": "popularity"})
     assert run.state == "success" and states(run)["publish"] == "success"
     champion = read_champion(settings.storage.models_root)
     metrics = json.loads((Path(champion["model_dir"].removeprefix("file://")) / "metrics.json").read_text())
@@ -258,3 +359,5 @@ def test_gate_blesses_on_time_ordered_movielens(airflow_db, tmp_path, monkeypatc
     assert new["top_10_accuracy"] > popularity["segments"]["new_users_with_history"]["top_10_accuracy"]
     card = (Path(champion["model_dir"].removeprefix("file://")) / "model_card.md").read_text()
     assert "Metrics per user segment" in card and "new users with history" in card
+    assert {"first_event_prior", "item_knn", "rp3beta", "ease"} <= set(metrics["metrics"])
+    assert "| ease |" in card and "Choices made on the validation split" in card

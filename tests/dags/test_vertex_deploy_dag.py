@@ -17,13 +17,21 @@ PROJECT, REGION = "test-project", "us-central1"
 
 
 SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:1"
+FAULTS = ("error", "schema", "empty", "slow:4", "shed:3")  # recsys_devtools.emulators.faulty_serving
+
+
+def faulty_image(fault: str) -> str:
+    return f"europe-docker.pkg.dev/p/recsys/serving:broken-{fault.replace(':', '-')}"
 
 
 @pytest.fixture
 def vertex(monkeypatch, tmp_path):
-    """The fake runs the serving image's entrypoint (the project's server) for every deployment."""
-    fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.2,
-                      images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})  # fmt: skip
+    """The fake runs the serving image's entrypoint (the project's server) for every deployment; the
+    ``faulty_image`` ones run the same server with one fault on its predictions."""
+    images = {SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]}
+    faulty = [sys.executable, "-m", "recsys_devtools.emulators.faulty_serving"]
+    images |= {faulty_image(fault): [*faulty, fault] for fault in FAULTS}
+    fake = VertexFake(project=PROJECT, location=REGION, operation_seconds=0.2, images=images)
     with RunningFake(fake, free_port()) as running:
         monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", airflow_connection(running.url, PROJECT))
         monkeypatch.setenv("RECSYS_VERTEX_PROJECT", PROJECT)
@@ -79,6 +87,10 @@ def test_first_rollout_then_canary_promotion(deploy_dag, vertex, trained_model):
     splits = [split for _, split in vertex.traffic_history[history_before:]]
     assert splits == [{new: 20, live: 80}, {new: 100}, {new: 100}], splits  # canary, promote, undeploy old
     assert new != live and endpoint["trafficSplit"] == {new: 100}
+    # the smoke test went on until the new deployment had answered (traffic is split per request)
+    smoke = {ti.task_id: ti for ti in again.get_task_instances()}["smoke_test"].xcom_pull(task_ids="smoke_test")
+    assert smoke["served_by"] == new and smoke["answers"] == 3 and smoke["calls_by_deployed_model"][new] == 3
+    assert vertex.served_by.count(new) >= 3
     # the new model's server answers; the previous one was stopped when it was undeployed
     assert vertex.containers[new][0].poll() is None and vertex.containers[live][0].wait(timeout=30) is not None
 
@@ -111,7 +123,7 @@ def test_dedicated_endpoint_is_served_at_its_own_dns(deploy_dag, vertex, trained
     dns = endpoint["dedicatedEndpointDns"]
     assert endpoint["dedicatedEndpointEnabled"] is True and dns.startswith("localhost:")
     smoke = {ti.task_id: ti for ti in run.get_task_instances()}["smoke_test"].xcom_pull(task_ids="smoke_test")
-    assert smoke["host"] == dns and vertex.predict_hosts == [dns]  # the smoke test called the dedicated DNS
+    assert smoke["host"] == dns and set(vertex.predict_hosts) == {dns}  # the smoke test called the dedicated DNS
 
     endpoint_id = endpoint["name"].rsplit("/", 1)[-1]
     hook = VertexPredictionServiceHook()
@@ -125,6 +137,61 @@ def test_dedicated_endpoint_is_served_at_its_own_dns(deploy_dag, vertex, trained
     assert shared.state == "failed" and states(shared)["endpoint"] == "failed"
     assert {ti.task_id: ti.try_number for ti in shared.get_task_instances()}["endpoint"] == 1  # no retry
     assert len(vertex.endpoints) == 1
+
+
+def new_version(model_dir: str, name: str) -> str:
+    """A copy of the exported model as another version (a new registry upload)."""
+    import shutil
+    from urllib.parse import urlparse
+
+    source = Path(urlparse(model_dir).path)
+    shutil.copytree(source, source.parent / name)
+    return (source.parent / name).as_uri()
+
+
+BROKEN_CANARIES = {  # fault of the new container -> the reason the smoke test gives
+    "error": "answered 500: internal error: RuntimeError",
+    "schema": "not the prediction schema",
+    "empty": "no items for",
+    "slow:4": "the bar is 1.5 s",
+}
+
+
+def test_broken_canaries_are_caught_and_rolled_back(deploy_dag, vertex, trained_model, monkeypatch):
+    """New models that answer wrongly at 10% of the traffic, one after the other behind one live model:
+    each time the smoke test hears it, the run fails with the reason, the previous model keeps all the
+    traffic and the broken one is undeployed."""
+    assert deploy_dag.test(run_conf={"model_dir": trained_model[0]}).state == "success"
+    live = endpoint_state(vertex)["deployedModels"][0]["id"]
+    for fault, reason in BROKEN_CANARIES.items():
+        monkeypatch.setenv("RECSYS_SERVING_IMAGE_URI", faulty_image(fault))
+        broken_dir = new_version(trained_model[0], f"v-{fault.replace(':', '-')}")
+        conf = {"model_dir": broken_dir, "canary_percent": 10, "smoke_max_latency_ms": 1500}
+        served_before = len(vertex.served_by)
+        failed = deploy_dag.test(run_conf=conf)
+        assert failed.state == "failed", fault
+        assert states(failed)["smoke_test"] == "failed", (fault, states(failed))
+        assert states(failed)["rollback"] == "success" and states(failed)["promote"] == "upstream_failed", fault
+        smoke = {ti.task_id: ti for ti in failed.get_task_instances()}["smoke_test"]
+        assert smoke.try_number == 1, fault  # a wrong answer is not retried
+        failure = smoke.xcom_pull(task_ids="smoke_test", key="failure")
+        assert reason in failure, (fault, failure)
+        (broken,) = {d for d in vertex.served_by[served_before:] if d != live}  # the broken model did answer
+        assert broken in failure or fault == "error", failure  # an error response does not name the model
+        endpoint = endpoint_state(vertex)
+        assert [d["id"] for d in endpoint["deployedModels"]] == [live], fault
+        assert endpoint["trafficSplit"] == {live: 100}, fault
+
+
+def test_a_shedding_canary_is_retried_and_promoted(deploy_dag, vertex, trained_model, monkeypatch):
+    """503s with Retry-After from a new container (it sheds its first 3 requests) are retried with backoff."""
+    assert deploy_dag.test(run_conf={"model_dir": trained_model[0]}).state == "success"
+    monkeypatch.setenv("RECSYS_SERVING_IMAGE_URI", faulty_image("shed:3"))
+    run = deploy_dag.test(run_conf={"model_dir": new_version(trained_model[0], "v-shed"), "canary_percent": 50})
+    assert run.state == "success", states(run)
+    smoke = {ti.task_id: ti for ti in run.get_task_instances()}["smoke_test"].xcom_pull(task_ids="smoke_test")
+    (new,) = [d["id"] for d in endpoint_state(vertex)["deployedModels"]]
+    assert smoke["retried"] == 3 and smoke["served_by"] == new and smoke["answers"] == 3
 
 
 def test_dry_run_changes_nothing(deploy_dag, vertex, trained_model):

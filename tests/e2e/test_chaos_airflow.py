@@ -9,7 +9,8 @@ cloud job or deployment was created twice:
 * the source terminating the extraction's database session (``pg_terminate_backend``);
 * the extraction task SIGKILLed in the middle of its writes (a part file's upload held, then dropped);
 * the object store failing the manifest commit (503 SlowDown beyond every client retry), then recovering;
-* the training task SIGKILLed mid-training (and the nightly deadline alert delivered meanwhile);
+* the training task hung (SIGSTOP) past the run's deadline, then SIGKILLed: the deadline alert fires for
+  that run and not for a fault-free one;
 * the deploy task SIGKILLed after its deployModel call landed at Vertex;
 * the Personalize task SIGKILLed after its CreateSolutionVersion call landed.
 
@@ -31,7 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from conftest import partition_content, server_source
 from fakes.airflow_stack import AirflowStack
-from fakes.faults import FaultyObjectStore, kill_task_process, terminate_waiting_session
+from fakes.faults import FaultyObjectStore, kill_task_process, process_gone, task_process, terminate_waiting_session
 from fakes.receiver import Receiver
 from sqlalchemy import create_engine, text
 
@@ -49,6 +50,8 @@ FIRST_DAY = TODAY - timedelta(days=DAYS)
 BUCKET = "recsys-chaos"
 SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:chaos"
 DAGS = {"recsys_extract", "recsys_two_tower", "recsys_vertex_deploy", "recsys_personalize"}
+TRAINING_DEADLINE_SECONDS = 180  # a fault-free recsys_two_tower run here takes well under it
+HUNG_SECONDS = 190  # the hung training alone outlasts the deadline
 
 
 @contextmanager
@@ -105,14 +108,16 @@ def world(tmp_path_factory, moto_s3):
             # a task whose process vanished (scheduler killed) is failed after 20 s, not 5 minutes
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "10",
+            # a killed scheduler's tasks are adopted after 30 s (the default); lower, a live scheduler whose
+            # heartbeat is late on a loaded machine declares itself dead and resets its own running tasks
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "30",
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
             "RECSYS_EXTRACT_START_DATE": FIRST_DAY.isoformat(),
             "RECSYS_TASK_RETRIES": "3",
             "RECSYS_RETRY_DELAY_SECONDS": "5",
             "RECSYS_ALERT_WEBHOOK_CONN_ID": "alert_hook",
             "RECSYS_ALERT_WEBHOOK_ENDPOINT": "hooks/recsys",
-            "RECSYS_TRAINING_DEADLINE_HOURS": "0.005",  # 18 s: a training with a killed try misses it
+            "RECSYS_TRAINING_DEADLINE_HOURS": str(TRAINING_DEADLINE_SECONDS / 3600),
             "RECSYS_VERTEX_PROJECT": vertex.project,
             "RECSYS_VERTEX_REGION": vertex.location,
             "RECSYS_SERVING_IMAGE_URI": SERVING_IMAGE,
@@ -202,14 +207,15 @@ def wait_for_task(stack, dag_id: str, run_id: str, task_id: str, states: set[str
     )
 
 
-def kill_task(stack, dag_id: str, run_id: str, task_id: str) -> dict:
-    """SIGKILL the running task's process (the OOM killer's way); return the task instance as it was."""
+def kill_task(stack, dag_id: str, run_id: str, task_id: str, freeze_seconds: float = 0) -> dict:
+    """SIGKILL the running task's process (the OOM killer's way; after ``freeze_seconds`` stopped: a hung
+    task) and check it is gone; return the task instance as it was."""
     ti = wait_for_task(stack, dag_id, run_id, task_id, {"running"})
-    kill_task_process(ti["id"])
+    kill_task_process(ti["id"], freeze_seconds)
     return ti
 
 
-def kill_running(stack, dag_id: str, task_id: str, timeout: float = 600) -> tuple[str, dict]:
+def kill_running(stack, dag_id: str, task_id: str, timeout: float = 600, freeze_seconds: float = 0) -> tuple[str, dict]:
     """SIGKILL ``task_id`` in whichever run of ``dag_id`` runs it first (asset-triggered runs may join
     the triggered one); return (run id, task instance)."""
 
@@ -220,11 +226,11 @@ def kill_running(stack, dag_id: str, task_id: str, timeout: float = 600) -> tupl
         return None
 
     run_id = wait_for(running, f"{dag_id}.{task_id} never ran", timeout=timeout, every=0.5)
-    return run_id, kill_task(stack, dag_id, run_id, task_id)
+    return run_id, kill_task(stack, dag_id, run_id, task_id, freeze_seconds)
 
 
 def wait_quiet(stack, dag_id: str, timeout: float = 900) -> list[dict]:
-    """Every run of ``dag_id`` finished and no new one for 15 s."""
+    """Every run of ``dag_id`` (there may be none) finished and no new one for 15 s."""
     seen, since = None, time.monotonic()
 
     def settled():
@@ -235,9 +241,9 @@ def wait_quiet(stack, dag_id: str, timeout: float = 900) -> list[dict]:
             seen, since = key, time.monotonic()
             return None
         done = all(r["state"] in ("success", "failed") for r in runs)
-        return runs if done and time.monotonic() - since >= 15 else None
+        return {"runs": runs} if done and time.monotonic() - since >= 15 else None  # truthy with no runs too
 
-    return wait_for(settled, f"{dag_id} never settled: {seen}", timeout=timeout, every=2)
+    return wait_for(settled, f"{dag_id} never settled: {seen}", timeout=timeout, every=2)["runs"]
 
 
 def xcom(stack, dag_id: str, run_id: str, task_id: str):
@@ -293,11 +299,18 @@ def test_scheduler_killed_in_a_backfill_the_backfill_completes_once(world, refer
             found = [ti for r in runs for ti in task_instances(stack, "recsys_extract", r["dag_run_id"])]
             return [ti for ti in found if ti["state"] == "running"]
 
-        killed = wait_for(backfill_tasks_running, "no backfill task ever ran", timeout=300, every=0.5)
+        def with_live_process() -> list[tuple[dict, int]]:  # "running" in the database and in /proc
+            found = [(ti, task_process(ti["id"])) for ti in backfill_tasks_running()]
+            return [(ti, pid) for ti, pid in found if pid]
+
+        running = wait_for(with_live_process, "no backfill task ever ran", timeout=300, every=0.5)
+        killed, pids = [ti for ti, _ in running], [pid for _, pid in running]
         stack.stop_component("scheduler", signal.SIGKILL)  # its process group: the executor and running tasks
-        outcome["injected"] = True
+        gone = [process_gone(pid) for pid in pids]
+        outcome["injected"] = all(gone)
         time.sleep(3)
-        stack.start_component("scheduler")
+        stack.start_component("scheduler")  # before asserting: a failure here must not leave the stack without one
+        assert all(gone), f"task processes survived the scheduler's SIGKILL: {pids}"
         stack.wait_for_backfill(backfill_id)
         runs = [r for r in stack.runs("recsys_extract") if r["run_type"] == "backfill"]
         assert len(runs) == len(days) and {r["state"] for r in runs} == {"success"}, runs
@@ -372,6 +385,7 @@ def test_extraction_killed_mid_write_the_retry_commits_the_same_partition(world,
         ti = kill_task(stack, "recsys_extract", run_id, "extract")  # while its upload hangs
         outcome["injected"] = True
         release.set()
+        assert release.answered.wait(60), "the held upload was never answered"
         run = stack.wait_for_run("recsys_extract", run_id)
         assert run["state"] == "success", stack.task_states("recsys_extract", run_id)
         assert task_instance(stack, "recsys_extract", run_id, "extract")["try_number"] == ti["try_number"] + 1
@@ -386,38 +400,62 @@ def test_manifest_commit_failing_then_recovering_commits_once(world, reference, 
             run_id = run_extraction(stack, day)
             wait_for_task(stack, "recsys_extract", run_id, "publish", {"up_for_retry"})
             outcome["injected"] = store.refused > 0
+            assert store.refused > 0, "the manifest commit was never refused"
             store.recover()
             run = stack.wait_for_run("recsys_extract", run_id)
             assert run["state"] == "success", stack.task_states("recsys_extract", run_id)
             extraction_outcome(world, reference, root, day, outcome)
 
 
-def test_training_killed_mid_training_the_retry_trains_once_and_the_deadline_alert_fires(world):
+def run_seconds(run: dict) -> float:
+    """From the run's queueing (the deadline's reference) to its end."""
+    parse = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # noqa: E731
+    return (parse(run["end_date"]) - parse(run["queued_at"])).total_seconds()
+
+
+def deadline_alerts(world) -> list[dict]:
+    return [p for p in world.alerts.posts if p.get("event") == "deadline_missed"]
+
+
+def test_training_hung_then_killed_the_retry_trains_once_and_only_the_late_run_alerts(world):
+    """Both sides of the deadline: a fault-free training run meets it (no alert), the run whose training
+    hangs past it and is then killed misses it (one alert); the retry trains once."""
     stack = world.stack
-    with fault("training task SIGKILLed mid-training") as outcome:
-        stack.trigger("recsys_two_tower", {"window_days": DAYS - 1})
-        stack.set_paused("recsys_two_tower", False)
-        run_id, ti = kill_running(stack, "recsys_two_tower", "train")
+    conf = {"window_days": DAYS - 1, "epochs": 8}  # the DAG's default is 20 (the most a tuning trial runs)
+    stack.set_paused("recsys_two_tower", False)
+    wait_quiet(stack, "recsys_two_tower")  # runs the earlier extractions' asset events queued, if any
+    alerts_before = len(deadline_alerts(world))
+    clean = stack.wait_for_run("recsys_two_tower", stack.trigger("recsys_two_tower", conf), timeout=900)
+    assert clean["state"] == "success", stack.task_states("recsys_two_tower", clean["dag_run_id"])
+    assert run_seconds(clean) < TRAINING_DEADLINE_SECONDS, f"fault-free training took {run_seconds(clean)} s"
+    with fault("training task hung (SIGSTOP) past the run's deadline, then SIGKILLed") as outcome:
+        stack.trigger("recsys_two_tower", conf)
+        run_id, ti = kill_running(stack, "recsys_two_tower", "train", freeze_seconds=HUNG_SECONDS)
         outcome["injected"] = True
-        runs = wait_quiet(stack, "recsys_two_tower")
+        runs = wait_quiet(stack, "recsys_two_tower")  # every run of the DAG, the fault-free ones too
+        hung = next(r for r in runs if r["dag_run_id"] == run_id)
+        assert run_seconds(hung) > TRAINING_DEADLINE_SECONDS, f"the hung run ended in {run_seconds(hung)} s"
         assert {r["state"] for r in runs} == {"success"}, [
             stack.task_states("recsys_two_tower", r["dag_run_id"]) for r in runs
         ]
-        assert task_instance(stack, "recsys_two_tower", run_id, "train")["try_number"] == ti["try_number"] + 1
+        # retried after the kill (more than once if Airflow also gave up on the hung try meanwhile); either
+        # way one model folder per run, checked below
+        assert task_instance(stack, "recsys_two_tower", run_id, "train")["try_number"] > ti["try_number"]
         versions = {xcom(stack, "recsys_two_tower", r["dag_run_id"], "plan")["version"] for r in runs}
         models = {p.name for p in (world.home / "lake" / "models").iterdir() if p.is_dir()}
         outcome.update(data_lost=len(versions - models), duplicates=len(models - versions))
         assert models == versions  # one model folder per run: the killed try's retry wrote into its own
         for version in versions:
             assert (world.home / "lake" / "models" / version / "model_card.md").exists()
+        missed = wait_for(
+            lambda: deadline_alerts(world)[alerts_before:],
+            f"no deadline alert: {world.alerts.posts}; triggerer log: {stack.log_tail('triggerer', 3000)}",
+            timeout=120,
+        )
+        time.sleep(5)  # a second alert (the fault-free run's) would have come before the late run's
+        assert len(deadline_alerts(world)) == alerts_before + 1, deadline_alerts(world)
+        assert missed[0]["dag_id"] == "recsys_two_tower"
         outcome["survived"] = True
-    missed = wait_for(
-        lambda: [p for p in world.alerts.posts if p.get("event") == "deadline_missed"],
-        f"no deadline alert: {world.alerts.posts}",
-        timeout=120,
-        every=1,
-    )
-    assert missed[0]["dag_id"] == "recsys_two_tower"
 
 
 def kill_after_call_landed(world, outcome, fake, call: str, dag_id: str, conf: dict, task_id: str):
@@ -431,6 +469,7 @@ def kill_after_call_landed(world, outcome, fake, call: str, dag_id: str, conf: d
     run_id, ti = kill_running(world.stack, dag_id, task_id, timeout=60)
     outcome["injected"] = True
     release.set()
+    assert release.answered.wait(60), f"the held {call} was never answered"
     runs = wait_quiet(world.stack, dag_id)
     states = [world.stack.task_states(dag_id, r["dag_run_id"]) for r in runs]
     assert {r["state"] for r in runs} == {"success"}, states

@@ -23,22 +23,51 @@ import signal
 import threading
 import time
 
-from recsys_devtools.emulators.running import released
+from recsys_devtools.emulators.running import Hold, released
 
 
-def kill_task_process(ti_id: str) -> int:
-    """SIGKILL the process running task instance ``ti_id``; return its pid."""
+def task_process(ti_id: str) -> int | None:
+    """The pid of the live process running task instance ``ti_id``, if any."""
     title = f"airflow worker -- {ti_id}"
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                found = title in cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                if title in cmdline.read().replace(b"\0", b" ").decode(errors="replace"):
+                    return int(pid)
         except OSError:
             continue
-        if found:
-            os.kill(int(pid), signal.SIGKILL)
-            return int(pid)
-    raise LookupError(f"no process runs task instance {ti_id}")
+    return None
+
+
+def kill_task_process(ti_id: str, freeze_seconds: float = 0) -> int:
+    """SIGKILL the process running task instance ``ti_id`` (after holding it stopped with SIGSTOP for
+    ``freeze_seconds``: a hung task, which Airflow may end itself meanwhile); return its pid once it is gone."""
+    pid = task_process(ti_id)
+    if pid is None:
+        raise LookupError(f"no process runs task instance {ti_id}")
+    if freeze_seconds:
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(freeze_seconds)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # Airflow ended the hung task itself meanwhile (its supervisor was told to)
+        pass
+    assert process_gone(pid), f"task process {pid} survived SIGKILL"
+    return pid
+
+
+def process_gone(pid: int, timeout: float = 30) -> bool:
+    """Whether ``pid`` has exited (gone from /proc, or a zombie waiting for its parent) within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def terminate_waiting_session(admin, database: str, table: str, timeout: float = 60) -> bool:
@@ -75,8 +104,8 @@ class FaultyObjectStore:
     def recover(self) -> None:
         self.failures.clear()
 
-    def hold(self, pattern: str) -> threading.Event:
-        release = threading.Event()
+    def hold(self, pattern: str) -> Hold:
+        release = Hold()
         self.holds.append((re.compile(pattern), release))
         return release
 

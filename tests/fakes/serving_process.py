@@ -59,6 +59,15 @@ class Server:
 
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith('{"ts"')]
 
+    def predict_log(self, at_least: int, timeout: float = 30) -> list[dict]:
+        """The access-log lines of predict calls, once there are ``at_least`` (a line is written just
+        after its response is sent, so the last answers' lines can trail the answers)."""
+        deadline = time.monotonic() + timeout
+        while len(lines := [line for line in self.access_log() if line["path"] == PREDICT]) < at_least:
+            assert time.monotonic() < deadline, f"{len(lines)} predict lines, expected {at_least}"
+            time.sleep(0.05)
+        return lines
+
     def predict(self, body, **kwargs) -> httpx.Response:
         if isinstance(body, dict | list):
             return httpx.post(self.url + PREDICT, json=body, timeout=30, **kwargs)

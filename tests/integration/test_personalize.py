@@ -4,6 +4,8 @@ the Airflow AWS connection against the JSON 1.1 Personalize fake, with S3 on a m
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import boto3
 import pytest
@@ -127,19 +129,28 @@ def test_limit_exceeded_is_waited_out_without_a_task_retry(personalize):
     from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
 
     fake = personalize
-    fake.job_seconds = 6  # long enough to still hold the 5 slots when ``busy`` asks, even on a slow machine
     location = put_interactions(fake, "runs/r3/interactions.csv")
-    for n in range(5):
-        import_operator(fake, location, name=f"other-{n}", wait_for_completion=False).execute({})
-    fake.job_seconds = 1.5
+    others = []
+    for n in range(5):  # the account's 5 import slots, held until a test frees one
+        fake.stick("import")
+        others.append(import_operator(fake, location, name=f"other-{n}", wait_for_completion=False).execute({}))
     busy = import_operator(fake, location, busy_retry_seconds=5)
     trigger = deferred(busy, method="execute")  # deferrable: waits in the triggerer, then tries again
     assert isinstance(trigger, TimeDeltaTrigger)
 
+    def creates() -> int:
+        return [op for op, _ in fake.calls].count("CreateDatasetImportJob")
+
+    def free_a_slot_once_refused():  # after the synchronous operator's first try was refused too
+        deadline = time.monotonic() + 120
+        while creates() < 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        fake.finish_now(others[0])
+
+    threading.Thread(target=free_a_slot_once_refused, daemon=True).start()
     synchronous = import_operator(fake, location, deferrable=False, busy_retry_seconds=0.5)
     assert synchronous.execute({}).endswith("/recsys-interactions-abc")
-    limited = [op for op, _ in fake.calls if op == "CreateDatasetImportJob"]
-    assert len(limited) >= 7  # 5 others, >= 1 refused (LimitExceeded), 1 accepted
+    assert creates() >= 8  # 5 others, busy refused, >= 1 synchronous try refused, 1 accepted
     assert len(fake.created("import")) == 6
 
 
@@ -206,10 +217,12 @@ def test_sensors_poke_and_defer(personalize):
 
     fake = personalize
     location = put_interactions(fake, "runs/r7/i.csv")
+    fake.job_seconds_by_kind["import"] = 3  # still running at the first poke, even on a loaded machine
     arn = import_operator(fake, location, wait_for_completion=False).execute({})
-    sensor = PersonalizeDatasetImportJobSensor(task_id="s", arn=arn, poke_interval=0.1, timeout=10)
+    sensor = PersonalizeDatasetImportJobSensor(task_id="s", arn=arn, poke_interval=0.1, timeout=30)
     assert sensor.poke({}) is False  # still pending
     sensor.execute({})  # pokes until ACTIVE
+    del fake.job_seconds_by_kind["import"]
     fake.fail_job("import", "Access denied to s3://bucket/key")
     failed = import_operator(fake, location, name="recsys-failing", wait_for_completion=False).execute({})
     with pytest.raises(AirflowException, match="CREATE FAILED: Access denied"):

@@ -162,8 +162,9 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(server, users, tr
         instance = users[n % len(users)] if n % 4 else {"user_id": f"new-{n}", "recent_item_ids": [items[n % 5]]}
         return {"instances": [instance], "parameters": {"k": 1 + n % 10, "exclude_item_ids": excluded}}
 
+    before = len(server.predict_log(0))
     alone = [server.predict(body(n)).json()["predictions"] for n in range(120)]
-    seen = len(server.access_log())
+    seen = len(server.predict_log(before + 120))
 
     async def all_at_once():  # 60 at a time: under the default queue bound (64), so none is shed
         async with httpx.AsyncClient(base_url=server.url, limits=httpx.Limits(max_connections=60)) as client:
@@ -176,7 +177,7 @@ def test_concurrent_requests_are_batched_and_answered_as_alone(server, users, tr
         (batched,), (single,) = response.json()["predictions"], answer
         assert batched["scores"] == pytest.approx(single["scores"], abs=1e-5)  # a batched matmul rounds apart
         assert {**batched, "scores": None} == {**single, "scores": None}
-    batches = [line["batch"] for line in server.access_log()[seen:] if line["path"] == PREDICT]
+    batches = [line["batch"] for line in server.predict_log(seen + 120)[seen:]]
     assert len(batches) == 120 and max(batches) > 1  # requests shared a model call
 
 

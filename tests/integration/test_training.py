@@ -144,7 +144,9 @@ def test_exports_reload_in_a_fresh_process_with_the_same_top_k(trained, tmp_path
 def test_gate_blesses_first_then_protects_the_champion(synthetic_lake, trained, tmp_path):
     model_dir, _ = trained
     models_root = tmp_path.as_uri() + "/models"
-    first = run_gate(model_dir, models_root, "v1", GatePolicy())
+    # this test is about the champion: the bar is popularity (the baselines' bar has its own test)
+    popularity_bar = GatePolicy(baseline="popularity")
+    first = run_gate(model_dir, models_root, "v1", popularity_bar)
     assert first["blessed"] and first["reasons"][-1] == "no champion yet"
     assert read_champion(models_root)["version"] == "v1"
     card = (local(model_dir) / "model_card.md").read_text()
@@ -154,11 +156,35 @@ def test_gate_blesses_first_then_protects_the_champion(synthetic_lake, trained, 
     weak_dir = tmp_path.as_uri() + "/weak"
     weak = TrainParams(epochs=1, batch_size=512, learning_rate=0.0005, use_features=False)
     train_and_export(synthetic_lake + "/extract", END, 8, 1, weak_dir, weak, min_interactions=500)
-    rejected = run_gate(weak_dir, models_root, "weak", GatePolicy(tolerance=0.01))
+    rejected = run_gate(weak_dir, models_root, "weak", GatePolicy(tolerance=0.01, baseline="popularity"))
     assert not rejected["blessed"] and read_champion(models_root)["version"] == "v1"
     assert rejected["champion_metrics"] == first["model"]  # the champion scored on the same holdout
     forced = run_gate(weak_dir, models_root, "weak", GatePolicy(force=True))
     assert forced["blessed"] and read_champion(models_root)["previous"] == "v1"
+
+
+def test_gate_refuses_a_candidate_that_a_baseline_beats_and_says_which(synthetic_lake, tmp_path):
+    weak_dir = tmp_path.as_uri() + "/weak"
+    weak = TrainParams(epochs=1, batch_size=512, learning_rate=0.0005, use_features=False)
+    result = train_and_export(synthetic_lake + "/extract", END, 8, 1, weak_dir, weak, min_interactions=500)
+    metrics = result["metrics"]
+    assert {"popularity", "first_event_prior", "item_knn", "rp3beta", "ease"} <= set(metrics)
+    best = max(("item_knn", "rp3beta", "ease"), key=lambda name: metrics[name]["top_100_accuracy"])
+    assert metrics[best]["top_100_accuracy"] > metrics["model"]["top_100_accuracy"]  # barely trained
+    decision = run_gate(weak_dir, tmp_path.as_uri() + "/models", "weak", GatePolicy())
+    assert not decision["blessed"] and decision["baseline"] == best
+    assert f"does not beat the best baseline ({best})" in decision["reasons"][0]
+    assert read_champion(tmp_path.as_uri() + "/models") is None
+    card = (local(weak_dir) / "model_card.md").read_text()
+    assert "NOT BLESSED" in card and "| item_knn |" in card and "| ease |" in card
+    # every baseline's parameters were chosen on validation, before the holdout was read
+    for name in ("item_knn", "rp3beta", "ease"):
+        chosen = result["baselines"][name]
+        assert chosen["tried"] and chosen["validation"] == max(t["validation"] for t in chosen["tried"])
+    assert (
+        result["window"]["validation_rows"] > 0
+        and result["window"]["fit_rows"] + result["window"]["validation_rows"] == result["window"]["train_rows"]
+    )
 
 
 def test_too_little_data_is_a_clear_error(synthetic_lake, tmp_path):

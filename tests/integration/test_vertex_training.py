@@ -3,6 +3,7 @@ client (REST) and the window staged to GCS (fake-gcs-server, real gcsfs)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import date
 
@@ -14,7 +15,12 @@ from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_co
 
 PROJECT, REGION = "test-project", "us-central1"
 EXIT_WITH = "import sys; sys.exit(int(sys.argv[1]))"  # a "trainer image" whose exit status is its first arg
-IMAGES = {"trainer:exit": [sys.executable, "-c", EXIT_WITH]}
+# a "trainer image" whose workerpool1 replicas print their CLUSTER_SPEC and die; the chief waits
+WORKER_DIES = (
+    "import json, os, sys, time; spec = os.environ['CLUSTER_SPEC']; print(spec, flush=True); "
+    "sys.exit(3) if json.loads(spec)['task']['type'] == 'workerpool1' else time.sleep(120)"
+)
+IMAGES = {"trainer:exit": [sys.executable, "-c", EXIT_WITH], "trainer:worker-dies": [sys.executable, "-c", WORKER_DIES]}
 
 
 @pytest.fixture
@@ -121,3 +127,39 @@ def test_stage_window_copies_what_training_reads_to_gcs(synthetic_lake, gcs_buck
     assert staged.interactions.equals(original.interactions) and staged.items.equals(original.items)
     copied = {p.name for p in ObjectStoragePath(target).rglob("*") if p.is_file()}
     assert copied == {"_manifest.json", "interactions.parquet", "users.parquet", "items.parquet"}
+
+
+def test_a_dying_worker_replica_fails_the_job_with_its_reason_and_stops_the_others(vertex):
+    from vertex.operators import DeferrableCustomJobOperator, VertexOperationFailed
+    from vertex.training import trainer_job_spec
+
+    job = trainer_job_spec(
+        version="20261109-1",
+        image_uri="trainer:worker-dies",
+        args=[],
+        base_output_dir="gs://b/m",
+        machine_type="n1-standard-4",
+        replica_count=3,
+    )
+    operator = DeferrableCustomJobOperator(
+        task_id="train",
+        custom_job=job,
+        project_id=PROJECT,
+        region=REGION,
+        gcp_conn_id="vertex_local",
+        poll_interval=0.1,
+    )
+    with pytest.raises(VertexOperationFailed, match="The replica workerpool1-[01] exited with a non-zero status of 3"):
+        operator.execute_complete({}, run_trigger(deferred(operator)))
+    (job_id,) = vertex.jobs
+    logs = vertex.replica_logs[job_id]
+    assert set(logs) == {"workerpool0-0", "workerpool1-0", "workerpool1-1"}  # every replica ran...
+    specs = {name: json.loads(text.splitlines()[0]) for name, text in logs.items()}
+    assert {(s["task"]["type"], s["task"]["index"]) for s in specs.values()} == {
+        ("workerpool0", 0),
+        ("workerpool1", 0),
+        ("workerpool1", 1),
+    }
+    cluster = specs["workerpool0-0"]["cluster"]
+    assert len(cluster["workerpool0"]) == 1 and len(cluster["workerpool1"]) == 2  # ...knowing every other
+    assert all(p.poll() is not None for p in vertex._processes[job_id])  # the chief was stopped, not left waiting

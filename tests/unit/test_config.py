@@ -89,3 +89,33 @@ def test_parse_time_settings_come_from_the_environment_only(monkeypatch):
     assert (dag.task_retries, dag.extract_deadline_hours, dag.retry_delay_seconds) == (5, 1.5, 120)
     with pytest.raises(ValueError, match="unknown setting"):  # parse-time names are not task-time settings
         load_settings({"task_retries": 3})
+
+
+def test_a_variable_for_a_parse_time_setting_is_named_in_a_warning(monkeypatch, caplog):
+    """Airflow's environment secrets backend serves the Variables (AIRFLOW_VAR_*), as in a deployment."""
+    import logging
+
+    import recsys.config as config
+
+    monkeypatch.setenv("AIRFLOW_VAR_RECSYS_TASK_RETRIES", "5")
+    monkeypatch.setenv("AIRFLOW_VAR_RECSYS_STORAGE_ROOT", "file:///tmp/x")  # a task-time one: no warning
+    monkeypatch.setattr(config, "_WARNED", set())
+    logger = logging.getLogger("recsys.config")
+    logger.addHandler(caplog.handler)  # Airflow's logging set-up may stop propagation to the root logger
+    try:
+        with caplog.at_level("WARNING", logger="recsys.config"):
+            settings = load_settings(env={}, use_airflow_variables=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert settings.storage.root == "file:///tmp/x"
+    (warning,) = {r.getMessage() for r in caplog.records if r.name == "recsys.config"}  # seen by 1 or 2 handlers
+    assert "recsys_task_retries is set but ignored" in warning and "RECSYS_TASK_RETRIES" in warning
+    assert config.load_dag_settings(env={}).task_retries == 2  # and it is ignored indeed
+
+
+def test_the_settings_table_says_a_variable_is_ignored_for_parse_time_settings():
+    from pathlib import Path
+
+    table = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
+    rows = [line for line in table.splitlines() if "`load_dag_settings()`" in line]
+    assert rows and all("a Variable is ignored, with a warning" in row for row in rows)

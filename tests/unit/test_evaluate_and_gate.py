@@ -9,7 +9,7 @@ import pytest
 from recsys.index import scann_grid
 from recsys.policy import Policy, PolicyConfig
 from recsys.training.evaluate import evaluate_holdout, metrics_from_ranks, popularity_order
-from recsys.training.gate import GatePolicy, decide, promote, read_champion
+from recsys.training.gate import GatePolicy, bar, decide, promote, read_champion
 
 NO_EXCLUSION = PolicyConfig(exclude_seen=False)
 
@@ -56,16 +56,35 @@ def metrics(value: float) -> dict:
 
 def test_gate_rules():
     policy = GatePolicy(tolerance=0.01)
-    assert decide(metrics(0.5), metrics(0.3), None, policy)["blessed"] is True
-    beaten = decide(metrics(0.29), metrics(0.3), None, policy)
-    assert beaten["blessed"] is False and "does not beat the popularity" in beaten["reasons"][0]
-    assert decide(metrics(0.495), metrics(0.3), metrics(0.5), policy)["blessed"] is True  # within tolerance
-    worse = decide(metrics(0.48), metrics(0.3), metrics(0.5), policy)
+    base = ("popularity", metrics(0.3))
+    assert decide(metrics(0.5), base, None, policy)["blessed"] is True
+    beaten = decide(metrics(0.29), base, None, policy)
+    assert beaten["blessed"] is False and "does not beat the best baseline (popularity)" in beaten["reasons"][0]
+    assert "popularity wins by 0.0100" in beaten["reasons"][0]
+    assert decide(metrics(0.495), base, metrics(0.5), policy)["blessed"] is True  # within tolerance
+    worse = decide(metrics(0.48), base, metrics(0.5), policy)
     assert worse["blessed"] is False and "worse than the champion" in worse["reasons"][1]
-    forced = decide(metrics(0.1), metrics(0.3), metrics(0.5), GatePolicy(force=True))
+    forced = decide(metrics(0.1), base, metrics(0.5), GatePolicy(force=True))
     assert forced["blessed"] is True and forced["reasons"][-1] == "forced by the operator"
     with pytest.raises(ValueError):
         GatePolicy(tolerance=-0.1)
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        GatePolicy(baseline="item_knn")
+
+
+def test_the_bar_is_the_best_baseline_unless_popularity_is_asked_for():
+    on_holdout = {
+        "model": metrics(0.40),
+        "popularity": metrics(0.20),
+        "item_knn": metrics(0.45),
+        "ease": metrics(0.43),
+        "champion": metrics(0.9),  # never a baseline
+    }
+    assert bar(on_holdout, GatePolicy()) == ("item_knn", metrics(0.45))
+    refused = decide(on_holdout["model"], bar(on_holdout, GatePolicy()), None, GatePolicy())
+    assert not refused["blessed"] and refused["baseline"] == "item_knn"
+    assert "item_knn wins by 0.0500" in refused["reasons"][0]
+    assert bar(on_holdout, GatePolicy(baseline="popularity")) == ("popularity", metrics(0.20))
 
 
 def test_champion_pointer_round_trip(tmp_path):

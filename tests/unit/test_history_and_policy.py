@@ -169,3 +169,29 @@ def test_segments_and_segment_metrics():
 def test_invalid_policy_settings():
     with pytest.raises(ValueError, match="invalid policy"):
         PolicyConfig(no_history="random")
+
+
+def test_events_of_one_second_keep_the_source_order_not_item_order():
+    """Within one second the newest event is the one the source recorded last (extraction reads
+    ORDER BY occurred_at, id; every later sort is stable), never the largest item id."""
+    log = pd.DataFrame({"user_id": ["u", "u", "u", "v"], "item_id": ["z", "a", "m", "b"], "timestamp": [5, 5, 9, 5]})
+    prefixes = earlier_events(log.iloc[[2]], log)
+    assert prefixes.history(0) == ["z", "a"]  # source order; sorted by item it would be ["a", "z"]
+    assert last_items(prefixes, 3).tolist() == [["", "z", "a"]]
+    assert snapshot(log).query("user_id == 'u'")["item_id"].tolist() == ["z", "a", "m"]
+
+
+def test_an_approximate_search_that_comes_back_short_is_completed_exactly():
+    """A searcher that finds 2 neighbours, one of them seen: the user still gets k items, exactly ranked."""
+    embeddings = np.eye(4, dtype=np.float32)[:, :3] + np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [0.5, 0.5, 0.5]])
+    policy = Policy(
+        ["a", "b", "c", "d"],
+        [],
+        PolicyConfig(exclude_seen=True, no_history="model"),
+        encoder=lambda f: np.array([[1.0, 0.2, 0.1]] * len(f["user_id"]), dtype=np.float32),
+        item_embeddings=embeddings,
+        known_users=["u"],
+        searcher=lambda queries, depth: (np.array([[0, 3]] * len(queries)), np.array([[1.0, 0.9]] * len(queries))),
+    )
+    (answer,) = policy.recommend(policy.batch_from_histories(["u"], [["a"]], {}), 3)
+    assert answer["item_ids"] == ["d", "b", "c"]  # a is seen; the searcher alone would give only ["d"]

@@ -42,11 +42,26 @@ def plan(settings: Settings, params: dict, now: datetime | None = None) -> dict:
     remote = None
     if backend != "local":
         try:
-            remote = (vertex_plan if backend == "vertex" else cloud_run_plan)(settings, version)
-        except ValueError as exc:  # a missing setting: retrying cannot help
+            if backend == "vertex":
+                remote = vertex_plan(settings, version, _machine(params))
+            else:
+                remote = cloud_run_plan(settings, version)
+        except ValueError as exc:  # a missing setting or machines that do not fit: retrying cannot help
             raise AirflowFailException(str(exc)) from exc
+        if remote.get("replica_count", 1) > 1 and params["tuning_trials"]:
+            raise AirflowFailException("tuning trials run on one replica: set tuning_trials=0 with vertex_replicas > 1")
     model_dir = remote["model_dir"] if remote else f"{settings.storage.models_root}/{version}"
     return TrainingPlan(end_day.isoformat(), version, backend, model_dir, remote).as_xcom()
+
+
+def _machine(params: dict) -> dict:
+    """The run's Vertex AI machine Params (None: the setting)."""
+    return {
+        "machine_type": params.get("vertex_machine_type"),
+        "replica_count": params.get("vertex_replicas"),
+        "accelerator_type": params.get("vertex_accelerator_type"),
+        "accelerator_count": params.get("vertex_accelerator_count"),
+    }
 
 
 def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
@@ -56,6 +71,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
     from recsys.training.data import NotEnoughDataError
     from recsys.training.fit import TrainParams
     from recsys.training.pipeline import train_and_export
+    from recsys.training.tuning import TuningConfig
 
     try:
         result = train_and_export(
@@ -65,6 +81,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
             params["holdout_days"],
             planned.model_dir,
             TrainParams.from_params(params),
+            tuning=TuningConfig.from_params(params),
         )
     except NotEnoughDataError as exc:
         raise AirflowSkipException(str(exc)) from exc
@@ -72,6 +89,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
     return {
         "model": metrics["model"],
         "popularity": metrics["popularity"],
+        "chosen": result["params"],
         "index": result["index"]["serving"],
         "window": result["window"],
     }
@@ -99,12 +117,23 @@ def stage_window(settings: Settings, planned: TrainingPlan, params: dict) -> dic
         staged = copy_window(extract_root, manifests, remote["extract_root"])
     else:
         staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
-    train_params = TrainParams.from_params(params).as_dict()
+    train_params = TrainParams.from_params(params).as_dict() | {
+        name: params[name] for name in ("tuning_trials", "tuning_budget_minutes") if name in params
+    }
     args = trainer_args(
         remote["extract_root"], planned.end_day, params["window_days"], params["holdout_days"], train_params
     )
+    if planned.backend == "vertex" and params.get("tuning_trials", 0) > 0:
+        tuning_job = _vertex_tuning_job(planned, args, params["tuning_trials"])
+        return {"staged": staged, "custom_job": None, "tuning_job": tuning_job, "job": None, "overrides": None}
     if planned.backend == "vertex":
-        return {"staged": staged, "custom_job": _vertex_job(planned, args), "job": None, "overrides": None}
+        return {
+            "staged": staged,
+            "custom_job": _vertex_job(planned, args),
+            "tuning_job": None,
+            "job": None,
+            "overrides": None,
+        }
     from cloud_run.training import trainer_job, trainer_overrides
 
     job = trainer_job(
@@ -115,28 +144,93 @@ def stage_window(settings: Settings, planned: TrainingPlan, params: dict) -> dic
         service_account=remote["service_account"],
     )
     overrides = trainer_overrides(args, remote["model_dir"])
-    return {"staged": staged, "custom_job": None, "job": job, "overrides": overrides}
+    return {"staged": staged, "custom_job": None, "tuning_job": None, "job": job, "overrides": overrides}
+
+
+def _trainer(planned: TrainingPlan, args: list[str]) -> dict:
+    """What every Vertex AI job of the run's trainer image is given: version, image, args, output, machine."""
+    remote = planned.remote
+    return {
+        "version": planned.version,
+        "image_uri": remote["image"],
+        "args": args,
+        "base_output_dir": remote["base_output_dir"],
+        "machine_type": remote["machine_type"],
+        "service_account": remote["service_account"],
+        "replica_count": remote["replica_count"],
+        "accelerator_type": remote["accelerator_type"],
+        "accelerator_count": remote["accelerator_count"],
+    }
 
 
 def _vertex_job(planned: TrainingPlan, args: list[str]) -> dict:
     from vertex.training import trainer_job_spec
 
-    remote = planned.remote
-    return trainer_job_spec(
-        version=planned.version,
-        image_uri=remote["image"],
-        args=args,
-        base_output_dir=remote["base_output_dir"],
-        machine_type=remote["machine_type"],
-        service_account=remote["service_account"],
+    return trainer_job_spec(**_trainer(planned, args))
+
+
+def _vertex_tuning_job(planned: TrainingPlan, args: list[str], trials: int) -> dict:
+    """Each trial is the trainer measuring its own values on validation (``--tuning-trials 1``)."""
+    from vertex.training import tuning_job_spec
+
+    from recsys.training.train import VERTEX_METRIC
+    from recsys.training.tuning import VERTEX_PARAMETERS
+
+    trial_args = _without(args, ("--tuning-trials", "--tuning-budget-minutes")) + ["--tuning-trials", "1"]
+    return tuning_job_spec(
+        **_trainer(planned, trial_args),
+        metric=VERTEX_METRIC,
+        parameters=VERTEX_PARAMETERS,
+        trials=trials,
+        parallel_trials=max(1, min(5, trials // 4)),
     )
+
+
+def _without(args: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``args`` less the given ``--flag value`` pairs."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def remote_backend(staged: dict) -> str:
+    """The remote training task that runs: a tuning job, a custom job, or a Cloud Run execution."""
+    if staged.get("tuning_job"):
+        return "tune_on_vertex"
+    return "train_on_vertex" if staged.get("custom_job") else "train_on_cloud_run"
+
+
+def adopt_best_trial(planned: TrainingPlan, tuned: dict) -> dict:
+    """The best Vertex tuning trial's model becomes the run's candidate: copied to the run's model dir,
+    its ``metrics.json`` extended with every trial of the tuning job."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from recsys.storage import download_dir, upload_dir
+
+    with tempfile.TemporaryDirectory(prefix="recsys-best-trial-") as tmp:
+        local = download_dir(tuned["model_dir"], Path(tmp) / "model")
+        metrics = json.loads((local / "metrics.json").read_text())
+        metrics["vertex_tuning"] = {k: tuned[k] for k in ("job", "metric", "trials", "best_trial")}
+        (local / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        upload_dir(local, planned.model_dir)
+    return {"model_dir": planned.model_dir, "best_trial": tuned["best_trial"], "trials": len(tuned["trials"])}
 
 
 def gate(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
     """Compare with the champion on the same holdout, write the model card, promote if blessed."""
     from recsys.training.gate import GatePolicy, run_gate
 
-    policy = GatePolicy(tolerance=float(params["tolerance"]), force=bool(params["force"]))
+    policy = GatePolicy(
+        tolerance=float(params["tolerance"]), force=bool(params["force"]), baseline=params["gate_baseline"]
+    )
     return run_gate(planned.model_dir, settings.storage.models_root, planned.version, policy)
 
 

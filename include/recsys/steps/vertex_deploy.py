@@ -102,18 +102,59 @@ def deployment(planned: DeployPlan, uploaded: dict, target: dict, params: dict, 
     }
 
 
-def smoke_test(planned: DeployPlan, deployed: dict, target: dict, users: int = 5) -> dict:
-    """Predictions for the first ``users`` users of the model's holdout, through the endpoint."""
-    import pandas as pd
-    from airflow.sdk import ObjectStoragePath
+def smoke_test(planned: DeployPlan, deployed: dict, target: dict, params: dict, ti=None, users: int = 5) -> dict:
+    """Prove that the new deployment answers right: the first ``users`` users of the model's holdout, each
+    with their first holdout items as ``recent_item_ids``, through the endpoint until the new deployed
+    model has answered ``smoke_answers`` times (schema, catalog items, no seen item, latency bar). Fails
+    without retries on a wrong answer: a retry cannot fix the container (429 / 503 are retried inside).
+    The reason also goes to the ``failure`` XCom (for the report and the rollback's log)."""
+    from airflow.sdk.exceptions import AirflowFailException
+    from vertex.deploy import SmokeTestFailed
     from vertex.deploy import smoke_test as check
     from vertex.hooks import VertexPredictionServiceHook
 
-    with (ObjectStoragePath(planned.model_dir) / "holdout.parquet").open("rb") as handle:
-        user_ids = pd.read_parquet(handle)["user_id"].astype(str).drop_duplicates().head(users).tolist()
+    smoke = smoke_check(planned.model_dir, users, deployed["deployed_model_id"], params)
     hook = VertexPredictionServiceHook(gcp_conn_id=planned.gcp_conn_id)
-    dns = target["dedicated_endpoint_dns"]
-    return check(hook, planned.project, planned.region, deployed["endpoint_id"], user_ids, dns)
+    where = (planned.project, planned.region, deployed["endpoint_id"])
+    try:
+        return check(hook, *where, smoke, target["dedicated_endpoint_dns"])
+    except SmokeTestFailed as exc:
+        if ti is not None:
+            ti.xcom_push(key="failure", value=str(exc))
+        raise AirflowFailException(f"smoke test failed, rolling back: {exc}") from exc
+
+
+def smoke_check(model_dir: str, users: int, deployed_model_id: str, params: dict):
+    """The smoke test's questions, from the exported model: holdout users, their seen items (when the
+    exported policy excludes them), the catalog."""
+    import json
+
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+    from vertex.deploy import SmokeCheck
+
+    root = ObjectStoragePath(model_dir)
+    frames = {}
+    for name in ("holdout", "history", "candidates"):
+        with (root / f"{name}.parquet").open("rb") as handle:
+            frames[name] = pd.read_parquet(handle)
+    holdout = frames["holdout"].astype({"user_id": str, "item_id": str})
+    history = frames["history"].astype({"user_id": str, "item_id": str})
+    exclude_seen = json.loads((root / "metadata.json").read_text())["policy"]["exclude_seen"]
+    instances, forbidden = [], []
+    for user, events in list(holdout.groupby("user_id", sort=False))[:users]:
+        recent = events["item_id"].head(2).tolist()
+        seen = frozenset(history.loc[history["user_id"] == user, "item_id"]) | frozenset(recent)
+        instances.append({"user_id": user, "recent_item_ids": recent})
+        forbidden.append(seen if exclude_seen else frozenset())
+    return SmokeCheck(
+        instances=instances,
+        forbidden=forbidden,
+        catalog=frozenset(frames["candidates"]["item_id"].astype(str)),
+        deployed_model_id=deployed_model_id,
+        answers=params["smoke_answers"],
+        max_latency_seconds=params["smoke_max_latency_ms"] / 1000,
+    )
 
 
 def promote(planned: DeployPlan, uploaded: dict, deployed: dict) -> dict:

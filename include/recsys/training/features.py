@@ -24,6 +24,9 @@ class QueryConfig:
     half_life: float = 10.0  # items, for recency pooling
     user_id_dropout: float = 0.5  # share of training examples that query as a new user would
     hidden_units: int = 128
+    query_tower: str = "pooling"  # or "attention" (causal self-attention over the history)
+    attention_blocks: int = 2
+    dropout: float = 0.2  # attention tower only
 
 
 @dataclass(frozen=True)
@@ -178,18 +181,28 @@ def training_examples(
     )
 
 
-def make_dataset(examples: TrainingExamples, batch_size: int, seed: int):
+def make_dataset(examples: TrainingExamples, batch_size: int, seed: int, replicas: int = 1, pipeline=(0, 1)):
     """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch (the
-    only Python per batch is slicing it); each batch's columns are gathered in parallel TF ops."""
+    only Python per batch is slicing it); each batch's columns are gathered in parallel TF ops.
+
+    Under a distribution strategy (``replicas`` > 1) every global batch of ``batch_size`` is split into
+    ``replicas`` equal parts and input pipeline ``pipeline = (id, count)`` yields the parts
+    ``id, id + count, ...`` of each (``tf.distribute``'s per-replica batches, in replica order); a last
+    batch too small to split is dropped, so every replica takes the same number of steps."""
     import tensorflow as tf
 
     size = len(examples)
     epochs = iter(range(1 << 30))
+    index, count = pipeline
 
     def batches():
         order = np.random.default_rng([seed, next(epochs)]).permutation(size)
         for begin in range(0, size, batch_size):
-            yield order[begin : begin + batch_size]
+            batch = order[begin : begin + batch_size]
+            if replicas == 1:
+                yield batch
+            elif len(batch) >= replicas:
+                yield from np.array_split(batch, replicas)[index::count]
 
     examples._variables()  # made eagerly: tf.data functions cannot create variables
     rows = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))

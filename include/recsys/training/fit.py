@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -16,10 +17,14 @@ from recsys.training.features import (
     training_examples,
 )
 
+QUERY_TOWERS = ("pooling", "attention")
+
 
 @dataclass(frozen=True)
 class TrainParams:
-    # Chosen on MovieLens 100K, temporal protocol (bench/bench_quality.py).
+    """The model's parameters: the given values, or the starting point and bounds of tuning
+    (:mod:`recsys.training.tuning`), which chooses them on the validation split of every run."""
+
     epochs: int = 8
     embedding_dim: int = 32
     learning_rate: float = 0.05
@@ -28,8 +33,11 @@ class TrainParams:
     logq_correction: bool = True
     use_features: bool = True
     history_length: int = 50
+    query_tower: str = "pooling"  # "pooling" (recency-weighted) or "attention" (causal self-attention)
     pooling: str = "recency"
     half_life: float = 3.0
+    attention_blocks: int = 2
+    dropout: float = 0.2
     user_id_dropout: float = 0.5
     # the served policy (recsys.policy), evaluated with the model and exported with it
     exclude_seen: bool = True
@@ -41,6 +49,10 @@ class TrainParams:
             raise ValueError(f"invalid training parameters: {self}")
         if self.optimizer not in {"adagrad", "adam"}:
             raise ValueError(f"optimizer must be adagrad or adam, got {self.optimizer!r}")
+        if self.query_tower not in QUERY_TOWERS or self.attention_blocks < 1 or not 0 <= self.dropout < 1:
+            raise ValueError(f"invalid query tower parameters: {self}")
+        if self.query_tower == "attention" and self.embedding_dim % 2:
+            raise ValueError(f"the attention tower needs an even embedding_dim, got {self.embedding_dim}")
         if (
             self.history_length < 1
             or self.pooling not in {"mean", "recency"}
@@ -66,7 +78,15 @@ class TrainParams:
     def query_config(self):
         from recsys.training.features import QueryConfig
 
-        return QueryConfig(self.history_length, self.pooling, self.half_life, self.user_id_dropout)
+        return QueryConfig(
+            self.history_length,
+            self.pooling,
+            self.half_life,
+            self.user_id_dropout,
+            query_tower=self.query_tower,
+            attention_blocks=self.attention_blocks,
+            dropout=self.dropout,
+        )
 
 
 @dataclass
@@ -105,28 +125,69 @@ class Fitted:
         return np.concatenate(parts) if parts else np.zeros((0, self.model.query_tower.project.units), np.float32)
 
 
-def fit(train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, params: TrainParams, callbacks=()) -> Fitted:
-    """Train on ``train`` interactions; ``users``/``items`` give features when ``use_features``."""
+def fit(
+    train: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    params: TrainParams,
+    callbacks=(),
+    after_epoch: Callable[[int, Fitted], bool] | None = None,
+    strategy=None,
+) -> Fitted:
+    """Train on ``train`` interactions; ``users``/``items`` give features when ``use_features``.
+    ``after_epoch(epoch, fitted)`` runs after every epoch (1-based) and stops training by returning True.
+    ``strategy``: a ``tf.distribute.Strategy`` (:mod:`recsys.training.distribution`; default: one device)."""
     import tensorflow as tf
 
     from recsys.training.model import TwoTowerModel
 
+    strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(params.seed)
     tf.config.experimental.enable_op_determinism()
     if not params.use_features:
         users, items = pd.DataFrame(columns=["user_id"]), pd.DataFrame(columns=["item_id"])
     vocab = build_vocabularies(train, users, items)
-    model = TwoTowerModel(vocab, params.embedding_dim, params.query_config(), logq_correction=params.logq_correction)
-    optimizer = (
-        tf.keras.optimizers.Adagrad(params.learning_rate)
-        if params.optimizer == "adagrad"
-        else tf.keras.optimizers.Adam(params.learning_rate)
-    )
-    model.compile(optimizer=optimizer)
+    with strategy.scope():
+        model = TwoTowerModel(vocab, params.embedding_dim, params.query_config(), params.logq_correction)
+        optimizer = (
+            tf.keras.optimizers.Adagrad(params.learning_rate)
+            if params.optimizer == "adagrad"
+            else tf.keras.optimizers.Adam(params.learning_rate)
+        )
+        model.compile(optimizer=optimizer)
     examples = training_examples(train, users, items, params.history_length)
-    dataset = make_dataset(examples, params.batch_size, params.seed)
+    dataset, steps = _dataset(examples, params, strategy)
+    fitted = Fitted(model, vocab, [], 0.0, params.history_length)
+    callbacks = list(callbacks) + ([_after_epoch_callback(after_epoch, fitted)] if after_epoch else [])
     started = time.perf_counter()
-    history = model.fit(dataset, epochs=params.epochs, verbose=0, callbacks=list(callbacks))
-    seconds = time.perf_counter() - started
-    losses = [round(float(v), 5) for v in history.history["loss"]]
-    return Fitted(model, vocab, losses, seconds, params.history_length)
+    history = model.fit(dataset, epochs=params.epochs, steps_per_epoch=steps, verbose=0, callbacks=callbacks)
+    fitted.seconds = time.perf_counter() - started
+    fitted.loss_per_epoch = [round(float(v), 5) for v in history.history["loss"]]
+    return fitted
+
+
+def _dataset(examples, params: TrainParams, strategy) -> tuple:
+    """(batches, steps per epoch): split among the strategy's replicas when there are several, repeated
+    with the number of steps given (Keras needs it for a distributed dataset)."""
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return make_dataset(examples, params.batch_size, params.seed), None
+    examples._variables()  # the input pipelines' variables, made outside the strategy's scope
+
+    def per_pipeline(context):
+        pipeline = (context.input_pipeline_id, context.num_input_pipelines)
+        return make_dataset(examples, params.batch_size, params.seed, replicas, pipeline).repeat()
+
+    full, rest = divmod(len(examples), params.batch_size)
+    return strategy.distribute_datasets_from_function(per_pipeline), full + (rest >= replicas)
+
+
+def _after_epoch_callback(after_epoch: Callable[[int, Fitted], bool], fitted: Fitted):
+    import tensorflow as tf
+
+    class AfterEpoch(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if after_epoch(epoch + 1, fitted):
+                self.model.stop_training = True
+
+    return AfterEpoch()

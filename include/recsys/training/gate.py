@@ -3,9 +3,10 @@
 Every policy is measured as it is served (:mod:`recsys.policy`: history, seen-item exclusion,
 fallback); the champion is loaded exactly as the server loads it. The champion pointer
 ``<models_root>/champion.json`` names the blessed model directory; it is
-replaced atomically. A candidate is blessed when it beats the popularity baseline and is not worse
-than the champion by more than ``tolerance`` (absolute, on ``top_{k}_accuracy``), or when an
-operator forces it. The decision and its reasons are recorded either way.
+replaced atomically. A candidate is blessed when it beats the bar — the best of the cheap baselines
+(:mod:`recsys.training.baselines`, ``baseline="best"``) or popularity alone (``"popularity"``) — and is
+not worse than the champion by more than ``tolerance`` (absolute, on ``top_{k}_accuracy``), or when an
+operator forces it. The decision and its reasons (which baseline won, by how much) are recorded either way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 from recsys.storage import as_path, atomic_write_text
 
 CHAMPION = "champion.json"
+BASELINES = ("popularity", "first_event_prior", "item_knn", "rp3beta", "ease")
+GATE_BASELINES = ("best", "popularity")
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,13 @@ class GatePolicy:
     k: int = 100
     tolerance: float = 0.01
     force: bool = False
+    baseline: str = "best"  # the bar: the best baseline on the gate metric, or popularity only
 
     def __post_init__(self) -> None:
         if not 0 <= self.tolerance <= 1:
             raise ValueError(f"tolerance must be in [0, 1], got {self.tolerance}")
+        if self.baseline not in GATE_BASELINES:
+            raise ValueError(f"baseline must be one of {GATE_BASELINES}, got {self.baseline!r}")
 
 
 def read_champion(models_root: str) -> dict | None:
@@ -50,15 +56,32 @@ def evaluate_exported(model_dir: str, holdout, history, users, training_users, l
     return evaluate_holdout({"champion": policy}, holdout, history, users, training_users)["champion"]
 
 
-def decide(candidate: dict, popularity: dict, champion: dict | None, policy: GatePolicy) -> dict:
-    """Bless or not, with reasons. Metric dicts are ``evaluate_*`` outputs on the same holdout."""
+def bar(metrics: dict, policy: GatePolicy) -> tuple[str, dict]:
+    """The baseline the candidate must beat: ``(name, metrics)`` of popularity, or of the best baseline
+    on the gate metric among those evaluated on this holdout."""
     key = f"top_{policy.k}_accuracy"
+    if policy.baseline == "popularity":
+        return "popularity", metrics["popularity"]
+    evaluated = [name for name in BASELINES if metrics.get(name)]
+    best = max(evaluated, key=lambda name: metrics[name][key])
+    return best, metrics[best]
+
+
+def decide(candidate: dict, baseline: tuple[str, dict], champion: dict | None, policy: GatePolicy) -> dict:
+    """Bless or not, with reasons. Metric dicts are ``evaluate_*`` outputs on the same holdout;
+    ``baseline`` is :func:`bar`'s ``(name, metrics)``."""
+    key = f"top_{policy.k}_accuracy"
+    name, base = baseline
     reasons, blessed = [], True
-    if candidate[key] > popularity[key]:
-        reasons.append(f"{key} {candidate[key]:.4f} beats the popularity baseline {popularity[key]:.4f}")
+    label = f"the {'best ' if policy.baseline == 'best' else ''}baseline ({name})"
+    if candidate[key] > base[key]:
+        reasons.append(f"{key} {candidate[key]:.4f} beats {label} {base[key]:.4f} by {candidate[key] - base[key]:.4f}")
     else:
         blessed = False
-        reasons.append(f"{key} {candidate[key]:.4f} does not beat the popularity baseline {popularity[key]:.4f}")
+        reasons.append(
+            f"{key} {candidate[key]:.4f} does not beat {label} {base[key]:.4f}: "
+            f"{name} wins by {base[key] - candidate[key]:.4f}"
+        )
     if champion is None:
         reasons.append("no champion yet")
     elif candidate[key] >= champion[key] - policy.tolerance:
@@ -78,6 +101,8 @@ def decide(candidate: dict, popularity: dict, champion: dict | None, policy: Gat
         "blessed": blessed,
         "forced": policy.force,
         "metric": key,
+        "baseline": name,
+        "gate_baseline": policy.baseline,
         "tolerance": policy.tolerance,
         "reasons": reasons,
         "decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -105,9 +130,8 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
             result["metrics"]["champion"] = evaluate_exported(
                 champion["model_dir"], holdout, history, users, training_users, Path(tmp) / "champion"
             )
-        decision = decide(
-            result["metrics"]["model"], result["metrics"]["popularity"], result["metrics"].get("champion"), policy
-        )
+        metrics = result["metrics"]
+        decision = decide(metrics["model"], bar(metrics, policy), metrics.get("champion"), policy)
         result["gate"] = {**decision, "champion": champion}
         report = Path(tmp) / "report"
         report.mkdir()

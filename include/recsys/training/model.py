@@ -1,7 +1,9 @@
 """The TensorFlow Recommenders two-tower retrieval model.
 
-Query tower: user id embedding + the pooled embeddings of the user's last N items (time-respecting,
-see ``recsys.history``) + gender, occupation, age bucket embeddings when the data has them.
+Query tower: user id embedding + the user's last N items (time-respecting, see ``recsys.history``),
+read by recency-weighted pooling (``query_tower="pooling"``) or by causal self-attention
+(``"attention"``, SASRec-style: learned position encodings, the newest position's output) + gender,
+occupation, age bucket embeddings when the data has them.
 Candidate tower: item id embedding (+ a multi-hot genre projection when the data has genres).
 Both towers take raw strings, so the exported models need no vocabulary outside themselves.
 
@@ -53,6 +55,48 @@ class HistoryPooling(tf.keras.layers.Layer):
         return tf.reduce_sum(embeddings * weights[:, :, None], axis=1) / tf.maximum(total, 1e-6)
 
 
+class HistoryAttention(tf.keras.layers.Layer):
+    """Causal self-attention over a ``[batch, N]`` history (oldest first, left-padded): ``blocks`` of
+    multi-head attention + feed-forward with residuals and layer norms (SASRec); the output is the
+    newest known item's position, which has attended to every earlier item. Rows without history give zeros."""
+
+    def __init__(self, dim: int, length: int, blocks: int = 2, heads: int = 2, dropout: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.positions = tf.keras.layers.Embedding(length, dim, name="position_embedding")
+        self.attention = [
+            tf.keras.layers.MultiHeadAttention(heads, dim // heads, dropout=dropout) for _ in range(blocks)
+        ]
+        self.feed_forward = [
+            tf.keras.Sequential([tf.keras.layers.Dense(dim, activation="relu"), tf.keras.layers.Dense(dim)])
+            for _ in range(blocks)
+        ]
+        self.norms = [tf.keras.layers.LayerNormalization(epsilon=1e-6) for _ in range(2 * blocks + 1)]
+        self.dropout = tf.keras.layers.Dropout(dropout)
+
+    def call(self, embeddings: tf.Tensor, mask: tf.Tensor, training: bool = False) -> tf.Tensor:
+        length = tf.shape(embeddings)[1]
+        valid = tf.cast(mask, tf.float32)[:, :, None]
+        x = self.dropout((embeddings + self.positions(tf.range(length))[None]) * valid, training=training)
+        causal = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)[None]
+        # a padded row attends to itself only, so no softmax runs over an all-masked row
+        attend = (causal & mask[:, None, :]) | tf.eye(length, dtype=tf.bool)[None]
+        newest = length - 1 - tf.argmax(tf.reverse(tf.cast(mask, tf.int32), axis=[1]), axis=1, output_type=tf.int32)
+        last = len(self.attention) - 1
+        sequence = x
+        for block, (attention, feed_forward) in enumerate(zip(self.attention, self.feed_forward, strict=True)):
+            queries, allowed = sequence, attend
+            if block == last:  # only the newest known position's output is used: one query, not N
+                queries = tf.gather(sequence, newest, batch_dims=1)[:, None, :]
+                allowed = tf.gather(attend, newest, batch_dims=1)[:, None, :]
+            out = queries + attention(
+                self.norms[2 * block](queries), sequence, attention_mask=allowed, training=training
+            )
+            out = out + self.dropout(feed_forward(self.norms[2 * block + 1](out)), training=training)
+            sequence = out * valid if block < last else out
+        has_history = tf.cast(tf.reduce_any(mask, axis=1, keepdims=True), tf.float32)
+        return self.norms[-1](sequence[:, 0, :]) * has_history
+
+
 class QueryTower(tf.keras.Model):
     """User id + the user's recent items (+ demographics) -> query embedding.
 
@@ -68,7 +112,12 @@ class QueryTower(tf.keras.Model):
         self.config = config
         self.user = _id_embedding(vocab.user_ids, dim, "user_id")
         self.item_embedding = item_embedding  # shared with the candidate tower
-        self.pool = HistoryPooling(config.pooling, config.half_life, name="history_pooling")
+        if config.query_tower == "attention":
+            self.pool = HistoryAttention(
+                dim, config.history_length, config.attention_blocks, dropout=config.dropout, name="history_attention"
+            )
+        else:
+            self.pool = HistoryPooling(config.pooling, config.half_life, name="history_pooling")
         if self.use_features:
             self.gender = _id_embedding(vocab.genders, 4, "gender")
             self.occupation = _id_embedding(vocab.occupations, 8, "occupation")
@@ -86,7 +135,10 @@ class QueryTower(tf.keras.Model):
             user_ids = tf.where(drop, tf.constant(""), user_ids)
         history = features["history"]
         known = self.item_embedding.layers[0](history) > 0  # PAD and unknown items are no history
-        pooled = self.pool(self.item_embedding(history), known)
+        if self.config.query_tower == "attention":
+            pooled = self.pool(self.item_embedding(history), known, training=training)
+        else:
+            pooled = self.pool(self.item_embedding(history), known)
         has_history = tf.cast(tf.reduce_any(known, axis=1, keepdims=True), tf.float32)
         parts = [self.user(user_ids), pooled, has_history]
         if self.use_features:

@@ -1,4 +1,10 @@
-"""One two-tower training job as a pipeline of named steps: load -> split -> fit -> evaluate -> export.
+"""One two-tower training job as a pipeline of named steps: load -> split -> tune -> fit -> evaluate -> export.
+
+The window splits in time order into train and holdout (the newest ``holdout_days``), and train into a
+fit part and a validation split (its newest ``validation_fraction``). Every choice is made on
+validation: the baselines' parameters (:mod:`recsys.training.baselines`), the model's parameters,
+epochs and no-history policy (:mod:`recsys.training.tuning`). The chosen model and baselines are then
+refitted on the whole train part and the holdout is read once, to evaluate them for the gate.
 
 Each step is a function with its own inputs and outputs; :func:`train_and_export` runs them in order and
 times each (``metrics.json`` ``stage_seconds``). The model card is written later, by the gate, which
@@ -22,18 +28,36 @@ from recsys.storage import upload_dir
 from recsys.training import MIN_INTERACTIONS
 
 log = logging.getLogger(__name__)
+VALIDATION_FRACTION = 0.1  # the newest share of the training rows where choices are made
 POPULAR_ITEMS = 5000  # popular items exported for the fallback (enough to survive any exclusion)
 MAX_EVAL_CELLS = 2_000_000_000  # holdout rows x catalog items scored per policy (a seeded row sample beyond)
 
 
 @dataclass
 class Split:
-    """The window (users, items, days) and its interactions in time order: train, then holdout."""
+    """The window (users, items, days) and its interactions in time order: train (= fit part, then
+    validation), then holdout."""
 
     window: Any  # recsys.training.data.Window
     train: Any  # pandas.DataFrame
     holdout: Any  # pandas.DataFrame
     holdout_days: int
+    fit: Any = None  # pandas.DataFrame: train minus validation, what tuning fits on
+    validation: Any = None  # pandas.DataFrame: the newest part of train, where choices are made
+
+    @property
+    def catalog(self) -> list[str]:
+        return sorted(set(self.window.items["item_id"].astype(str)) | set(self.train["item_id"].astype(str)))
+
+
+@dataclass
+class Choices:
+    """What the validation split chose: the model's parameters, the baselines, and how."""
+
+    params: Any  # TrainParams
+    baselines: dict  # name -> recsys.training.baselines.Baseline
+    tuning: dict
+    prior_first_events: int
 
 
 @dataclass
@@ -47,6 +71,7 @@ class Evaluation:
     history: Any  # pandas.DataFrame: every user's newest events of the training part
     evaluated: Any  # the holdout rows evaluated (all, or a seeded sample)
     metrics: dict
+    prior: list[str]  # the first-event prior: what users without history get when no_history="prior"
 
 
 def load(extract_root: str, end_day: date, window_days: int):
@@ -56,10 +81,18 @@ def load(extract_root: str, end_day: date, window_days: int):
     return load_window(extract_root, end_day, window_days)
 
 
-def split(window, end_day: date, holdout_days: int, min_interactions: int = MIN_INTERACTIONS) -> Split:
-    """Train = everything before the newest ``holdout_days``; holdout = those days. Too little data raises
+def split(
+    window,
+    end_day: date,
+    holdout_days: int,
+    min_interactions: int = MIN_INTERACTIONS,
+    validation_fraction: float = VALIDATION_FRACTION,
+) -> Split:
+    """Train = everything before the newest ``holdout_days``; holdout = those days; validation = the newest
+    ``validation_fraction`` of train. Too little data raises
     :class:`~recsys.training.data.NotEnoughDataError` with the reason."""
     from recsys.training.data import NotEnoughDataError, temporal_split
+    from recsys.training.validation import validation_split
 
     holdout_start = datetime.combine(end_day - timedelta(days=holdout_days - 1), datetime.min.time(), tzinfo=UTC)
     train, holdout = temporal_split(window.interactions, int(holdout_start.timestamp()))
@@ -71,33 +104,56 @@ def split(window, end_day: date, holdout_days: int, min_interactions: int = MIN_
         )
     if holdout.empty:
         raise NotEnoughDataError(f"no interactions in the {holdout_days} holdout day(s) ending {end_day}")
-    return Split(window, train, holdout, holdout_days)
+    fit_part, validation = validation_split(train, validation_fraction)
+    if fit_part.empty or validation.empty:
+        raise NotEnoughDataError(f"the {len(train)} training interactions span too little time for a validation split")
+    return Split(window, train, holdout, holdout_days, fit_part, validation)
 
 
-def fit_model(data: Split, params):
+def choose(data: Split, params, tuning_config) -> Choices:
+    """Every choice, on the validation split: the baselines' parameters, then the model's (tuning)."""
+    from recsys.training import baselines, tuning
+    from recsys.training.validation import Validation
+
+    catalog = data.catalog
+    validation = Validation.of(data.fit, data.validation, data.window.users, len(catalog))
+    chosen = baselines.tune(data.fit, catalog, params.policy_config(), validation.score)
+    first_events = chosen["first_event_prior"].params["first_events"]
+    prior = baselines.first_event_prior(data.fit, first_events)
+    tuned, report = tuning.tune(
+        data.fit, validation, catalog, data.window.users, data.window.items, params, tuning_config, prior
+    )
+    return Choices(tuned, chosen, report | {"validation_rows": len(validation)}, first_events)
+
+
+def fit_model(data: Split, params, strategy=None):
     """Train the two-tower model on the training part (Vertex AI checkpoints / TensorBoard when asked)."""
     from recsys.training.fit import fit
 
     with tempfile.TemporaryDirectory(prefix="recsys-aip-") as aip_tmp:
-        return fit(data.train, data.window.users, data.window.items, params, callbacks=_aip_callbacks(Path(aip_tmp)))
+        callbacks = _aip_callbacks(Path(aip_tmp))
+        return fit(data.train, data.window.users, data.window.items, params, callbacks, strategy=strategy)
 
 
-def evaluate(data: Split, fitted, params, max_eval_cells: int = MAX_EVAL_CELLS) -> Evaluation:
-    """The model and popularity, each as served (:mod:`recsys.policy`), on the holdout.
+def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EVAL_CELLS) -> Evaluation:
+    """The model and every baseline (refitted on the whole train part with their chosen parameters),
+    each as served (:mod:`recsys.policy`), on the holdout.
 
     Evaluation ranks the whole catalog for every holdout row, so its cost grows with rows x items: when
     that product passes ``max_eval_cells`` the holdout is evaluated on a seeded sample of its rows (every
     policy on the same rows; ``window.evaluated_rows`` says how many; 20,000 rows at 100,000 items)."""
     from recsys.history import snapshot
     from recsys.policy import Policy
+    from recsys.training import baselines
     from recsys.training.evaluate import evaluate_holdout, popularity_order
 
-    window, train, holdout = data.window, data.train, data.holdout
-    catalog = sorted(set(window.items["item_id"].astype(str)) | set(train["item_id"].astype(str)))
+    window, train, holdout, params = data.window, data.train, data.holdout, choices.params
+    catalog = data.catalog
     eval_rows = max(1, max_eval_cells // len(catalog))
     evaluated = holdout if len(holdout) <= eval_rows else holdout.sample(eval_rows, random_state=0).sort_index()
     embeddings = fitted.candidate_embeddings(catalog, window.items)
     config, popular, history = params.policy_config(), popularity_order(train), snapshot(train)
+    prior = baselines.first_event_prior(train, choices.prior_first_events)
     policies = {
         "model": Policy(
             catalog,
@@ -106,11 +162,14 @@ def evaluate(data: Split, fitted, params, max_eval_cells: int = MAX_EVAL_CELLS) 
             encoder=fitted.encode_queries,
             item_embeddings=embeddings,
             known_users=fitted.vocab.user_ids,
-        ),
-        "popularity": Policy(catalog, popular, config),
+            prior=prior,
+        )
     }
+    for name, chosen in choices.baselines.items():
+        if not chosen.skipped:
+            policies[name] = baselines.build(name, train, catalog, config, chosen.params)
     metrics = evaluate_holdout(policies, evaluated, history, window.users, fitted.vocab.user_ids)
-    return Evaluation(catalog, embeddings, popular, history, evaluated, metrics)
+    return Evaluation(catalog, embeddings, popular, history, evaluated, metrics, prior)
 
 
 def _index_queries(data: Split, fitted, evaluation: Evaluation, params) -> dict:
@@ -183,6 +242,7 @@ def export(
         "history_length": length,
         "policy": config,
         "popular_items": evaluation.popular[:POPULAR_ITEMS],
+        "prior_items": evaluation.prior[:POPULAR_ITEMS],
         "serving_index": index_report["serving"],
         "k": index_k,
     }
@@ -205,17 +265,30 @@ def train_and_export(
     min_index_recall: float = 0.95,
     scann_grid: list | None = None,
     max_eval_cells: int = MAX_EVAL_CELLS,
+    tuning=None,
+    validation_fraction: float = VALIDATION_FRACTION,
+    strategy=None,
+    distribution: dict | None = None,
 ) -> dict:
-    """The whole job (load -> split -> fit -> evaluate -> export) into ``model_dir`` (any object store);
-    returns what it writes to ``metrics.json``."""
+    """The whole job (load -> split -> choose -> fit -> evaluate -> export) into ``model_dir`` (any object
+    store); ``tuning`` is a :class:`~recsys.training.tuning.TuningConfig` (default: no trials); ``strategy``
+    and ``distribution`` (what metrics.json records of it): :mod:`recsys.training.distribution` (default:
+    one device). Returns what it writes to ``metrics.json``."""
+    from recsys.training.distribution import ONE_DEVICE
+    from recsys.training.tuning import TuningConfig
+
     if holdout_days >= window_days:
         raise ValueError(f"holdout_days ({holdout_days}) must be smaller than window_days ({window_days})")
     clock = _StageClock()
-    data = split(load(extract_root, end_day, window_days), end_day, holdout_days, min_interactions)
+    window = load(extract_root, end_day, window_days)
+    data = split(window, end_day, holdout_days, min_interactions, validation_fraction)
     clock.lap("load")
-    fitted = fit_model(data, params)
+    choices = choose(data, params, tuning or TuningConfig())
+    params = choices.params
+    clock.lap("choose")
+    fitted = fit_model(data, params, strategy)
     clock.lap("fit")
-    evaluation = evaluate(data, fitted, params, max_eval_cells)
+    evaluation = evaluate(data, fitted, choices, max_eval_cells)
     clock.lap("evaluate")
     with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
         out = Path(tmp)
@@ -239,6 +312,8 @@ def train_and_export(
                 "window_days": window_days,
                 "holdout_days": holdout_days,
                 "train_rows": len(data.train),
+                "fit_rows": len(data.fit),
+                "validation_rows": len(data.validation),
                 "holdout_rows": len(data.holdout),
                 "evaluated_rows": len(evaluation.evaluated),
             },
@@ -246,7 +321,10 @@ def train_and_export(
             "policy": dataclasses.asdict(params.policy_config()),
             "loss_per_epoch": fitted.loss_per_epoch,
             "train_seconds": round(fitted.seconds, 2),
+            "distribution": distribution or ONE_DEVICE.describe(),
             "metrics": evaluation.metrics,
+            "baselines": {name: chosen.as_dict() for name, chosen in choices.baselines.items()},
+            "tuning": choices.tuning,
             "index": index_report,
             "stage_seconds": clock.laps,
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsys.config import Settings
+from recsys.config import ACCELERATORS, Settings
 
 
 def model_dir_for(base_output_dir: str) -> str:
@@ -42,15 +42,50 @@ def _staging(settings: Settings, version: str) -> dict[str, str]:
     }
 
 
-def vertex_plan(settings: Settings, version: str) -> dict[str, Any]:
+MAX_REPLICAS = 16
+
+
+def machine(machine_type: str, replicas: int, accelerator_type: str, accelerator_count: int) -> dict[str, Any]:
+    """The training job's machines, checked against each other: ``ValueError`` says what does not fit."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replica count must be 1 to {MAX_REPLICAS}, got {replicas}")
+    spec = {"machine_type": machine_type, "replica_count": replicas, "accelerator_type": "", "accelerator_count": 0}
+    if not accelerator_type and not accelerator_count:
+        if machine_type.startswith(("a2-", "a3-", "g2-")):
+            raise ValueError(f"{machine_type} comes with GPUs: name its accelerator type and count")
+        return spec
+    if accelerator_type not in ACCELERATORS:
+        raise ValueError(f"accelerator type {accelerator_type!r} is not one of {sorted(ACCELERATORS)}")
+    series, counts = ACCELERATORS[accelerator_type]
+    if not machine_type.startswith(series):
+        raise ValueError(f"{accelerator_type} attaches to {series}* machines, not {machine_type}")
+    if accelerator_count not in counts:
+        raise ValueError(
+            f"{accelerator_type} comes {' / '.join(map(str, counts))} per machine, not {accelerator_count}"
+        )
+    built_in = machine_type.rsplit("-", 1)[-1]
+    if series.startswith(("a2-", "a3-")) and built_in != f"{accelerator_count}g":
+        raise ValueError(f"{machine_type} has {built_in.removesuffix('g')} GPUs, not {accelerator_count}")
+    return spec | {"accelerator_type": accelerator_type, "accelerator_count": accelerator_count}
+
+
+def vertex_plan(settings: Settings, version: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Vertex AI job's plan; ``overrides``: the run's machine Params (None = the setting)."""
     if not settings.vertex.project:
         raise ValueError("training_backend=vertex: set RECSYS_VERTEX_PROJECT (or the Variable)")
+    chosen = {k: v for k, v in (overrides or {}).items() if v is not None}
+    training = settings.training
     return {
         **_staging(settings, version),
         "project": settings.vertex.project,
         "region": settings.vertex.region,
         "gcp_conn_id": settings.connections.gcp,
-        "machine_type": settings.training.machine_type,
+        **machine(
+            chosen.get("machine_type", training.machine_type),
+            chosen.get("replica_count", training.replica_count),
+            chosen.get("accelerator_type", training.accelerator_type),
+            chosen.get("accelerator_count", training.accelerator_count),
+        ),
         "service_account": settings.training.service_account,
         "poll_seconds": settings.vertex.poll_seconds,
         "timeout_seconds": settings.training.timeout_seconds,

@@ -5,6 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from recsys.training.evaluate import DEFAULT_KS
+from recsys.training.gate import BASELINES
+
+NO_HISTORY = {
+    "model": "the model's no-history query",
+    "prior": "the first-event prior (the items users most often start with)",
+    "popular": "popular items",
+}
+
+
+def _policies(metrics: dict) -> list[str]:
+    """The evaluated policies in table order: the model, the baselines, the champion."""
+    return [name for name in ("model", *BASELINES, "champion") if metrics.get(name)]
 
 
 def _row(name: str, metrics: dict | None) -> str:
@@ -16,7 +28,7 @@ def _row(name: str, metrics: dict | None) -> str:
 def _policy_lines(policy: dict | None) -> list[str]:
     if not policy:
         return []
-    no_history = "the model's no-history query" if policy["no_history"] == "model" else "popular items"
+    no_history = NO_HISTORY[policy["no_history"]]
     return [
         f"Measured as served: history = the user's newest {policy['history_length']} earlier events "
         f"(window snapshot + earlier holdout events); seen items "
@@ -27,7 +39,7 @@ def _policy_lines(policy: dict | None) -> list[str]:
 
 def _segment_table(metrics: dict) -> list[str]:
     """Top-10 / top-100 hit rate per user segment for each evaluated policy."""
-    policies = [(name, metrics[name]) for name in ("model", "popularity", "champion") if metrics.get(name)]
+    policies = [(name, metrics[name]) for name in _policies(metrics)]
     if "segments" not in metrics["model"]:
         return []
     lines = [
@@ -43,6 +55,52 @@ def _segment_table(metrics: dict) -> list[str]:
             cells.append(f"{seg['top_10_accuracy']:.4f} / {seg['top_100_accuracy']:.4f}" if seg else "–")
         lines.append(f"| {segment.replace('_', ' ')} | {counts['pairs']} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _choices(result: dict) -> list[str]:
+    """What the validation split chose: the baselines' parameters and the model's tuning trials."""
+    from recsys.training.validation import OBJECTIVE
+
+    window, baselines, tuning = result["window"], result.get("baselines", {}), result.get("tuning", {})
+    if not baselines:
+        return []
+    lines = [
+        "## Choices made on the validation split (the holdout was read once, after them)",
+        "",
+        f"Objective: {OBJECTIVE}; {window.get('fit_rows')} fit rows, {window.get('validation_rows')} validation rows.",
+        "",
+        "| baseline | chosen parameters | validation | configurations tried | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, chosen in baselines.items():
+        if chosen.get("skipped"):
+            lines.append(f"| {name} | skipped: {chosen['skipped']} | – | – | – |")
+        else:
+            params = ", ".join(f"{k}={v}" for k, v in chosen["params"].items()) or "–"
+            lines.append(
+                f"| {name} | {params} | {chosen['validation']:.4f} | {len(chosen['tried'])} | {chosen['seconds']} |"
+            )
+    trials = tuning.get("trials", [])
+    summary = tuning.get("note") or f"{len(trials)} trials in {tuning.get('seconds')} s"
+    lines += ["", f"Model tuning: {summary}"]
+    if trials:
+        lines[-1] += (
+            f" (budget {tuning['budget_minutes']} min); best trial {tuning['best_trial']}, validation "
+            f"{tuning['validation']:.4f}; chosen: " + ", ".join(f"`{k}`={v}" for k, v in tuning["chosen"].items())
+        )
+        lines += [
+            "",
+            "| trial | state | validation | best epoch | seconds | parameters |",
+            "|---|---|---|---|---|---|",
+        ]
+        for trial in trials:
+            params = ", ".join(f"{k}={round(v, 5) if isinstance(v, float) else v}" for k, v in trial["params"].items())
+            lines.append(
+                f"| {trial['number']} | {trial['state']} | {trial['value']:.4f} | {trial['best_epoch']} | "
+                f"{trial['seconds']} | {params} |"
+            )
+        lines += ["", "Search space: " + "; ".join(f"`{k}` {v}" for k, v in tuning["space"].items())]
+    return [*lines, ""]
 
 
 def model_card(version: str, result: dict, decision: dict, champion: dict | None) -> str:
@@ -69,14 +127,18 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         "## Parameters",
         *[f"- `{k}`: {v}" for k, v in params.items()],
         f"- Training time: {result['train_seconds']} s; loss per epoch: {result['loss_per_epoch']}",
+        f"- Distribution: {_distribution(result.get('distribution'))}",
         "",
         "## Holdout metrics (top-k hit rate over the whole catalog, as served)",
         "",
         "| model | " + " | ".join(f"top-{k}" for k in DEFAULT_KS) + " |",
         "|---" * (len(DEFAULT_KS) + 1) + "|",
         _row("this model", metrics["model"]),
-        _row("popularity baseline", metrics["popularity"]),
+        *[_row(name, metrics[name]) for name in BASELINES if metrics.get(name)],
         _row("champion" + (f" `{champion['version']}`" if champion else ""), metrics.get("champion")),
+        "",
+        f"The gate's bar: **{decision.get('baseline', 'popularity')}** "
+        f"(`gate_baseline={decision.get('gate_baseline', 'popularity')}`).",
         "",
         f"Recall@10 {metrics['model']['recall@10']:.4f}, recall@100 {metrics['model']['recall@100']:.4f} "
         f"(per-user average over {metrics['model']['users']} users).",
@@ -84,6 +146,7 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         *_policy_lines(result.get("policy")),
         *_segment_table(metrics),
         "",
+        *_choices(result),
         "## Serving index",
         f"- Serving export: **{index['serving']}**" + (f" ({index['reason']})" if index.get("reason") else ""),
         f"- Exact search single-query latency p50 {index['brute_force_latency_ms']['p50']} ms"
@@ -94,7 +157,13 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         lines.append(
             f"- ScaNN settings: leaves {s['num_leaves']}, search {s['num_leaves_to_search']}, "
             f"reorder {s['num_reordering_candidates']}; recall@10 {s['recall@10']}, "
-            f"recall@100 {s['recall@100']}, p50 {s['latency_ms']['p50']} ms"
+            f"recall@100 {s['recall@100']} on the queries it was chosen on"
+            + (
+                f", {s['held_out']['recall@10']} / {s['held_out']['recall@100']} on held-out queries"
+                if "held_out" in s
+                else ""
+            )
+            + f", p50 {s['latency_ms']['p50']} ms"
             + (f" ({index['speedup_p50']}x exact search)" if index.get("speedup_p50") else "")
         )
     lines += ["", "![training plot](training_plot.png)", ""]
@@ -107,18 +176,34 @@ def training_plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (loss_ax, topk_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (loss_ax, topk_ax, trials_ax) = plt.subplots(1, 3, figsize=(15, 4))
     losses = result["loss_per_epoch"]
     loss_ax.plot(range(1, len(losses) + 1), losses, marker="o")
-    loss_ax.set(title="Training loss per epoch", xlabel="epoch", ylabel="loss")
+    loss_ax.set(title="Training loss per epoch (final fit)", xlabel="epoch", ylabel="loss")
     loss_ax.set_xticks(range(1, len(losses) + 1))
-    for name, style in (("model", "o-"), ("popularity", "s--"), ("champion", "^:")):
-        metrics = result["metrics"].get(name)
-        if metrics:
-            topk_ax.plot(DEFAULT_KS, [metrics[f"top_{k}_accuracy"] for k in DEFAULT_KS], style, label=name)
+    styles = {"model": "o-", "champion": "^:"}
+    for name in _policies(result["metrics"]):
+        metrics = result["metrics"][name]
+        topk_ax.plot(DEFAULT_KS, [metrics[f"top_{k}_accuracy"] for k in DEFAULT_KS], styles.get(name, "--"), label=name)
     topk_ax.set(title="Holdout top-k accuracy", xlabel="k", ylabel="accuracy", xscale="log", ylim=(0, 1))
     topk_ax.set_xticks(DEFAULT_KS, [str(k) for k in DEFAULT_KS])
-    topk_ax.legend()
+    topk_ax.legend(fontsize="small")
+    trials = result.get("tuning", {}).get("trials", [])
+    for trial in trials:
+        curve = trial["validation_per_epoch"]
+        trials_ax.plot(range(1, len(curve) + 1), curve, alpha=0.7, label=f"trial {trial['number']} ({trial['state']})")
+    trials_ax.set(title="Validation objective per epoch, per tuning trial", xlabel="epoch", ylabel="validation")
+    if trials:
+        trials_ax.legend(fontsize="x-small", ncol=2)
+    else:
+        trials_ax.text(0.5, 0.5, "no tuning trials", ha="center", va="center", transform=trials_ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _distribution(place: dict | None) -> str:
+    """Where the model trained (``recsys.training.distribution``), in words."""
+    if not place or place["strategy"] == "default":  # models trained before it was recorded: one device
+        return "one process, one device (default strategy)"
+    return f"{place['strategy']} strategy: {place['replicas']} replicas on {place['workers']} worker(s)"

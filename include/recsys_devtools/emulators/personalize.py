@@ -20,7 +20,7 @@ server) and dataset export jobs in :mod:`recsys_devtools.emulators.personalize_r
 
 Faults: ``fail_next(op, code, status)`` answers the next call of ``op`` with that error;
 ``fail_job(kind, reason)`` makes the next job of ``kind`` end ``CREATE FAILED`` with that
-``failureReason``; ``stick(kind)`` keeps the next job of ``kind`` in progress forever; ``hold(op)``
+``failureReason``; ``stick(kind)`` keeps the next job of ``kind`` in progress until ``finish_now(arn)``; ``hold(op)``
 carries out the next call of ``op`` but holds its answer until released. Kinds:
 ``import``, ``solution_version``, ``batch``, ``campaign_update``, ``export`` and the resource kinds.
 """
@@ -41,9 +41,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from recsys_devtools.emulators.aws_errors import ApiError
 from recsys_devtools.emulators.personalize_realtime import RealtimeOperations
 from recsys_devtools.emulators.personalize_resources import RECIPE_PREFIX, ResourceOperations
-from recsys_devtools.emulators.running import released
+from recsys_devtools.emulators.running import Hold, released
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*$")
 HEADERS = {"interactions": ["USER_ID", "ITEM_ID", "TIMESTAMP"], "users": ["USER_ID"], "items": ["ITEM_ID"]}
@@ -56,12 +57,6 @@ REST_ROUTES = {
     "/recommendations": "GetRecommendations",
 }
 DEFAULT_METRICS = {"coverage": 0.3, "precision_at_25": 0.05, "normalized_discounted_cumulative_gain_at_10": 0.1}
-
-
-class ApiError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
 
 
 @dataclass
@@ -169,10 +164,15 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
     def stick(self, kind: str) -> None:
         self._stuck.append(kind)
 
-    def hold(self, operation: str) -> threading.Event:
+    def finish_now(self, arn: str) -> None:
+        """A stuck or running job ends now (ACTIVE, or its injected failure) at its next describe."""
+        self.jobs[arn].stuck = False
+        self._ready(arn)
+
+    def hold(self, operation: str) -> Hold:
         """The next ``operation`` call is carried out but its answer is held until the returned event is set:
         the call landed, the client is still waiting (then killed, in chaos tests)."""
-        release = threading.Event()
+        release = Hold()
         self.holds[operation] = release
         return release
 
@@ -517,12 +517,7 @@ class PersonalizeFake(ResourceOperations, RealtimeOperations):
                     raise self._faults[operation].pop(0)
                 return JSONResponse(getattr(self, operation)(params), media_type=media_type)
             except ApiError as error:
-                return JSONResponse(
-                    {"__type": error.code, "message": error.message},
-                    status_code=error.status,
-                    headers={"x-amzn-ErrorType": error.code},
-                    media_type=media_type,
-                )
+                return error.response(media_type)
 
 
 def airflow_connection(personalize_url: str | None, s3_endpoint: str | None, region: str = "us-east-1") -> str:

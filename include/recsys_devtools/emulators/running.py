@@ -10,10 +10,20 @@ import time
 import uvicorn
 
 
-async def released(event: threading.Event) -> None:
+class Hold(threading.Event):
+    """A held answer (a fake's ``hold()``): ``set()`` releases it; ``answered`` is set once the fake has
+    let it go, so a chaos test can assert that the held call really was held and then answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = threading.Event()
+
+
+async def released(hold: Hold) -> None:
     """Wait, without blocking the server's event loop, until a fake's held answer is released."""
-    while not event.is_set():
+    while not hold.is_set():
         await asyncio.sleep(0.05)
+    hold.answered.set()
 
 
 class RunningFake:

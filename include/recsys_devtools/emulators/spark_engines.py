@@ -30,16 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from recsys_devtools.emulators.aws_errors import ApiError
+
 GLUE_ARGUMENTS = ("--extra-py-files", "--extra-jars", "--conf")  # consumed by Glue, not passed to the script
 
 
-class ApiError(Exception):
-    def __init__(self, code: str, message: str, status: int = 400):
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-
-
-class _Run:
+class SparkRun:
     """One job run: a local spark-submit process and its log."""
 
     def __init__(self, command: list[str], log_path: Path):
@@ -87,8 +83,8 @@ class SparkEnginesFake:
         self.emr_runs: dict[str, dict] = {}
         self._lock = threading.Lock()
 
-    def _start(self, command: list[str]) -> _Run:
-        return _Run([self._fetched(part) for part in command], self.work_dir / f"run-{uuid.uuid4().hex[:8]}.log")
+    def _start(self, command: list[str]) -> SparkRun:
+        return SparkRun([self._fetched(part) for part in command], self.work_dir / f"run-{uuid.uuid4().hex[:8]}.log")
 
     def _fetched(self, value: str) -> str:
         """``s3://`` code URIs (comma-separated lists too) replaced by local copies, as the engines fetch them."""
@@ -252,7 +248,7 @@ class SparkEnginesFake:
         service, _, operation = request.headers.get("x-amz-target", "").partition(".")
         params = json.loads(await request.body() or b"{}")
         if service != "AWSGlue" or not operation[:1].isupper() or not hasattr(self, operation):
-            return self._error(ApiError("UnknownOperationException", f"unknown operation {operation!r}"), True)
+            return ApiError("UnknownOperationException", f"unknown operation {operation!r}").response()
         return self._answer("glue", operation, lambda: getattr(self, operation)(params), params, True)
 
     def _emr(self, handler):
@@ -270,16 +266,7 @@ class SparkEnginesFake:
             try:
                 return JSONResponse(call(), media_type="application/x-amz-json-1.1" if json11 else "application/json")
             except ApiError as error:
-                return self._error(error, json11)
-
-    @staticmethod
-    def _error(error: ApiError, json11: bool) -> JSONResponse:
-        return JSONResponse(
-            {"__type": error.code, "message": error.message},
-            status_code=error.status,
-            headers={"x-amzn-ErrorType": error.code},
-            media_type="application/x-amz-json-1.1" if json11 else "application/json",
-        )
+                return error.response("application/x-amz-json-1.1" if json11 else "application/json")
 
     def close(self) -> None:
         for record in [*self.glue_runs.values(), *self.emr_runs.values()]:

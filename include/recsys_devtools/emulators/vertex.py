@@ -13,6 +13,10 @@ carries out the next such call but holds its answer until released.
 (``AIP_HTTP_PORT``, ``AIP_HEALTH_ROUTE``, ``AIP_PREDICT_ROUTE``, ``AIP_STORAGE_URI`` = artifact URI)
 and the operation finishes only once its health route answers 200 (it fails if the process dies);
 ``undeployModel`` stops it. Otherwise predictions go to ``predict_url`` (a server the test started).
+Each prediction goes to one deployed model drawn by the traffic split's weights (seeded:
+``traffic_seed``), and the response names it (``deployedModelId``), as the service does;
+``served_by`` records them in order. Errors are Google's error JSON (``{"error": {"code", "message",
+"status"}}``), a serving container's error too (its status and message, relayed).
 
 Custom jobs run for real: ``images`` maps an image URI to the command its container would run
 (its ENTRYPOINT), started as a local process with the job's args and env plus the ``AIP_*``
@@ -27,13 +31,16 @@ host (127.0.0.1), as the service does; the DNS answers nothing but that endpoint
 Implemented: models:upload, models list (display_name filter) / get / listVersions /
 mergeVersionAliases, endpoints create / get / list / patch (traffic split), deployModel,
 undeployModel, :predict, customJobs create / get / list (label filter) / cancel, operations get,
-an endpoint's operations list.
+an endpoint's operations list; hyperparameterTuningJobs create / get / list / cancel with real trial
+processes (:mod:`recsys_devtools.emulators.vertex_tuning`, ``fake.tuning``).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import random
 import re
 import subprocess
 import tempfile
@@ -48,7 +55,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from recsys_devtools.emulators.ports import free_port
-from recsys_devtools.emulators.running import RunningFake, released  # noqa: F401 - RunningFake re-exported for the tests
+from recsys_devtools.emulators.running import Hold, RunningFake, released  # noqa: F401 - RunningFake re-exported for the tests
 
 TYPE = "type.googleapis.com/google.cloud.aiplatform.v1."
 METADATA_TYPES = {
@@ -91,14 +98,24 @@ class VertexFake:
     calls: list = field(default_factory=list)
     deploy_requests: list = field(default_factory=list)  # every deployModel's deployedModel, in order
     predict_hosts: list = field(default_factory=list)  # the Host of every :predict call, in order
+    served_by: list = field(default_factory=list)  # the deployed model that answered each :predict
+    traffic_seed: int = 0
     _faults: dict = field(default_factory=dict)
     _op_faults: dict = field(default_factory=dict)
     _stalls: list = field(default_factory=list)
     holds: dict = field(default_factory=dict)  # method -> event that releases its held answer
     traffic_history: list = field(default_factory=list)  # (endpoint id, split) after every change
-    _processes: dict = field(default_factory=dict)
+    _processes: dict = field(default_factory=dict)  # job id -> its replicas' processes
+    replica_logs: dict = field(default_factory=dict)  # job id -> {"workerpool1-0": its output}
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1000))
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    tuning: object = None  # TuningJobs: the hyperparameter tuning jobs
+
+    def __post_init__(self) -> None:
+        from recsys_devtools.emulators.vertex_tuning import TuningJobs
+
+        self.tuning = TuningJobs(self)
+        self._traffic = random.Random(self.traffic_seed)
 
     # ---- fault injection -------------------------------------------------------------------------
     def fail_next(self, method: str, status: int = 503, message: str = "injected failure") -> None:
@@ -110,10 +127,10 @@ class VertexFake:
     def stall(self, method: str) -> None:
         self._stalls.append(method)
 
-    def hold(self, method: str) -> threading.Event:
+    def hold(self, method: str) -> Hold:
         """The next ``method`` call is carried out but its answer is held until the returned event is set:
         the call landed, the client is still waiting (then killed, in chaos tests)."""
-        release = threading.Event()
+        release = Hold()
         self.holds[method] = release
         return release
 
@@ -325,9 +342,12 @@ class VertexFake:
         specs = body.get("jobSpec", {}).get("workerPoolSpecs") or []
         if not body.get("displayName") or not specs:
             raise ValueError("displayName and jobSpec.workerPoolSpecs are required")
-        container = specs[0].get("containerSpec", {})
-        if container.get("imageUri") not in self.images:
-            raise ValueError(f"image {container.get('imageUri')!r} not found (or no permission to pull it)")
+        if int(specs[0].get("replicaCount", 1)) != 1:
+            raise ValueError("workerPoolSpecs[0] (the primary replica) must have a replicaCount of 1")
+        for spec in specs:
+            image = spec.get("containerSpec", {}).get("imageUri")
+            if image not in self.images:
+                raise ValueError(f"image {image!r} not found (or no permission to pull it)")
         job_id = str(next(self._ids))
         job = {
             **body,
@@ -338,20 +358,69 @@ class VertexFake:
         }
         self.jobs[job_id] = job
         stalled = self._take_stall("customJobs")
-        threading.Thread(target=self._run_job, args=(job_id, container, stalled), daemon=True).start()
+        threading.Thread(target=self._run_job, args=(job_id, specs, stalled), daemon=True).start()
         return job
 
     def _set_job(self, job_id: str, **fields) -> None:
         with self._lock:
             self.jobs[job_id].update(fields, updateTime=_now())
 
-    def _run_job(self, job_id: str, container: dict, stalled: bool) -> None:
+    def _run_job(self, job_id: str, specs: list[dict], stalled: bool) -> None:
+        """Every replica of every pool as a process with the ``CLUSTER_SPEC`` Vertex sets (pool name,
+        index, every replica's host:port); the job fails with the first replica that exits non-zero."""
         time.sleep(self.job_pending_seconds)
         if self.jobs[job_id]["state"] != "JOB_STATE_PENDING":
             return  # cancelled before it started
         self._set_job(job_id, state="JOB_STATE_RUNNING", startTime=_now())
         if stalled:
             return
+        replicas = [
+            (f"workerpool{pool}", index, spec)
+            for pool, spec in enumerate(specs)
+            for index in range(int(spec.get("replicaCount", 1)))
+        ]
+        cluster: dict[str, list[str]] = {}
+        for pool, _, _ in replicas:
+            cluster.setdefault(pool, []).append(f"127.0.0.1:{free_port()}")
+        started = []
+        with tempfile.TemporaryDirectory(prefix="vertex-job-") as logs:
+            for pool, index, spec in replicas:
+                env = self._job_env(job_id, spec["containerSpec"])
+                if len(replicas) > 1:
+                    task = {"type": pool, "index": index}
+                    env["CLUSTER_SPEC"] = json.dumps(
+                        {"cluster": cluster, "task": task, "job": {"workerPoolSpecs": specs}}
+                    )
+                container = spec["containerSpec"]
+                command = [
+                    *(container.get("command") or self.images[container["imageUri"]]),
+                    *container.get("args", []),
+                ]
+                log = open(os.path.join(logs, f"{pool}-{index}.log"), "w+b")  # noqa: SIM115 - closed below
+                process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+                started.append((f"{pool}-{index}", process, log))
+            self._processes[job_id] = [process for _, process, _ in started]
+            failed = self._wait_all(started)
+            texts = []
+            for name, _, log in started:
+                log.seek(0)
+                texts.append((name, log.read().decode(errors="replace")))
+                log.close()
+        self.job_logs[job_id] = "\n".join(t for _, t in texts) if len(texts) > 1 else texts[0][1]
+        self.replica_logs[job_id] = dict(texts)
+        if self.jobs[job_id]["state"] == "JOB_STATE_CANCELLING":
+            self._set_job(job_id, state="JOB_STATE_CANCELLED", endTime=_now(), error={"code": 1, "message": "CANCELED"})
+        elif failed is None:
+            self._set_job(job_id, state="JOB_STATE_SUCCEEDED", endTime=_now())
+        else:
+            name, status = failed
+            message = (
+                f"The replica {name} exited with a non-zero status of {status}. Termination reason: "
+                f"Error. To find out more about why your job exited please check the logs."
+            )
+            self._set_job(job_id, state="JOB_STATE_FAILED", endTime=_now(), error={"code": 3, "message": message})
+
+    def _job_env(self, job_id: str, container: dict) -> dict[str, str]:
         env = {**os.environ, **{e["name"]: e["value"] for e in container.get("env", [])}}
         if base := self.jobs[job_id]["jobSpec"].get("baseOutputDirectory", {}).get("outputUriPrefix"):
             base = base.rstrip("/")
@@ -360,36 +429,36 @@ class VertexFake:
                 AIP_CHECKPOINT_DIR=f"{base}/checkpoints/",
                 AIP_TENSORBOARD_LOG_DIR=f"{base}/logs/",
             )
-        command = container.get("command") or self.images[container["imageUri"]]
-        with tempfile.TemporaryFile() as output:
-            process = subprocess.Popen(
-                [*command, *container.get("args", [])], env=env, stdout=output, stderr=subprocess.STDOUT
-            )
-            self._processes[job_id] = process
-            status = process.wait()
-            output.seek(0)
-            self.job_logs[job_id] = output.read().decode(errors="replace")
-        if self.jobs[job_id]["state"] == "JOB_STATE_CANCELLING":
-            self._set_job(job_id, state="JOB_STATE_CANCELLED", endTime=_now(), error={"code": 1, "message": "CANCELED"})
-        elif status == 0:
-            self._set_job(job_id, state="JOB_STATE_SUCCEEDED", endTime=_now())
-        else:
-            message = (
-                f"The replica workerpool0-0 exited with a non-zero status of {status}. Termination reason: "
-                f"Error. To find out more about why your job exited please check the logs."
-            )
-            self._set_job(job_id, state="JOB_STATE_FAILED", endTime=_now(), error={"code": 3, "message": message})
+        return env
+
+    @staticmethod
+    def _wait_all(started: list) -> tuple[str, int] | None:
+        """Wait for every replica; the first to fail stops the others (as a failed replica ends the job)."""
+        while True:
+            codes = [(name, process.poll()) for name, process, _ in started]
+            failed = [(name, code) for name, code in codes if code not in (None, 0)]
+            if failed:
+                for _, process, _ in started:
+                    if process.poll() is None:
+                        process.terminate()
+                for _, process, _ in started:
+                    process.wait()
+                return failed[0]
+            if all(code == 0 for _, code in codes):
+                return None
+            time.sleep(0.2)
 
     def cancel_custom_job(self, job_id: str) -> None:
         job = self.jobs[job_id]
         if job["state"] in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
             raise ValueError(f"job {job_id} is already {job['state']}")
-        process = self._processes.get(job_id)
-        if process is None:  # not started, or stalled: nothing runs
+        processes = self._processes.get(job_id)
+        if not processes:  # not started, or stalled: nothing runs
             job.update(state="JOB_STATE_CANCELLED", endTime=_now(), error={"code": 1, "message": "CANCELED"})
             return
         job["state"] = "JOB_STATE_CANCELLING"
-        process.terminate()
+        for process in processes:
+            process.terminate()
 
     # ---- HTTP ------------------------------------------------------------------------------------
     def app(self) -> Starlette:
@@ -409,16 +478,7 @@ class VertexFake:
         self.calls.append((method, path, verb))
         if self._faults.get(verb):
             status, message = self._faults[verb].pop(0)
-            return JSONResponse(
-                {
-                    "error": {
-                        "code": status,
-                        "message": message,
-                        "status": "UNAVAILABLE" if status == 503 else "RESOURCE_EXHAUSTED",
-                    }
-                },
-                status_code=status,
-            )
+            return _error(status, message)
         prefix = f"projects/{self.project}/locations/{self.location}/"
         if not path.startswith(prefix):
             return _not_found(path)
@@ -504,43 +564,70 @@ class VertexFake:
                 except KeyError:
                     return _error(400, f"deployed model {body.get('deployedModelId')} is not on the endpoint")
             return await self._predict(endpoint_id, body)
-        if rest == "customJobs" and method == "POST":
+        collections = {
+            "customJobs": (self.jobs, self.create_custom_job, self.cancel_custom_job),
+            "hyperparameterTuningJobs": (self.tuning.jobs, self.tuning.create, self.tuning.cancel),
+        }
+        if (collection := rest.split("/", 1)[0].split(":", 1)[0]) in collections:
+            return self._job_route(collection, rest, method, body, request, *collections[collection])
+        return _not_found(rest)
+
+    @staticmethod
+    def _job_route(collection, rest, method, body, request, jobs, create, cancel) -> JSONResponse:
+        """create (POST), list (GET, label filter), get and :cancel of custom jobs and tuning jobs alike."""
+        if rest == collection and method == "POST":
             try:
-                return JSONResponse(self.create_custom_job(body))
+                return JSONResponse(create(body))
             except ValueError as exc:
                 return _error(400, str(exc))
-        if rest == "customJobs" and method == "GET":
+        if rest == collection and method == "GET":
             wanted = request.query_params.get("filter", "")
-            return JSONResponse({"customJobs": [j for j in self.jobs.values() if _matches(j, wanted)]})
-        if m := re.fullmatch(r"customJobs/([^/:]+)(:cancel)?", rest):
-            if m.group(1) not in self.jobs:
-                return _not_found(rest)
-            if not m.group(2):
-                return JSONResponse(self.jobs[m.group(1)])
-            try:
-                self.cancel_custom_job(m.group(1))
-            except ValueError as exc:
-                return _error(400, str(exc), "FAILED_PRECONDITION")
-            return JSONResponse({})
-        return _not_found(rest)
+            return JSONResponse({collection: [j for j in jobs.values() if _matches(j, wanted)]})
+        m = re.fullmatch(rf"{collection}/([^/:]+)(:cancel)?", rest)
+        if not m or m.group(1) not in jobs:
+            return _not_found(rest)
+        if not m.group(2):
+            return JSONResponse(jobs[m.group(1)])
+        try:
+            cancel(m.group(1))
+        except ValueError as exc:
+            return _error(400, str(exc), "FAILED_PRECONDITION")
+        return JSONResponse({})
 
     async def _predict(self, endpoint_id: str, body: dict) -> JSONResponse:
         endpoint = self._endpoint(endpoint_id)
-        if not endpoint["deployedModels"] or not endpoint["trafficSplit"]:
-            return _error(400, "the endpoint has no deployed model")
-        served_by = max(endpoint["trafficSplit"].items(), key=lambda kv: kv[1])[0]
+        split = endpoint["trafficSplit"]
+        if not endpoint["deployedModels"] or not split:
+            return _error(400, "the endpoint has no deployed model", "FAILED_PRECONDITION")
+        served_by = self._traffic.choices(list(split), weights=list(split.values()))[0]
         if served_by in self.containers:
             _, url, route, _ = self.containers[served_by]
             target = url + route
         elif self.predict_url:
             target = self.predict_url
         else:
-            return _error(400, "the endpoint has no deployed model")
-        async with httpx.AsyncClient(timeout=30) as client:
-            answer = await client.post(target, json=body)
+            return _error(400, "the endpoint has no deployed model", "FAILED_PRECONDITION")
+        self.served_by.append(served_by)
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                answer = await client.post(target, json=body)
+        except httpx.HTTPError as exc:
+            return _error(503, f"the model server of deployed model {served_by} did not answer: {exc!r}")
         if answer.status_code != 200:
-            return JSONResponse(answer.json(), status_code=answer.status_code)
+            return _error(answer.status_code, _container_message(answer))
         return JSONResponse({**answer.json(), "deployedModelId": served_by})
+
+
+def _container_message(answer: httpx.Response) -> str:
+    """A serving container's error, as the service relays it: its message, else its body."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return answer.text[:1000] or f"the model server answered {answer.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        error = error.get("message")
+    return str(error if error is not None else body)[:1000]
 
 
 def _matches(endpoint: dict, wanted: str) -> bool:
@@ -555,8 +642,25 @@ def _matches(endpoint: dict, wanted: str) -> bool:
     return True
 
 
-def _error(status: int, message: str, reason: str = "INVALID_ARGUMENT") -> JSONResponse:
-    return JSONResponse({"error": {"code": status, "message": message, "status": reason}}, status_code=status)
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "NOT_IMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def _error(status: int, message: str, reason: str | None = None) -> JSONResponse:
+    """Google's error JSON (google.rpc.Status over HTTP), which google-api-core parses into its exceptions."""
+    body = {"error": {"code": status, "message": message, "status": reason or GOOGLE_STATUS.get(status, "UNKNOWN")}}
+    return JSONResponse(body, status_code=status)
 
 
 def _now() -> str:
@@ -564,9 +668,7 @@ def _now() -> str:
 
 
 def _not_found(what: str) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": 404, "message": f"{what} not found", "status": "NOT_FOUND"}}, status_code=404
-    )
+    return _error(404, f"{what} not found")
 
 
 def airflow_connection(url: str, project: str) -> str:

@@ -1,0 +1,220 @@
+"""The cheap baselines every candidate must beat, served the same way as the model.
+
+Each baseline is a :class:`recsys.policy.Policy` (history lookup, seen-item exclusion, segments), so the
+gate compares like with like:
+
+* ``popularity`` — training counts; no parameters.
+* ``first_event_prior`` — for users without history, the items users most often start with (their first
+  ``first_events`` events); popularity for the others. The no-history list of every baseline below.
+* ``item_knn`` — item-item cosine similarity of training co-occurrences.
+* ``rp3beta`` — the three-step random walk item -> user -> item, probabilities raised to ``alpha`` and
+  divided by the target's popularity to the power ``beta`` (Paudel et al., 2016).
+* ``ease`` — the closed-form linear item-item model with L2 weight ``lambda`` (Steck, 2019); only when the
+  catalog fits (``EASE_MAX_ITEMS``), else skipped with the reason.
+
+The item-item baselines score an item by the sum of its weights from the user's newest
+``history_length`` items, the newest weighing 1 and each older step ``decay`` times less. Every
+parameter is chosen on the validation split (:func:`tune`); nothing is read from the holdout.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from recsys.policy import Policy, PolicyConfig, QueryBatch
+
+EASE_MAX_ITEMS = 20_000  # EASE inverts a dense items x items matrix
+DENSE_NEIGHBOURS = 5_000  # catalogs up to this keep every neighbour; larger keep the top NEIGHBOURS per item
+NEIGHBOURS = 200
+DECAYS = (1.0, 0.9, 0.8, 0.7, 0.5)
+GRIDS: dict[str, dict[str, tuple]] = {
+    "popularity": {},
+    "first_event_prior": {"first_events": (1, 2, 3, 5)},
+    "item_knn": {"decay": DECAYS, "shrink": (0.0, 10.0)},
+    "rp3beta": {"decay": DECAYS, "alpha": (0.5, 1.0), "beta": (0.0, 0.3, 0.6)},
+    "ease": {"decay": DECAYS, "lambda": (100.0, 300.0, 1000.0, 3000.0)},
+}
+ITEM_ITEM = ("item_knn", "rp3beta", "ease")
+
+
+def first_event_prior(train: pd.DataFrame, first_events: int) -> list[str]:
+    """Item ids by how often they are among users' first ``first_events`` events (ties: popularity, id)."""
+    ordered = train.astype({"user_id": str, "item_id": str}).sort_values(["user_id", "timestamp"], kind="stable")
+    firsts = ordered.groupby("user_id", sort=False).head(first_events)["item_id"].value_counts()
+    counts = ordered["item_id"].value_counts()
+    return sorted(counts.index, key=lambda item: (-firsts.get(item, 0), -counts[item], item))
+
+
+class ItemItemPolicy(Policy):
+    """Scores from an item-item weight matrix over the recency-weighted newest history items."""
+
+    def __init__(self, catalog, popular, config: PolicyConfig, weights, decay: float, prior=None):
+        super().__init__(catalog, popular, config, prior=prior)
+        self.weights, self.decay = weights, decay
+        self._index = pd.Index(self.catalog)
+        self._tiebreak = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
+
+    def uses_fallback(self, batch: QueryBatch) -> np.ndarray:
+        return batch.history_lengths == 0
+
+    def model_scores(self, batch: QueryBatch) -> np.ndarray:
+        columns = self._index.get_indexer(batch.histories.ravel()).reshape(batch.histories.shape)
+        rows, positions = np.nonzero(columns >= 0)
+        age = batch.histories.shape[1] - 1 - positions  # histories are left-padded, newest last
+        picks = sparse.csr_matrix(
+            (self.decay**age, (rows, columns[rows, positions])), shape=(len(batch), len(self.catalog))
+        )
+        scores = picks @ self.weights
+        scores = np.asarray(scores.todense() if sparse.issparse(scores) else scores, dtype=np.float64)
+        # unscored items (and ties) follow popularity, not catalog order
+        scale = np.maximum(np.abs(scores).max(axis=1, keepdims=True), 1e-12)
+        return (scores + 1e-4 * scale * self._tiebreak[None, :]).astype(np.float32)
+
+
+def interaction_matrix(train: pd.DataFrame, catalog: list[str]) -> sparse.csr_matrix:
+    """Binary users x catalog matrix of the training interactions."""
+    users, user_codes = np.unique(train["user_id"].astype(str).to_numpy(), return_inverse=True)
+    items = pd.Index(catalog).get_indexer(train["item_id"].astype(str))
+    keep = items >= 0
+    matrix = sparse.csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (user_codes[keep], items[keep])), shape=(len(users), len(catalog))
+    )
+    matrix.data[:] = 1.0  # duplicates count once
+    return matrix
+
+
+def _top_neighbours(weights: sparse.csr_matrix, keep: int):
+    """Each row's ``keep`` largest entries; a small catalog (up to DENSE_NEIGHBOURS) keeps all, densely."""
+    if weights.shape[0] <= DENSE_NEIGHBOURS:
+        return weights.toarray()  # dense: scoring is one sparse x dense product
+    rows = []
+    for row in range(weights.shape[0]):
+        start, stop = weights.indptr[row], weights.indptr[row + 1]
+        values = weights.data[start:stop]
+        best = np.argsort(-values)[:keep] + start
+        rows.append((np.full(len(best), row), weights.indices[best], weights.data[best]))
+    r, c, v = (np.concatenate(parts) for parts in zip(*rows, strict=True)) if rows else ([], [], [])
+    return sparse.csr_matrix((v, (r, c)), shape=weights.shape)
+
+
+def item_knn_weights(matrix: sparse.csr_matrix, shrink: float):
+    co = (matrix.T @ matrix).tocsr().astype(np.float32)
+    norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
+    co = co.tocoo()
+    denominator = norms[co.row] * norms[co.col] + shrink + 1e-9
+    weights = sparse.csr_matrix((co.data / denominator, (co.row, co.col)), shape=co.shape)
+    weights.setdiag(0)
+    weights.eliminate_zeros()
+    return _top_neighbours(weights, NEIGHBOURS)
+
+
+def rp3beta_weights(matrix: sparse.csr_matrix, alpha: float, beta: float):
+    user_degree = np.maximum(np.asarray(matrix.sum(axis=1)).ravel(), 1)
+    item_degree = np.maximum(np.asarray(matrix.sum(axis=0)).ravel(), 1)
+    user_to_item = sparse.diags(1 / user_degree) @ matrix
+    item_to_user = sparse.diags(1 / item_degree) @ matrix.T
+    user_to_item.data **= alpha
+    item_to_user = item_to_user.tocsr()
+    item_to_user.data **= alpha
+    weights = (item_to_user @ user_to_item).tocsr() @ sparse.diags(1 / item_degree**beta)
+    weights = sparse.csr_matrix(weights)
+    weights.setdiag(0)
+    weights.eliminate_zeros()
+    return _top_neighbours(weights, NEIGHBOURS)
+
+
+def ease_weights(matrix: sparse.csr_matrix, l2: float) -> np.ndarray:
+    gram = (matrix.T @ matrix).toarray().astype(np.float64)
+    gram[np.diag_indices_from(gram)] += l2
+    inverse = np.linalg.inv(gram)
+    weights = -inverse / np.diag(inverse)[None, :]
+    weights[np.diag_indices_from(weights)] = 0.0
+    return weights.astype(np.float32)
+
+
+@dataclass
+class Baseline:
+    """One baseline's chosen parameters, its validation score and the seconds tuning it took."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+    validation: float = 0.0
+    tried: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def build(
+    name: str, train: pd.DataFrame, catalog: list[str], config: PolicyConfig, params: dict, cache: dict | None = None
+) -> Policy:
+    """The baseline ``name`` with ``params``, fitted on ``train`` (the first-event prior for users
+    without history is ``params['first_events']``, default 2). ``cache`` keeps the popular order, the
+    prior and weight matrices across calls that differ only in ``decay`` (applied when scoring)."""
+    from recsys.training.evaluate import popularity_order
+
+    cache = {} if cache is None else cache
+    first_events = int(params.get("first_events", 2))
+    if ("prior", first_events) not in cache:  # the same for every configuration of a grid: computed once
+        cache["popular"] = popularity_order(train)
+        cache[("prior", first_events)] = first_event_prior(train, first_events)
+    popular, prior = cache["popular"], cache[("prior", first_events)]
+    if name == "popularity":
+        return Policy(catalog, popular, PolicyConfig(config.history_length, config.exclude_seen, "popular"))
+    prior_config = PolicyConfig(config.history_length, config.exclude_seen, "prior")
+    if name == "first_event_prior":
+        return Policy(catalog, popular, prior_config, prior=prior)
+    key = (name, *sorted((k, v) for k, v in params.items() if k not in {"decay", "first_events"}))
+    if key not in cache:
+        if "matrix" not in cache:
+            cache["matrix"] = interaction_matrix(train, catalog)
+        matrix = cache["matrix"]
+        cache[key] = {
+            "item_knn": lambda: item_knn_weights(matrix, params["shrink"]),
+            "rp3beta": lambda: rp3beta_weights(matrix, params["alpha"], params["beta"]),
+            "ease": lambda: ease_weights(matrix, params["lambda"]),
+        }[name]()
+    weights = cache[key]
+    return ItemItemPolicy(catalog, popular, prior_config, weights, params["decay"], prior=prior)
+
+
+Score = Callable[[Policy], float]  # a policy's validation score (higher is better)
+
+
+def tune(train: pd.DataFrame, catalog: list[str], config: PolicyConfig, score: Score) -> dict[str, Baseline]:
+    """Every baseline's parameters chosen by ``score`` (validation), the prior's first: the item-item
+    baselines then use its ``first_events`` for users without history. Grid search: the grids are small."""
+    chosen: dict[str, Baseline] = {}
+    shared: dict = {}
+    cache: dict = {}
+    for name, grid in GRIDS.items():
+        started = time.perf_counter()
+        if name == "ease" and len(catalog) > EASE_MAX_ITEMS:
+            chosen[name] = Baseline(name, skipped=f"{len(catalog)} items > {EASE_MAX_ITEMS}: dense inverse too large")
+            continue
+        result = Baseline(name)
+        for values in _grid(grid):
+            params = {**shared, **values}
+            value = score(build(name, train, catalog, config, params, cache))
+            result.tried.append({**values, "validation": round(value, 5)})
+            if len(result.tried) == 1 or value > result.validation:
+                result.params, result.validation = params, value
+        result.seconds = round(time.perf_counter() - started, 2)
+        if name == "first_event_prior":
+            shared = {"first_events": result.params["first_events"]}
+        chosen[name] = result
+    return chosen
+
+
+def _grid(grid: dict[str, tuple]) -> list[dict]:
+    names = list(grid)
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
