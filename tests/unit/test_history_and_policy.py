@@ -9,7 +9,7 @@ import pytest
 from recsys.history import PAD, earlier_events, last_items, snapshot
 from recsys.policy import Policy, PolicyConfig
 from recsys.training.evaluate import SEGMENTS, evaluate_holdout, segment_rows
-from recsys.training.features import training_examples
+from recsys.training.features import build_vocabularies, training_examples
 
 # user u: a@1, b@2 and c@2 (the same second), d@3; user v interleaved; rows deliberately unsorted
 EVENTS = pd.DataFrame(
@@ -40,16 +40,18 @@ def test_history_holds_only_strictly_earlier_events():
 
 
 def test_training_examples_use_the_same_time_respecting_history():
-    examples = training_examples(EVENTS, pd.DataFrame(), pd.DataFrame(), history_length=2)
+    vocab = build_vocabularies(EVENTS, pd.DataFrame(), pd.DataFrame())
+    examples = training_examples(EVENTS, pd.DataFrame(), pd.DataFrame(), history_length=2, vocab=vocab)
     columns = {k: v.numpy() for k, v in examples.columns(np.arange(len(EVENTS))).items()}
-    columns["history"] = columns["history"].astype(str).astype(object)
-    assert [u.decode() for u in columns["user_id"]] == list(EVENTS.user_id)
-    assert [i.decode() for i in columns["item_id"]] == list(EVENTS.item_id)
+    users, items = np.array([PAD, *vocab.user_ids]), np.array([PAD, *vocab.item_ids])  # index 0: none
+    assert list(users[columns["user_id_index"]]) == list(EVENTS.user_id)
+    assert list(items[columns["item_id_index"]]) == list(EVENTS.item_id)
     assert columns["item_probability"].tolist() == pytest.approx([1 / 6] * 6)
-    got = [[i for i in row if i] for row in columns["history"]]
+    history = items[columns["history_index"]]
+    got = [[i for i in row if i] for row in history]
     assert got == [EXPECTED[(u, i)][-2:] for u, i in zip(EVENTS.user_id, EVENTS.item_id, strict=True)]
-    assert list(columns["history"][0]) == ["c", "b"]  # newest last, truncated to the newest 2
-    assert list(columns["history"][2]) == [PAD, PAD]  # left-padded
+    assert list(history[0]) == ["c", "b"]  # newest last, truncated to the newest 2
+    assert list(history[2]) == [PAD, PAD]  # left-padded
 
 
 def test_holdout_history_includes_the_window_and_earlier_holdout_events():

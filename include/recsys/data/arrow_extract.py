@@ -115,7 +115,12 @@ def _no_edge_space(text: pa.Array) -> pa.Array:
 
 
 def _identifier_ok(column: pa.Array) -> pa.Array:
-    text = column.cast(pa.string())
+    """The identifier checks, run once per distinct value (ids repeat: a user has many events)."""
+    encoded = pc.dictionary_encode(column.cast(pa.string()))
+    return pc.take(_distinct_identifier_ok(encoded.dictionary), encoded.indices)
+
+
+def _distinct_identifier_ok(text: pa.Array) -> pa.Array:
     length = pc.utf8_length(text)
     fits = pc.and_kleene(pc.greater(length, 0), pc.less_equal(length, MAX_ID_LENGTH))
     no_break = pc.invert(pc.or_kleene(pc.match_substring(text, "\r"), pc.match_substring(text, "\n")))

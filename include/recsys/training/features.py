@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from recsys.history import PAD, earlier_events, pad_histories
+from recsys.history import earlier_events, pad_histories
 
 
 @dataclass(frozen=True)
@@ -103,25 +103,42 @@ def item_features(item_ids: pd.Series, items: pd.DataFrame) -> dict[str, np.ndar
     return {"item_id": frame["item_id"].to_numpy(dtype=object)}
 
 
+def vocabulary_index(values, vocabulary: list[str]) -> np.ndarray:
+    """What the towers' ``StringLookup`` gives each value: 1 + its position in ``vocabulary``, 0 when unknown."""
+    return (pd.Index(vocabulary, dtype=object).get_indexer(np.asarray(values, dtype=object)) + 1).astype(np.int32)
+
+
+def genres_multi_hot(genres, vocabulary: list[str]) -> np.ndarray:
+    """The candidate tower's multi-hot genre vector per ``'a|b'`` value (slot 0: an unknown or empty genre,
+    as ``tf.strings.split`` and ``StringLookup`` give it)."""
+    values = pd.Series([str(v) for v in genres], dtype=object)
+    tokens = values.str.split("|").explode()
+    hot = np.zeros((len(values), len(vocabulary) + 1), np.float32)
+    hot[tokens.index.to_numpy(dtype=np.int64), vocabulary_index(tokens.to_numpy(), vocabulary)] = 1.0
+    return hot
+
+
 @dataclass(frozen=True)
 class TrainingExamples:
-    """The training interactions as integer codes; every string column is gathered per batch.
+    """The training interactions as integer codes; every model input is gathered per batch.
 
     Memory is a few integers per interaction (item codes of the log sorted by user and time, and each
     example's slice of it: ``log_items[start:cut]`` is the user's earlier events), plus one entry per
-    user and per item for ids and features. The ``[rows, history_length]`` histories exist only for the
+    user and per item for indices and features. The ``[rows, history_length]`` histories exist only for the
     batch being trained on, so the window's size costs bytes per row, not a history per row.
+
+    The batches carry the towers' vocabulary indices (``<name>_index``, what their ``StringLookup`` layers
+    would give, computed once here) rather than strings: no string is gathered or hashed per training step.
+    The exported towers keep the lookups and take raw strings.
     """
 
-    user_codes: np.ndarray  # int32, per example: index into user_ids
-    item_codes: np.ndarray  # int32, per example: index into item_ids
+    user_codes: np.ndarray  # int32, per example: a user code
+    item_codes: np.ndarray  # int32, per example: an item code
     start: np.ndarray  # int64, per example
     cut: np.ndarray  # int64, per example
     log_items: np.ndarray  # int32 item codes of the log, sorted by (user, timestamp)
-    user_ids: np.ndarray  # object, per user code
-    item_ids: np.ndarray  # object, per item code; one extra last entry: PAD
-    per_user: dict[str, np.ndarray]  # demographics per user code
-    per_item: dict[str, np.ndarray]  # genres and the logQ sampling probability per item code
+    per_user: dict[str, np.ndarray]  # user_id_index and demographics per user code
+    per_item: dict[str, np.ndarray]  # item_id_index, genres and the logQ sampling probability per item code
     history_length: int
     _tf: dict = field(default_factory=dict, repr=False, compare=False)  # the variables, made on first use
 
@@ -138,12 +155,10 @@ class TrainingExamples:
         start, cut = tf.gather(table["start"], rows), tf.gather(table["cut"], rows)
         positions = cut[:, None] - self.history_length + tf.range(self.history_length, dtype=tf.int64)[None, :]
         codes = tf.gather(table["log_items"], tf.maximum(positions, 0))
-        codes = tf.where(positions >= start[:, None], codes, len(self.item_ids) - 1)  # the PAD entry
+        history = tf.gather(self.per_item["item_id_index"], codes)
         return {
-            "user_id": tf.gather(self.user_ids, users),
-            "history": tf.gather(self.item_ids, codes),
+            "history_index": tf.where(positions >= start[:, None], history, 0),  # 0: padding, no item
             **{name: tf.gather(values, users) for name, values in self.per_user.items()},
-            "item_id": tf.gather(self.item_ids, items),
             **{name: tf.gather(values, items) for name, values in self.per_item.items()},
         }
 
@@ -157,25 +172,32 @@ class TrainingExamples:
 
 
 def training_examples(
-    train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, history_length: int
+    train: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame, history_length: int, vocab: Vocabularies
 ) -> TrainingExamples:
     """One example per training interaction: its query (history strictly before it), its item, and the
-    item's sampling probability for the logQ correction."""
+    item's sampling probability for the logQ correction; ids and features as ``vocab``'s indices."""
     user_codes, user_ids = pd.factorize(train["user_id"].astype(str))
     item_codes, item_ids = pd.factorize(train["item_id"].astype(str))
     prefixes = earlier_events(train.assign(item_id=item_codes))  # integer items: no string per event
     counts = np.bincount(item_codes, minlength=len(item_ids))
-    per_item = item_features(pd.Series(item_ids), items)
-    per_item.pop("item_id")
+    per_user = {"user_id_index": vocabulary_index(user_ids, vocab.user_ids)}
+    if vocab.has_user_features:
+        known = demographics(user_ids, users)
+        per_user["gender_index"] = vocabulary_index(known["gender"], vocab.genders)
+        per_user["occupation_index"] = vocabulary_index(known["occupation"], vocab.occupations)
+        per_user["age"] = known["age"]
+    per_item = {"item_id_index": vocabulary_index(item_ids, vocab.item_ids)}
+    if vocab.has_item_features:
+        per_item["genres_multi_hot"] = genres_multi_hot(
+            item_features(pd.Series(item_ids), items)["genres"], vocab.genres
+        )
     return TrainingExamples(
         user_codes=user_codes.astype(np.int32),
         item_codes=item_codes.astype(np.int32),
         start=prefixes.start.astype(np.int64),
         cut=prefixes.cut.astype(np.int64),
         log_items=prefixes.items.astype(np.int32),
-        user_ids=np.asarray(user_ids, dtype=object),
-        item_ids=np.append(np.asarray(item_ids, dtype=object), PAD),
-        per_user=demographics(user_ids, users),
+        per_user=per_user,
         per_item={**per_item, "item_probability": (counts / max(len(train), 1)).astype(np.float32)},
         history_length=history_length,
     )

@@ -155,7 +155,7 @@ def fit(
             else tf.keras.optimizers.Adam(params.learning_rate)
         )
         model.compile(optimizer=optimizer)
-    examples = training_examples(train, users, items, params.history_length)
+    examples = training_examples(train, users, items, params.history_length, vocab)
     dataset, steps = _dataset(examples, params, strategy)
     fitted = Fitted(model, vocab, [], 0.0, params.history_length)
     callbacks = list(callbacks) + ([_after_epoch_callback(after_epoch, fitted)] if after_epoch else [])

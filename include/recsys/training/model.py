@@ -5,7 +5,9 @@ read by recency-weighted pooling (``query_tower="pooling"``) or by causal self-a
 (``"attention"``, SASRec-style: learned position encodings, the newest position's output) + gender,
 occupation, age bucket embeddings when the data has them.
 Candidate tower: item id embedding (+ a multi-hot genre projection when the data has genres).
-Both towers take raw strings, so the exported models need no vocabulary outside themselves.
+Both towers take raw strings, so the exported models need no vocabulary outside themselves; training
+feeds the same lookups' indices instead (``<name>_index``, see ``features.TrainingExamples``), so no
+string is hashed per training step.
 
 The loss is ``tfrs.tasks.Retrieval`` with in-batch negatives and the log-frequency (logQ)
 correction: each example carries its item's training-set sampling probability, passed as
@@ -24,14 +26,23 @@ USER_FEATURES = ("gender", "occupation", "age")
 ITEM_FEATURES = ("genres",)
 
 
-def _id_embedding(vocabulary: list[str], dim: int, name: str) -> tf.keras.Model:
-    return tf.keras.Sequential(
-        [
-            tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, name=f"{name}_lookup"),
-            tf.keras.layers.Embedding(len(vocabulary) + 1, dim, name=f"{name}_embedding"),
-        ],
-        name=name,
-    )
+class IdEmbedding(tf.keras.layers.Layer):
+    """A string id's embedding: ``lookup`` (the vocabulary index, 0 for unknown) then ``table``.
+
+    ``index(features, name)`` takes ``<name>_index`` when the features carry it (training) and looks the raw
+    strings up otherwise (serving), so both paths meet at the same table."""
+
+    def __init__(self, vocabulary: list[str], dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.lookup = tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, name=f"{self.name}_lookup")
+        self.table = tf.keras.layers.Embedding(len(vocabulary) + 1, dim, name=f"{self.name}_embedding")
+
+    def index(self, features: dict, name: str) -> tf.Tensor:
+        given = features.get(f"{name}_index")
+        return self.lookup(features[name]) if given is None else given
+
+    def call(self, index: tf.Tensor) -> tf.Tensor:
+        return self.table(index)
 
 
 class HistoryPooling(tf.keras.layers.Layer):
@@ -106,11 +117,11 @@ class QueryTower(tf.keras.Model):
     a new user with one event is already personalised through the history.
     """
 
-    def __init__(self, vocab: Vocabularies, dim: int, item_embedding: tf.keras.Model, config: QueryConfig):
+    def __init__(self, vocab: Vocabularies, dim: int, item_embedding: IdEmbedding, config: QueryConfig):
         super().__init__(name="query_tower")
         self.use_features = vocab.has_user_features
         self.config = config
-        self.user = _id_embedding(vocab.user_ids, dim, "user_id")
+        self.user = IdEmbedding(vocab.user_ids, dim, name="user_id")
         self.item_embedding = item_embedding  # shared with the candidate tower
         if config.query_tower == "attention":
             self.pool = HistoryAttention(
@@ -119,8 +130,8 @@ class QueryTower(tf.keras.Model):
         else:
             self.pool = HistoryPooling(config.pooling, config.half_life, name="history_pooling")
         if self.use_features:
-            self.gender = _id_embedding(vocab.genders, 4, "gender")
-            self.occupation = _id_embedding(vocab.occupations, 8, "occupation")
+            self.gender = IdEmbedding(vocab.genders, 4, name="gender")
+            self.occupation = IdEmbedding(vocab.occupations, 8, name="occupation")
             self.age = tf.keras.Sequential(
                 [tf.keras.layers.Discretization(AGE_BOUNDARIES), tf.keras.layers.Embedding(len(AGE_BOUNDARIES) + 1, 4)]
             )
@@ -128,23 +139,23 @@ class QueryTower(tf.keras.Model):
         self.project = tf.keras.layers.Dense(dim, name="query_projection")
 
     def call(self, features: dict, training: bool = False) -> tf.Tensor:
-        user_ids = features["user_id"]
+        user = self.user.index(features, "user_id")
         if training and self.config.user_id_dropout > 0:
             # train the out-of-vocabulary id too: users new since training query with it
-            drop = tf.random.uniform(tf.shape(user_ids)) < self.config.user_id_dropout
-            user_ids = tf.where(drop, tf.constant(""), user_ids)
-        history = features["history"]
-        known = self.item_embedding.layers[0](history) > 0  # PAD and unknown items are no history
+            drop = tf.random.uniform(tf.shape(user)) < self.config.user_id_dropout
+            user = tf.where(drop, tf.zeros_like(user), user)
+        history = self.item_embedding.index(features, "history")
+        known = history > 0  # PAD and unknown items are no history
         if self.config.query_tower == "attention":
             pooled = self.pool(self.item_embedding(history), known, training=training)
         else:
             pooled = self.pool(self.item_embedding(history), known)
         has_history = tf.cast(tf.reduce_any(known, axis=1, keepdims=True), tf.float32)
-        parts = [self.user(user_ids), pooled, has_history]
+        parts = [self.user(user), pooled, has_history]
         if self.use_features:
             parts += [
-                self.gender(features["gender"]),
-                self.occupation(features["occupation"]),
+                self.gender(self.gender.index(features, "gender")),
+                self.occupation(self.occupation.index(features, "occupation")),
                 self.age(tf.cast(features["age"], tf.float32)),
             ]
         return self.project(self.hidden(tf.concat(parts, axis=1)))
@@ -156,16 +167,18 @@ class CandidateTower(tf.keras.Model):
     def __init__(self, vocab: Vocabularies, dim: int):
         super().__init__(name="candidate_tower")
         self.use_features = vocab.has_item_features
-        self.item = _id_embedding(vocab.item_ids, dim, "item_id")
+        self.item = IdEmbedding(vocab.item_ids, dim, name="item_id")
         if self.use_features:
             self.genres = tf.keras.layers.StringLookup(vocabulary=vocab.genres, output_mode="multi_hot")
             self.genre_projection = tf.keras.layers.Dense(dim, use_bias=False, name="genre_projection")
 
     def call(self, features: dict) -> tf.Tensor:
-        embedding = self.item(features["item_id"])
+        embedding = self.item(self.item.index(features, "item_id"))
         if not self.use_features:
             return embedding
-        genres = self.genres(tf.strings.split(features["genres"], "|"))
+        genres = features.get("genres_multi_hot")
+        if genres is None:
+            genres = self.genres(tf.strings.split(features["genres"], "|"))
         return embedding + self.genre_projection(genres)
 
 

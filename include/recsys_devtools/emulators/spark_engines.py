@@ -63,10 +63,15 @@ class SparkRun:
         self.process.terminate()
 
 
+# one machine stands in for the service's cluster: no web UI, and the shuffle sized for two cores (as run_local)
+LOCAL_CONF = ("spark.ui.enabled=false", "spark.sql.shuffle.partitions=8")
+
+
 def spark_submit(script: str, args: list[str], options: list[str]) -> list[str]:
     """The local spark-submit command line for a job the engines were asked to run."""
     binary = str(Path(sys.executable).parent / "spark-submit")
-    return [binary, "--master", "local[2]", "--conf", f"spark.pyspark.python={sys.executable}", *options, script, *args]
+    local = [f"spark.pyspark.python={sys.executable}", *LOCAL_CONF]
+    return [binary, "--master", "local[2]", *(a for c in local for a in ("--conf", c)), *options, script, *args]
 
 
 class SparkEnginesFake:
