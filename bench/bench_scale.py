@@ -210,12 +210,44 @@ def child_train(root: str, model_dir: str) -> dict:
         **{f"{stage}_seconds": seconds for stage, seconds in result["stage_seconds"].items()},
         "epoch_seconds": result["train_seconds"],
         "train_rows": result["window"]["train_rows"],
+        "examples_per_second": round(result["window"]["train_rows"] / result["train_seconds"]),
         "evaluated_rows": result["window"]["evaluated_rows"],
         "serving_index": index,
         "index_bytes": sum(f.stat().st_size for f in index_dir.rglob("*") if f.is_file()),
         "peak_rss_mib": _peak_mib(),
         **stage_peaks,
         "model_top_10": result["metrics"]["model"]["top_10_accuracy"],
+    }
+
+
+def child_train_workers(root: str, model_dir: str, workers: str = "2") -> dict:
+    """The same job (the trainer CLI, one epoch) as ``workers`` processes on this machine under
+    MultiWorkerMirroredStrategy, with the ``CLUSTER_SPEC`` a Vertex AI worker pool sets; the chief's figures."""
+    from recsys_devtools.emulators.ports import free_port
+
+    hosts = [f"127.0.0.1:{free_port()}" for _ in range(int(workers))]
+    cluster = {"workerpool0": hosts[:1], "workerpool1": hosts[1:]}
+    command = [sys.executable, "-m", "recsys.training.train", "--extract-root", root + "/extract"]
+    command += ["--end-day", _days()[-1].isoformat(), "--window-days", str(DAYS), "--epochs", "1"]
+    started = time.perf_counter()
+    processes = []
+    for pool, index in [("workerpool0", 0), *(("workerpool1", n) for n in range(len(hosts) - 1))]:
+        task = {"type": pool, "index": index}
+        env = {**os.environ, "CLUSTER_SPEC": json.dumps({"cluster": cluster, "task": task})}
+        out = subprocess.PIPE if pool == "workerpool0" else subprocess.DEVNULL
+        processes.append(subprocess.Popen([*command, "--model-dir", Path(model_dir).as_uri()], env=env, stdout=out))
+    chief = json.loads(processes[0].communicate()[0].decode().strip().splitlines()[-1])
+    if any(p.wait() for p in processes):
+        raise RuntimeError(f"a worker failed: {[p.returncode for p in processes]}")
+    metrics = json.loads((Path(model_dir) / "metrics.json").read_text())
+    return {
+        "workers": len(hosts),
+        "seconds": time.perf_counter() - started,
+        "epoch_seconds": metrics["train_seconds"],
+        "train_rows": metrics["window"]["train_rows"],
+        "examples_per_second": round(metrics["window"]["train_rows"] / metrics["train_seconds"]),
+        "distribution": chief["distribution"],
+        "model_top_10": chief["model"]["top_10_accuracy"],
     }
 
 
@@ -273,6 +305,7 @@ METRICS = {  # name -> (stage, key)
     "extract_spark_local_jvm_peak_rss_mib": ("extract_spark_local", "spark_peak_rss_mib"),
     "train_load_seconds": ("train", "load_seconds"),
     "train_epoch_seconds": ("train", "epoch_seconds"),
+    "train_examples_per_second": ("train", "examples_per_second"),
     "train_job_peak_rss_mib": ("train", "peak_rss_mib"),
     "train_fit_peak_rss_mib": ("train", "fit_peak_rss_mib"),
     "evaluate_seconds": ("train", "evaluate_seconds"),
@@ -314,7 +347,8 @@ def plot(runs: list[dict], slopes: dict, path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    parser.add_argument("--child", choices=["extract_arrow", "extract_spark_local", "train"])
+    parser.add_argument("--child", choices=["extract_arrow", "extract_spark_local", "train", "train_workers"])
+    parser.add_argument("--workers-at", type=int, default=1_000_000, help="the size that also trains on 2 workers")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the results JSON")
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
@@ -327,6 +361,7 @@ def main() -> int:
             "extract_arrow": child_extract_arrow,
             "extract_spark_local": child_extract_spark,
             "train": child_train,
+            "train_workers": child_train_workers,
         }
         print(json.dumps(children[args.child](*args.args), default=str))
         return 0
@@ -344,6 +379,8 @@ def main() -> int:
             finally:
                 drop(db)
             run["train"] = run_child("train", root, str(tmp / "model"))
+            if size == args.workers_at:
+                run["train_2_workers"] = run_child("train_workers", root, str(tmp / "model-2-workers"))
             run["serving"] = serve(tmp / "model", tmp)
         runs.append(run)
         print(

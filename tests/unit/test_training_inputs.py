@@ -73,3 +73,26 @@ def test_index_inputs_embed_exactly_as_the_raw_strings(query_tower):
         from_strings = tower({k: tf.constant(v) for k, v in strings.items()}).numpy()
         from_indices = tower({k: tf.constant(v) for k, v in indexed.items()}).numpy()
         np.testing.assert_allclose(from_indices, from_strings, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("logq", [True, False])
+def test_the_sparse_in_batch_loss_is_the_retrieval_tasks_loss(logq):
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+
+    from recsys.training.model import in_batch_softmax_loss
+
+    rng = np.random.default_rng(3)
+    query, candidate = (tf.constant(rng.normal(size=(64, 16)), tf.float32) for _ in range(2))
+    probability = tf.constant(rng.uniform(1e-7, 0.2, size=64), tf.float32) if logq else None
+    expected = tfrs.tasks.Retrieval()(query, candidate, candidate_sampling_probability=probability)
+    got = in_batch_softmax_loss(query, candidate, probability)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([query, candidate])
+        losses = [
+            in_batch_softmax_loss(query, candidate, probability),
+            tfrs.tasks.Retrieval()(query, candidate, candidate_sampling_probability=probability),
+        ]
+    for ours, theirs in zip(*(tape.gradient(loss, [query, candidate]) for loss in losses), strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)

@@ -213,16 +213,18 @@ def csv_bytes(table: pa.Table) -> bytes:
 
 
 def write_interactions(engine, interval: Interval, settings, out: dict, known: frozenset[str]):
-    """Same contract as the row path: ``(reasons, rows read, active users)``. Three stages overlap: the
-    read-ahead thread (PostgreSQL + ADBC), validation here, and a writer thread (Parquet, CSV)."""
+    """Same contract as the row path: ``(reasons, rows read, active users)``. Four stages overlap: the
+    read-ahead thread (PostgreSQL + ADBC), validation here, and two writer threads (Parquet; the
+    Personalize CSV and the quarantine), each writing its own files in batch order."""
     reasons: Counter = Counter()
     read, active = 0, set()
-    with _WriteBehind() as writer:
+    with _WriteBehind() as parquet, _WriteBehind() as personalize:
         for batch in interaction_batches(engine, interval):
             read += batch.num_rows
             table, quarantined, why = split(batch, interval, known)
             reasons.update(why)
-            writer.submit(write_batch, out, table, quarantined)
+            parquet.submit(out["interactions"].write_table, table)
+            personalize.submit(write_personalize_batch, out, table, quarantined)
             active.update(pc.unique(table["user_id"]).to_pylist())
     return reasons, read, active
 
@@ -230,6 +232,11 @@ def write_interactions(engine, interval: Interval, settings, out: dict, known: f
 def write_batch(out: dict, table: pa.Table, quarantined: list[tuple]) -> None:
     """One batch of clean interactions (and its quarantined rows) into the partition's files."""
     out["interactions"].write_table(table)
+    write_personalize_batch(out, table, quarantined)
+
+
+def write_personalize_batch(out: dict, table: pa.Table, quarantined: list[tuple]) -> None:
+    """The Personalize interactions CSV rows of a clean batch, and the batch's quarantined rows."""
     rows = table.select(["user_id", "item_id", "timestamp", "event_type"])
     out["personalize_interactions"].write_bytes(csv_bytes(rows), table.num_rows)
     out["quarantine"].write_rows(quarantined)
@@ -283,8 +290,25 @@ def _snapshot_certain(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Array:
     return pc.fill_null(mask, False)
 
 
-def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict) -> Counter:
-    """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key)."""
+def write_partition(engine, interval: Interval, settings, out: dict, known: frozenset[str]):
+    """A partition's interactions and, beside them in a thread, its users and items snapshots (each writes
+    its own files; the snapshots' quarantined rows follow the interactions', in the row path's order).
+    Returns ``(reasons, rows read, active users, users reasons, items reasons)``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    held: list[tuple] = []
+    snapshots = (("users", w.USERS_SCHEMA), ("items", w.ITEMS_SCHEMA))
+    with ThreadPoolExecutor(1, thread_name_prefix="snapshots") as pool:
+        snapshot_reasons = pool.submit(lambda: [write_snapshot(engine, *each, out, held) for each in snapshots])
+        reasons, read, active = write_interactions(engine, interval, settings, out, known)
+        user_reasons, item_reasons = snapshot_reasons.result()
+    out["quarantine"].write_rows(held)
+    return reasons, read, active, user_reasons, item_reasons
+
+
+def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict, held: list | None = None) -> Counter:
+    """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key);
+    quarantined rows go to ``held`` when given, else to the quarantine file."""
     import adbc_driver_postgresql.dbapi as adbc
 
     reasons: Counter = Counter()
@@ -304,6 +328,9 @@ def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict) -> Cou
                     fixed[index] = good
             kept = pa.Table.from_batches([batch]).filter(mask)
             kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
+            if held is not None:
+                held.extend(bad)
+                bad = []
             write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), bad)
     return reasons
 

@@ -197,9 +197,9 @@ def stage_partition(
     with w.VersionWriter(version_dir, version) as vw:
         out = open_outputs(vw)
         if backend == "arrow":
-            reasons, read, active_users = arrow_extract.write_interactions(engine, interval, settings, out, known)
-            user_reasons = arrow_extract.write_snapshot(engine, "users", w.USERS_SCHEMA, out)
-            item_reasons = arrow_extract.write_snapshot(engine, "items", w.ITEMS_SCHEMA, out)
+            reasons, read, active_users, user_reasons, item_reasons = arrow_extract.write_partition(
+                engine, interval, settings, out, known
+            )
         else:
             reasons, read, active_users = _write_interactions(engine, interval, settings, out, known)
             user_reasons = _write_snapshot(engine, settings, "users", out)
