@@ -152,7 +152,9 @@ def certainly_valid(batch: pa.RecordBatch, interval: Interval, known: frozenset[
 
 
 def _clean_table(batch: pa.RecordBatch, mask: pa.Array) -> pa.Table:
-    kept = pa.Table.from_batches([batch]).filter(mask)
+    kept = pa.Table.from_batches([batch])
+    if not pc.all(mask).as_py():  # most batches keep every row: no copy then
+        kept = kept.filter(mask)
     occurred = kept.column("occurred_at")
     if occurred.type.tz is None:
         occurred = pc.assume_timezone(occurred, "UTC")
