@@ -72,6 +72,18 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         "{:.0f}",
     ),
     (
+        "bench_train_step",
+        "training step, vocabulary indices + log-sum-exp loss / strings + Retrieval task, examples/s",
+        lambda d: d["step"]["ratio"],
+        "{:.2f}x",
+    ),
+    (
+        "bench_train_step",
+        "fit() examples/s, 100k items, full 50-item histories (one process, 2 cores)",
+        lambda d: d["fit"]["examples_per_s"],
+        "{:,.0f}",
+    ),
+    (
         "bench_scale",
         "training job peak RSS at 10M interactions (MiB)",
         lambda d: d["runs"][1]["train"]["peak_rss_mib"],
@@ -162,7 +174,7 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         "{}",
     ),
 ]
-HEADLINE = {0, 1, 2, 4, 7, 10, 19}  # rows of FIGURES shown in the README
+HEADLINE = {0, 1, 2, 4, 6, 9, 12, 21}  # rows of FIGURES shown in the README
 
 
 def _when(name: str) -> str:
