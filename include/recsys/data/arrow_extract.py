@@ -308,9 +308,9 @@ def write_partition(engine, interval: Interval, settings, out: dict, known: froz
     return reasons, read, active, user_reasons, item_reasons
 
 
-def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict, held: list | None = None) -> Counter:
+def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict, held: list) -> Counter:
     """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key);
-    quarantined rows go to ``held`` when given, else to the quarantine file."""
+    its quarantined rows are appended to ``held``, for the caller to write after the interactions'."""
     import adbc_driver_postgresql.dbapi as adbc
 
     reasons: Counter = Counter()
@@ -319,21 +319,18 @@ def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict, held: 
         cursor.execute(f"SELECT {names} FROM {table_name} ORDER BY {schema.names[0]}")
         for batch in _read_ahead(cursor.fetch_record_batch()):
             mask = _snapshot_certain(batch, schema)
-            fixed, bad = {}, []
+            fixed = {}
             for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
                 raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
                 good, why = snapshot_row(table_name, raw)
                 if good is None:
-                    bad.append((table_name, why, quarantine_row(raw)))
+                    held.append((table_name, why, quarantine_row(raw)))
                     reasons[why] += 1
                 else:
                     fixed[index] = good
             kept = pa.Table.from_batches([batch]).filter(mask)
             kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
-            if held is not None:
-                held.extend(bad)
-                bad = []
-            write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), bad)
+            write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), [])
     return reasons
 
 
