@@ -86,9 +86,7 @@ def world(tmp_path_factory, moto_s3):
     boto3.client(
         "s3", endpoint_url=moto_s3, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
     ).create_bucket(Bucket=bucket)
-    personalize = PersonalizeFake(
-        s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0, job_seconds_by_kind={"solution_version": 20}
-    )
+    personalize = PersonalizeFake(s3_endpoint=moto_s3, pending_seconds=0.5, job_seconds=1.0)
     arns = personalize.create_dataset_group()
     campaign = personalize.create_campaign(arns["solution"])
     vertex = VertexFake(operation_seconds=1.0, images={SERVING_IMAGE: [sys.executable, "-m", "recsys.serving"]})
@@ -160,22 +158,24 @@ def wait_all(stack, dag_id: str, expected: int, timeout: float = 900) -> list[di
     raise TimeoutError(f"{dag_id}: {[(r['dag_run_id'], r['state']) for r in stack.runs(dag_id)]}")
 
 
-def wait_quiet(stack, dag_id: str, quiet_seconds: float = 20, timeout: float = 900) -> list[dict]:
-    """All runs finished and no new run for ``quiet_seconds`` (asset-triggered runs appear with a delay)."""
-    deadline, seen, since = time.monotonic() + timeout, None, time.monotonic()
+def wait_consumed(stack, dag_id: str, source_dag_id: str, timeout: float = 900) -> list[dict]:
+    """Every run of ``dag_id`` finished and, together, they consumed every asset event ``source_dag_id``
+    emitted: no asset-triggered run is still to come (a state, not a quiet period)."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        emitted = stack.api("GET", "/assets/events", params={"source_dag_id": source_dag_id}).json()["total_entries"]
         runs = stack.runs(dag_id)
-        key = [(r["dag_run_id"], r["state"]) for r in runs]
-        if key != seen:
-            seen, since = key, time.monotonic()
-        elif (
-            runs
-            and all(r["state"] in ("success", "failed") for r in runs)
-            and time.monotonic() - since >= quiet_seconds
-        ):
-            return runs
+        if all(r["state"] in ("success", "failed") for r in runs):
+            consumed = sum(
+                stack.api("GET", f"/dags/{dag_id}/dagRuns/{r['dag_run_id']}/upstreamAssetEvents").json()[
+                    "total_entries"
+                ]
+                for r in runs
+            )
+            if emitted and consumed >= emitted:
+                return runs
         time.sleep(2)
-    raise TimeoutError(f"{dag_id}: {seen}")
+    raise TimeoutError(f"{dag_id}: {[(r['dag_run_id'], r['state']) for r in stack.runs(dag_id)]}")
 
 
 def assert_one_at_a_time(runs: list[dict]) -> None:
@@ -309,11 +309,11 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     # plus two trainings triggered at once from the UI
     for _ in range(2):
         stack.trigger("recsys_two_tower", {"window_days": 14, "epochs": 2})
-    wait_all(stack, "recsys_two_tower", 3)
-    trainings = wait_quiet(stack, "recsys_two_tower")
+    trainings = wait_all(stack, "recsys_two_tower", 3)  # no more: the extraction above emitted the only event
+    assert len(trainings) == 3, [(r["dag_run_id"], r["run_type"]) for r in trainings]
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
     assert_one_at_a_time(trainings)
-    deploys = wait_quiet(stack, "recsys_vertex_deploy")
+    deploys = wait_consumed(stack, "recsys_vertex_deploy", "recsys_two_tower")
     assert {r["state"] for r in deploys} == {"success"}, [
         stack.task_states("recsys_vertex_deploy", r["dag_run_id"]) for r in deploys
     ]
@@ -324,14 +324,23 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
 
 def test_personalize_wait_survives_a_triggerer_restart(world):
     stack, fake = world.stack, world.personalize
-    run_id = stack.trigger("recsys_personalize", {"training_mode": "FULL", "window_days": 7})
-    stack.set_paused("recsys_personalize", False)
+    fake.stick("solution_version")  # the first training at "AWS" runs until the test lets it finish
+    stack.trigger("recsys_personalize", {"training_mode": "FULL", "window_days": 7})
+    stack.set_paused("recsys_personalize", False)  # its scheduled run comes too: whichever trains first is held
     deadline = time.monotonic() + 900  # a bound, not a wait: on a loaded machine the imports before it take minutes
-    while stack.task_states("recsys_personalize", run_id).get("solution_version") != "deferred":
-        assert time.monotonic() < deadline, stack.task_states("recsys_personalize", run_id)
+
+    def deferred() -> list[str]:
+        runs = [r["dag_run_id"] for r in stack.runs("recsys_personalize")]
+        return [r for r in runs if stack.task_states("recsys_personalize", r).get("solution_version") == "deferred"]
+
+    while not (waiting := deferred()):
+        assert time.monotonic() < deadline, "no run's solution_version was ever deferred"
         time.sleep(1)
-    stack.stop_component("triggerer")  # the training goes on at "AWS" while no triggerer runs
-    time.sleep(5)
+    (run_id,) = waiting
+    stack.stop_component("triggerer")  # the training ends at "AWS" while no triggerer runs
+    (running,) = [v for v in fake.created("solution_version") if v.stuck]
+    fake.finish_now(running.arn)
+    assert stack.task_states("recsys_personalize", run_id)["solution_version"] == "deferred"
     stack.start_component("triggerer")
     run = stack.wait_for_run("recsys_personalize", run_id, timeout=600)
     assert run["state"] == "success", stack.task_states("recsys_personalize", run_id)
