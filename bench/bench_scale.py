@@ -8,7 +8,8 @@ runs in its own process (peak RSS is that process's own):
 * extraction, Spark-local backend: the newest day (``spark-submit --master local[2]``); the worker's
   peak RSS and the Spark JVM's (its process tree) are reported apart;
 * training: the real job (``train_and_export``, one epoch): the window read through the manifests
-  (29 days; the newest is the holdout), the fit, the evaluation (holdout rows x items scored capped),
+  (29 days; the newest is the holdout), the choices on the validation split (every baseline's grid,
+  no model tuning trials), the fit, the evaluation (holdout rows x items scored capped),
   the export (candidate embeddings, brute force vs ScaNN on 1,000 real queries, SavedModels); its stage
   timings, peak RSS, and the serving index's size on disk;
 * serving: that export behind the prediction server, 400 sequential requests (user id + the
@@ -217,6 +218,15 @@ def child_train(root: str, model_dir: str) -> dict:
         "peak_rss_mib": _peak_mib(),
         **stage_peaks,
         "model_top_10": result["metrics"]["model"]["top_10_accuracy"],
+        "baselines": {  # tuning on validation (the choose stage): seconds per baseline and its holdout top-10
+            name: {
+                "tuning_seconds": chosen.get("seconds"),
+                "configurations": len(chosen.get("tried", [])),
+                "top_10": result["metrics"].get(name, {}).get("top_10_accuracy"),
+                **({"skipped": chosen["skipped"]} if chosen.get("skipped") else {}),
+            }
+            for name, chosen in result["baselines"].items()
+        },
     }
 
 

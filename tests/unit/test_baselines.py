@@ -89,3 +89,37 @@ def test_ease_is_skipped_with_the_reason_for_a_large_catalog(monkeypatch):
     scorer = Validation.of(fit, validation, pd.DataFrame(), len(CYCLE))
     chosen = baselines.tune(fit, CYCLE, PolicyConfig(history_length=5), scorer.score)
     assert chosen["ease"].skipped == "40 items > 30: dense inverse too large" and not chosen["ease"].tried
+
+
+@pytest.mark.parametrize("name", ["item_knn", "rp3beta"])
+def test_large_catalogs_are_computed_in_blocks_with_the_same_weights(name):
+    """Past DENSE_NEIGHBOURS items the weights are built a block of rows at a time and cut to each row's
+    largest: the same as cutting the whole product, row by row."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(7)
+    matrix = sparse.csr_matrix((rng.random((300, 60)) < 0.15).astype(np.float32))
+    weights = {
+        "item_knn": lambda **kw: baselines.item_knn_weights(matrix, 10.0, **kw),
+        "rp3beta": lambda **kw: baselines.rp3beta_weights(matrix, 0.5, 0.3, **kw),
+    }[name]
+    whole = weights(dense_up_to=10_000)  # every weight, dense
+    blocked = weights(dense_up_to=0, block_rows=7, keep=10).toarray()
+    assert np.all(np.diag(whole) == 0) and np.count_nonzero(whole) > 60 * 10
+    for row in range(60):
+        nonzero = np.flatnonzero(whole[row])
+        best = nonzero[np.argsort(-whole[row, nonzero], kind="stable")[:10]]
+        expected = np.zeros(60)
+        expected[best] = whole[row, best]
+        np.testing.assert_array_equal(blocked[row], expected)
+
+
+def test_ease_by_cholesky_equals_the_closed_form_with_a_general_inverse():
+    rng = np.random.default_rng(3)
+    matrix = (rng.random((200, 40)) < 0.2).astype(np.float64)
+    gram = matrix.T @ matrix
+    inverse = np.linalg.inv(gram + 50.0 * np.eye(40))
+    expected = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(baselines.ease_weights(gram, 50.0), expected, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(gram, matrix.T @ matrix)  # the shared Gram matrix is left as it was

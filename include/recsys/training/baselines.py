@@ -33,6 +33,7 @@ from recsys.policy import Policy, PolicyConfig, QueryBatch
 EASE_MAX_ITEMS = 20_000  # EASE inverts a dense items x items matrix
 DENSE_NEIGHBOURS = 5_000  # catalogs up to this keep every neighbour; larger keep the top NEIGHBOURS per item
 NEIGHBOURS = 200
+BLOCK_ROWS = 2_000  # item rows of the co-occurrence product computed at a time (larger catalogs)
 DECAYS = (1.0, 0.9, 0.8, 0.7, 0.5)
 GRIDS: dict[str, dict[str, tuple]] = {
     "popularity": {},
@@ -90,32 +91,61 @@ def interaction_matrix(train: pd.DataFrame, catalog: list[str]) -> sparse.csr_ma
     return matrix
 
 
-def _top_neighbours(weights: sparse.csr_matrix, keep: int):
-    """Each row's ``keep`` largest entries; a small catalog (up to DENSE_NEIGHBOURS) keeps all, densely."""
-    if weights.shape[0] <= DENSE_NEIGHBOURS:
-        return weights.toarray()  # dense: scoring is one sparse x dense product
+def _neighbours(
+    left: sparse.csr_matrix,
+    right: sparse.csr_matrix,
+    finish: Callable[[sparse.csr_matrix, int], sparse.csr_matrix],
+    keep: int = NEIGHBOURS,
+    dense_up_to: int = DENSE_NEIGHBOURS,
+    block_rows: int = BLOCK_ROWS,
+):
+    """Item-item weights ``finish(left @ right)``, diagonal zeroed, each row's ``keep`` largest kept.
+
+    A catalog up to ``dense_up_to`` items keeps every weight, densely (scoring is then one sparse x dense
+    product). A larger one is computed ``block_rows`` rows at a time, ``finish(block, first_row)``
+    applied and each row cut to its ``keep`` largest before the next block: the full product (hundreds
+    of millions of co-occurrences at 100k items) is never held in memory."""
+    if left.shape[0] <= dense_up_to:
+        weights = finish((left @ right).tocsr(), 0).toarray()
+        np.fill_diagonal(weights, 0.0)
+        return weights
+    blocks = []
+    for first in range(0, left.shape[0], block_rows):
+        block = finish((left[first : first + block_rows] @ right).tocsr(), first)
+        block = block.tocoo()
+        block.data[block.col == block.row + first] = 0.0
+        block = block.tocsr()
+        block.eliminate_zeros()
+        blocks.append(_top_of_rows(block, keep))
+    return sparse.vstack(blocks, format="csr")
+
+
+def _top_of_rows(block: sparse.csr_matrix, keep: int) -> sparse.csr_matrix:
+    """Each row's ``keep`` largest entries (ties: the lower column first)."""
+    block.sort_indices()
     rows = []
-    for row in range(weights.shape[0]):
-        start, stop = weights.indptr[row], weights.indptr[row + 1]
-        values = weights.data[start:stop]
-        best = np.argsort(-values)[:keep] + start
-        rows.append((np.full(len(best), row), weights.indices[best], weights.data[best]))
+    for row in range(block.shape[0]):
+        start, stop = block.indptr[row], block.indptr[row + 1]
+        best = np.argsort(-block.data[start:stop], kind="stable")[:keep] + start
+        rows.append((np.full(len(best), row), block.indices[best], block.data[best]))
     r, c, v = (np.concatenate(parts) for parts in zip(*rows, strict=True)) if rows else ([], [], [])
-    return sparse.csr_matrix((v, (r, c)), shape=weights.shape)
+    return sparse.csr_matrix((v, (r, c)), shape=block.shape)
 
 
-def item_knn_weights(matrix: sparse.csr_matrix, shrink: float):
-    co = (matrix.T @ matrix).tocsr().astype(np.float32)
+def item_knn_weights(matrix: sparse.csr_matrix, shrink: float, **blocking):
+    """Cosine similarity of the items' user sets, ``shrink`` added to the denominator."""
     norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
-    co = co.tocoo()
-    denominator = norms[co.row] * norms[co.col] + shrink + 1e-9
-    weights = sparse.csr_matrix((co.data / denominator, (co.row, co.col)), shape=co.shape)
-    weights.setdiag(0)
-    weights.eliminate_zeros()
-    return _top_neighbours(weights, NEIGHBOURS)
+
+    def cosine(block: sparse.csr_matrix, first: int) -> sparse.csr_matrix:
+        block = block.astype(np.float32).tocoo()
+        denominator = norms[block.row + first] * norms[block.col] + shrink + 1e-9
+        return sparse.csr_matrix((block.data / denominator, (block.row, block.col)), shape=block.shape)
+
+    return _neighbours(matrix.T.tocsr(), matrix, cosine, **blocking)
 
 
-def rp3beta_weights(matrix: sparse.csr_matrix, alpha: float, beta: float):
+def rp3beta_weights(matrix: sparse.csr_matrix, alpha: float, beta: float, **blocking):
+    """item -> user -> item transition probabilities to the power ``alpha``, over popularity ** ``beta``."""
     user_degree = np.maximum(np.asarray(matrix.sum(axis=1)).ravel(), 1)
     item_degree = np.maximum(np.asarray(matrix.sum(axis=0)).ravel(), 1)
     user_to_item = sparse.diags(1 / user_degree) @ matrix
@@ -123,17 +153,28 @@ def rp3beta_weights(matrix: sparse.csr_matrix, alpha: float, beta: float):
     user_to_item.data **= alpha
     item_to_user = item_to_user.tocsr()
     item_to_user.data **= alpha
-    weights = (item_to_user @ user_to_item).tocsr() @ sparse.diags(1 / item_degree**beta)
-    weights = sparse.csr_matrix(weights)
-    weights.setdiag(0)
-    weights.eliminate_zeros()
-    return _top_neighbours(weights, NEIGHBOURS)
+    popularity = sparse.diags(1 / item_degree**beta)
+    return _neighbours(
+        item_to_user, user_to_item.tocsr(), lambda block, _: sparse.csr_matrix(block @ popularity), **blocking
+    )
 
 
-def ease_weights(matrix: sparse.csr_matrix, l2: float) -> np.ndarray:
-    gram = (matrix.T @ matrix).toarray().astype(np.float64)
-    gram[np.diag_indices_from(gram)] += l2
-    inverse = np.linalg.inv(gram)
+def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """EASE's closed form from the items' Gram matrix (``matrix.T @ matrix``, dense, shared by every
+    ``l2``): ``B = I - P / diag(P)`` with ``P = (G + l2 I)^-1``, inverted by Cholesky (G + l2 I is
+    positive definite: half the work of a general inverse)."""
+    from scipy.linalg import lapack
+
+    regularized = gram.copy()
+    regularized[np.diag_indices_from(regularized)] += l2
+    factor, info = lapack.dpotrf(regularized, lower=False, overwrite_a=True)
+    if info == 0:
+        inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"EASE: the regularized Gram matrix is not positive definite (LAPACK {info})")
+    upper = np.triu(inverse)
+    inverse = upper + np.triu(inverse, 1).T  # dpotri fills the upper triangle only
+    del upper
     weights = -inverse / np.diag(inverse)[None, :]
     weights[np.diag_indices_from(weights)] = 0.0
     return weights.astype(np.float32)
@@ -159,7 +200,8 @@ def build(
 ) -> Policy:
     """The baseline ``name`` with ``params``, fitted on ``train`` (the first-event prior for users
     without history is ``params['first_events']``, default 2). ``cache`` keeps the popular order, the
-    prior and weight matrices across calls that differ only in ``decay`` (applied when scoring)."""
+    prior, the interaction matrix and each baseline's latest weights across calls: calls that differ
+    only in ``decay`` (applied when scoring) reuse them."""
     from recsys.training.evaluate import popularity_order
 
     cache = {} if cache is None else cache
@@ -174,16 +216,20 @@ def build(
     if name == "first_event_prior":
         return Policy(catalog, popular, prior_config, prior=prior)
     key = (name, *sorted((k, v) for k, v in params.items() if k not in {"decay", "first_events"}))
-    if key not in cache:
+    if cache.get(("key", name)) != key:  # one weight matrix per baseline is kept: the grid varies decay fastest
         if "matrix" not in cache:
             cache["matrix"] = interaction_matrix(train, catalog)
         matrix = cache["matrix"]
-        cache[key] = {
+        if name == "ease" and "gram" not in cache:
+            cache["gram"] = (matrix.T @ matrix).toarray().astype(np.float64)
+        cache.pop(("weights", name), None)  # freed before the next one is built
+        cache[("weights", name)] = {
             "item_knn": lambda: item_knn_weights(matrix, params["shrink"]),
             "rp3beta": lambda: rp3beta_weights(matrix, params["alpha"], params["beta"]),
-            "ease": lambda: ease_weights(matrix, params["lambda"]),
+            "ease": lambda: ease_weights(cache["gram"], params["lambda"]),
         }[name]()
-    weights = cache[key]
+        cache[("key", name)] = key
+    weights = cache[("weights", name)]
     return ItemItemPolicy(catalog, popular, prior_config, weights, params["decay"], prior=prior)
 
 
@@ -209,6 +255,8 @@ def tune(train: pd.DataFrame, catalog: list[str], config: PolicyConfig, score: S
             if len(result.tried) == 1 or value > result.validation:
                 result.params, result.validation = params, value
         result.seconds = round(time.perf_counter() - started, 2)
+        for done in (("weights", name), ("key", name), "gram"):
+            cache.pop(done, None)  # the next baseline needs none of this one's matrices
         if name == "first_event_prior":
             shared = {"first_events": result.params["first_events"]}
         chosen[name] = result
@@ -216,5 +264,6 @@ def tune(train: pd.DataFrame, catalog: list[str], config: PolicyConfig, score: S
 
 
 def _grid(grid: dict[str, tuple]) -> list[dict]:
-    names = list(grid)
+    """Every combination; ``decay`` varies fastest (it only changes scoring: one weight matrix per row)."""
+    names = sorted(grid, key=lambda name: name == "decay")
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
