@@ -21,15 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".test-logs"
 REAL_AIRFLOW = "e2e or ui or chaos"
 DAG_TESTS = ["tests/dags", "-m", f"not ({REAL_AIRFLOW})"]
-EXTRACT_DAG = ["tests/dags/test_extract_dag.py"]
-PERSONALIZE_DAGS = ["tests/dags/test_personalize_dag.py", "tests/dags/test_personalize_setup_dag.py"]
 SUITES = {  # log name -> pytest selection; together they select every test once. The longest chains start first.
     "e2e": ["tests", "-m", "e2e and not ui and not chaos"],  # a real Airflow
     "chaos": ["tests", "-m", "chaos"],  # a real Airflow, faults injected
-    "dags-models": [*DAG_TESTS, *(f"--ignore={f}" for f in EXTRACT_DAG + PERSONALIZE_DAGS)],  # training, deploy
+    "dags-models": [*DAG_TESTS, "--ignore=tests/dags/test_extract_dag.py"],  # dag.test: training, deploy, Personalize
     "unit-integration": ["tests/unit", "tests/integration", "tests/test_compose.py", "-m", f"not ({REAL_AIRFLOW})"],
-    "dags-personalize": [*PERSONALIZE_DAGS, "-m", f"not ({REAL_AIRFLOW})"],  # dag.test: Personalize
-    "dags-extract": [*EXTRACT_DAG, "-m", f"not ({REAL_AIRFLOW})"],  # dag.test: Spark engines
+    "dags-extract": ["tests/dags/test_extract_dag.py", "-m", f"not ({REAL_AIRFLOW})"],  # dag.test: Spark engines
     "ui": ["tests", "-m", "ui and not chaos"],  # a real Airflow in a browser
 }
 
