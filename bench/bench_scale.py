@@ -278,7 +278,7 @@ def serve(model_dir: Path, tmp: Path, requests: int = 400) -> dict:
 
     users = json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
     port = free_port()
-    process = start_server(model_dir, "auto", port, tmp / "server.log")
+    process = start_server(model_dir, "auto", port, tmp / "server.log", {})  # micro-batched, as deployed
     try:
         rng = np.random.default_rng(7)
         latencies = []
@@ -360,6 +360,7 @@ def main() -> int:
     parser.add_argument("--child", choices=["extract_arrow", "extract_spark_local", "train", "train_workers"])
     parser.add_argument("--workers-at", type=int, default=1_000_000, help="the size that also trains on 2 workers")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the results JSON")
+    parser.add_argument("--results", default="bench_scale", help="results file name (a partial run: not the README's)")
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.replot:
@@ -403,7 +404,7 @@ def main() -> int:
     print("log-log slopes (1.0 = linear):", json.dumps(slopes, indent=1))
     linear = [name for name, s in slopes.items() if s is not None and s <= 1.1]
     write_results(
-        "bench_scale",
+        args.results,
         {
             "source": f"synthetic, {DAYS} days, users = interactions/50, items = interactions/100 (<= 1M), PostgreSQL",
             "runs": runs,

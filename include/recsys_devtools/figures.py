@@ -173,24 +173,6 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         lambda d: f"{d['data_lost_rows']}, {d['duplicates']}",
         "{}",
     ),
-    (
-        "bench_scale",
-        "training examples/s at 10M interactions (one process, 2 cores)",
-        lambda d: d["runs"][1]["train"]["examples_per_second"],
-        "{:,.0f}",
-    ),
-    (
-        "bench_scale",
-        "training examples/s at 1M, 2 workers (MultiWorkerMirroredStrategy, one 2-core machine)",
-        lambda d: d["runs"][0]["train_2_workers"]["examples_per_second"],
-        "{:,.0f}",
-    ),
-    (
-        "bench_scale",
-        "choosing every baseline's parameters on validation at 10M interactions (s)",
-        lambda d: d["runs"][1]["train"]["choose_seconds"],
-        "{:.0f}",
-    ),
 ]
 HEADLINE = {0, 1, 2, 4, 6, 9, 12, 21}  # rows of FIGURES shown in the README
 
