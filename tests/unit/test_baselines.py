@@ -114,11 +114,12 @@ def test_large_catalogs_are_computed_in_blocks_with_the_same_weights(name):
         np.testing.assert_array_equal(blocked[row], expected)
 
 
-def test_ease_by_cholesky_equals_the_closed_form_with_a_general_inverse():
+@pytest.mark.parametrize("items", [40, 2_100])  # 2,100: the in-place mirror crosses its 1,024-row blocks
+def test_ease_by_cholesky_equals_the_closed_form_with_a_general_inverse(items):
     rng = np.random.default_rng(3)
-    matrix = (rng.random((200, 40)) < 0.2).astype(np.float64)
+    matrix = (rng.random((300, items)) < 0.2).astype(np.float64)
     gram = matrix.T @ matrix
-    inverse = np.linalg.inv(gram + 50.0 * np.eye(40))
+    inverse = np.linalg.inv(gram + 50.0 * np.eye(items))
     expected = -inverse / np.diag(inverse)[None, :]
     np.fill_diagonal(expected, 0.0)
     np.testing.assert_allclose(baselines.ease_weights(gram, 50.0), expected, rtol=1e-5, atol=1e-7)

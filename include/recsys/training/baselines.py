@@ -172,10 +172,13 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
         inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: the regularized Gram matrix is not positive definite (LAPACK {info})")
-    upper = np.triu(inverse)
-    inverse = upper + np.triu(inverse, 1).T  # dpotri fills the upper triangle only
-    del upper
-    weights = -inverse / np.diag(inverse)[None, :]
+    for first in range(0, len(inverse), 1024):  # dpotri fills the upper triangle: mirror it, in place
+        last = first + 1024
+        inverse[first:last, :first] = inverse[:first, first:last].T
+        block = inverse[first:last, first:last]
+        block[:] = np.triu(block) + np.triu(block, 1).T
+    weights = inverse
+    weights /= -np.diag(inverse).copy()[None, :]  # in place: no second n x n array (10k items: 800 MB each)
     weights[np.diag_indices_from(weights)] = 0.0
     return weights.astype(np.float32)
 
