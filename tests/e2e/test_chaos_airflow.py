@@ -50,8 +50,10 @@ FIRST_DAY = TODAY - timedelta(days=DAYS)
 BUCKET = "recsys-chaos"
 SERVING_IMAGE = "europe-docker.pkg.dev/p/recsys/serving:chaos"
 DAGS = {"recsys_extract", "recsys_two_tower", "recsys_vertex_deploy", "recsys_personalize"}
-TRAINING_DEADLINE_SECONDS = 180  # a fault-free recsys_two_tower run here takes well under it
-HUNG_SECONDS = 190  # the hung training alone outlasts the deadline
+# The fault-free run must meet it with room on 2 cores beside the other suites: an 8-epoch run took 184 s there in
+# CI and missed a 180 s deadline, so the runs here train 2 epochs and the deadline is 300 s
+TRAINING_DEADLINE_SECONDS = 300
+HUNG_SECONDS = 310  # the hung training alone outlasts the deadline
 
 
 @contextmanager
@@ -421,7 +423,7 @@ def test_training_hung_then_killed_the_retry_trains_once_and_only_the_late_run_a
     """Both sides of the deadline: a fault-free training run meets it (no alert), the run whose training
     hangs past it and is then killed misses it (one alert); the retry trains once."""
     stack = world.stack
-    conf = {"window_days": DAYS - 1, "epochs": 8}  # the DAG's default is 20 (the most a tuning trial runs)
+    conf = {"window_days": DAYS - 1, "epochs": 2}  # the DAG's default is 20 (the most a tuning trial runs)
     stack.set_paused("recsys_two_tower", False)
     wait_quiet(stack, "recsys_two_tower")  # runs the earlier extractions' asset events queued, if any
     alerts_before = len(deadline_alerts(world))

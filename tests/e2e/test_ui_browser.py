@@ -81,7 +81,9 @@ def page(stack):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        tab.set_default_timeout(30_000)
+        # bounds, not waits: on 2 cores beside the other suites a page took more than 30 s to answer a click
+        tab.set_default_timeout(120_000)
+        tab.set_default_navigation_timeout(120_000)
         tab.goto(stack.url)
         tab.get_by_label("Username").fill(USER)
         tab.get_by_label("Password").fill(PASSWORD)
