@@ -111,7 +111,9 @@ def test_exports_reload_in_a_fresh_process_with_the_same_top_k(trained, tmp_path
     history = pd.read_parquet(path / "history.parquet").groupby("user_id")["item_id"].agg(list)
     sample = users["user_id"].head(20)
     features = query_features(sample, [history.get(u, []) for u in sample], users, FAST.history_length)
-    query_model = tf.saved_model.load(str(path / "query_model")).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(path / "query_model"))
+    assert not hasattr(loaded, "keras_api")  # the signature only: no Keras traces of every sub-layer
+    query_model = loaded.signatures["serving_default"]
     queries = query_model(**{k: tf.constant(v) for k, v in features.items()})["embedding"].numpy()
     expected = [[item_ids[i] for i in np.argsort(-(q @ embeddings.T), kind="stable")[:10]] for q in queries]
 

@@ -76,6 +76,18 @@ def build_scann(query_tower, item_ids: list[str], embeddings: np.ndarray, k: int
     return index
 
 
+def save_signature_only(layer, path: Path, serve, options=None) -> None:
+    """``tf.saved_model.save`` of a Keras ``layer`` with ``serve`` as its only function: the variables,
+    lookup tables and the ``serving_default`` signature, without Keras's traces of every sub-layer's call
+    (``save_traces=False``, as ``Model.save`` offers). Nothing loads those traces (every reader calls
+    ``signatures["serving_default"]``) and they cost: ``bench/bench_export.py``."""
+    import tensorflow as tf
+    from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
+
+    with keras_option_scope(save_traces=False):
+        tf.saved_model.save(layer, str(path), signatures={"serving_default": serve}, options=options)
+
+
 def save_retrieval_model(index, path: Path, use_user_features: bool, history_length: int, scann: bool) -> None:
     """Save ``index`` with a ``serving_default`` signature: features -> {scores, item_ids}."""
     import tensorflow as tf
@@ -86,7 +98,7 @@ def save_retrieval_model(index, path: Path, use_user_features: bool, history_len
         return {"scores": scores, "item_ids": ids}
 
     options = tf.saved_model.SaveOptions(namespace_whitelist=SCANN_SAVE_NAMESPACES) if scann else None
-    tf.saved_model.save(index, str(path), signatures={"serving_default": serve}, options=options)
+    save_signature_only(index, path, serve, options)
 
 
 def save_query_model(query_tower, path: Path, use_user_features: bool, history_length: int) -> None:
@@ -96,7 +108,7 @@ def save_query_model(query_tower, path: Path, use_user_features: bool, history_l
     def serve(features):
         return {"embedding": query_tower(features)}
 
-    tf.saved_model.save(query_tower, str(path), signatures={"serving_default": serve})
+    save_signature_only(query_tower, path, serve)
 
 
 def choose_index(
