@@ -21,11 +21,26 @@ ROOT = Path(__file__).resolve().parents[1]
 LOGS = ROOT / ".test-logs"
 REAL_AIRFLOW = "e2e or ui or chaos"
 DAG_TESTS = ["tests/dags", "-m", f"not ({REAL_AIRFLOW})"]
+PERSONALIZE_DAGS = ["tests/dags/test_personalize_dag.py", "tests/dags/test_personalize_setup_dag.py"]
+FUZZ_SERVING = "tests/integration/test_fuzz_serving.py"
 SUITES = {  # log name -> pytest selection; together they select every test once. The longest chains start first.
     "e2e": ["tests", "-m", "e2e and not ui and not chaos"],  # a real Airflow
     "chaos": ["tests", "-m", "chaos"],  # a real Airflow, faults injected
-    "dags-models": [*DAG_TESTS, "--ignore=tests/dags/test_extract_dag.py"],  # dag.test: training, deploy, Personalize
-    "unit-integration": ["tests/unit", "tests/integration", "tests/test_compose.py", "-m", f"not ({REAL_AIRFLOW})"],
+    "dags-models": [  # dag.test: training, deploy
+        *DAG_TESTS,
+        "--ignore=tests/dags/test_extract_dag.py",
+        *(f"--ignore={path}" for path in PERSONALIZE_DAGS),
+    ],
+    "unit-integration": [
+        "tests/unit",
+        "tests/integration",
+        "tests/test_compose.py",
+        f"--ignore={FUZZ_SERVING}",
+        "-m",
+        f"not ({REAL_AIRFLOW})",
+    ],
+    # dag.test: Personalize; and the serving fuzz (one ~5 min test) beside them, to even the suites out
+    "dags-personalize": [*PERSONALIZE_DAGS, FUZZ_SERVING, "-m", f"not ({REAL_AIRFLOW})"],
     "dags-extract": ["tests/dags/test_extract_dag.py", "-m", f"not ({REAL_AIRFLOW})"],  # dag.test: Spark engines
     "ui": ["tests", "-m", "ui and not chaos"],  # a real Airflow in a browser
 }
