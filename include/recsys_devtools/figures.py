@@ -173,6 +173,12 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         lambda d: f"{d['data_lost_rows']}, {d['duplicates']}",
         "{}",
     ),
+    (
+        "bench_export",
+        "export of a run's 3 SavedModels, Keras traces / signature only (s / s)",
+        lambda d: d["save_speedup"],
+        "{:.1f}x",
+    ),
 ]
 HEADLINE = {0, 1, 2, 4, 6, 9, 12, 21}  # rows of FIGURES shown in the README
 
