@@ -217,12 +217,12 @@ def test_sensors_poke_and_defer(personalize):
 
     fake = personalize
     location = put_interactions(fake, "runs/r7/i.csv")
-    fake.job_seconds_by_kind["import"] = 3  # still running at the first poke, even on a loaded machine
+    fake.stick("import")  # held until finish_now: still running at the first poke however loaded the machine
     arn = import_operator(fake, location, wait_for_completion=False).execute({})
     sensor = PersonalizeDatasetImportJobSensor(task_id="s", arn=arn, poke_interval=0.1, timeout=30)
     assert sensor.poke({}) is False  # still pending
+    fake.finish_now(arn)
     sensor.execute({})  # pokes until ACTIVE
-    del fake.job_seconds_by_kind["import"]
     fake.fail_job("import", "Access denied to s3://bucket/key")
     failed = import_operator(fake, location, name="recsys-failing", wait_for_completion=False).execute({})
     with pytest.raises(AirflowException, match="CREATE FAILED: Access denied"):
