@@ -2,7 +2,8 @@
 real Airflow (api-server, scheduler, dag-processor, triggerer on PostgreSQL) with password login:
 every DAG's trigger form shows every Param with its title and description, an invalid value is refused
 by the form and creates no run, a valid one starts a run that appears in the UI and succeeds, and a
-training run triggered from its form shows its model card in the run's "Model card" tab.
+training run triggered from its form shows its model card in the run's "Model card" tab. On the same
+stack, the REST API refuses invalid Params (fixed and fuzzed values) naming the Param, creating no run.
 Screenshots are kept under ``artifacts/ui/`` (``RECSYS_TEST_ARTIFACTS`` to change it)."""
 
 from __future__ import annotations
@@ -167,3 +168,86 @@ def test_a_training_run_triggered_from_the_form_shows_its_model_card(page, stack
     page.screenshot(path=SHOTS / "40-model-card.png", full_page=True)
     anonymous = httpx.get(f"{stack.url}/recsys/model-card", params={"dag_id": "recsys_two_tower", "run_id": run_id})
     assert anonymous.status_code in (401, 403)  # the card needs a signed-in user allowed to read the DAG
+
+
+# The Params' contract through the REST API, on the same stack (no browser): what the form refuses, the API
+# refuses too, naming the Param.
+def test_invalid_params_are_rejected_through_the_rest_api(stack):
+    answer = stack.api(
+        "POST", "/dags/recsys_extract/dagRuns", json={"logical_date": None, "conf": {"max_bad_fraction": 5}}
+    )
+    assert answer.status_code == 400
+    assert "max_bad_fraction" in answer.json()["detail"] and "maximum of 1" in answer.json()["detail"]
+    answer = stack.api(
+        "POST", "/dags/recsys_personalize/dagRuns", json={"logical_date": None, "conf": {"training_mode": "PARTIAL"}}
+    )
+    assert answer.status_code == 400 and "is not one of" in answer.json()["detail"]
+
+
+def _invalid(schema: dict):
+    """Values a Param's JSON schema refuses (an empty strategy where none is generated here)."""
+    import re
+
+    from hypothesis import strategies as st
+
+    kinds = schema.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    choices = []
+    if "enum" in schema:
+        choices.append(st.text(max_size=12).filter(lambda v: v not in schema["enum"]))
+    if "integer" in kinds or "number" in kinds:
+        if "minimum" in schema:
+            choices.append(st.integers(max_value=int(schema["minimum"]) - 1))
+        if "maximum" in schema:
+            choices.append(st.integers(min_value=int(schema["maximum"]) + 1))
+        if "exclusiveMinimum" in schema:
+            choices.append(st.just(schema["exclusiveMinimum"]))
+        choices.append(st.text(max_size=8))
+    if "integer" in kinds:
+        choices.append(st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: not x.is_integer()))
+    if kinds == ["boolean"]:
+        choices.append(st.one_of(st.integers(), st.text(max_size=8)))
+    if "string" in kinds:
+        choices.append(st.one_of(st.booleans(), st.integers(), st.lists(st.integers(), min_size=1, max_size=2)))
+        if "pattern" in schema:
+            choices.append(st.text(max_size=20).filter(lambda v: not re.search(schema["pattern"], v)))
+        if schema.get("format") == "date":
+            choices.append(st.sampled_from(["2026-13-01", "yesterday", "2026/11/01", "2026-11-31"]))
+    if "array" in kinds:
+        item_enum = schema.get("items", {}).get("enum")
+        if item_enum:
+            choices.append(st.lists(st.text(max_size=8).filter(lambda v: v not in item_enum), min_size=1, max_size=2))
+        choices.append(st.text(max_size=8))
+    return st.one_of(*choices) if choices else st.nothing()
+
+
+def test_fuzzed_invalid_params_are_refused_naming_the_param(stack):
+    """Every Param of every DAG, with values its schema refuses (hypothesis): 400 naming the Param, no run."""
+    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import strategies as st
+    from jsonschema import Draft7Validator, FormatChecker
+
+    every_dag = set(DAG_IDS)
+    params = {}
+    for dag_id in sorted(every_dag):
+        details = stack.api("GET", f"/dags/{dag_id}/details").json()
+        for name, spec in (details.get("params") or {}).items():
+            schema = spec.get("schema") or {}
+            if not _invalid(schema).is_empty:
+                params[(dag_id, name)] = schema
+    assert len(params) >= 40  # every DAG's form, not a few
+    runs_before = {dag_id: len(stack.runs(dag_id)) for dag_id in every_dag}
+    cases = st.sampled_from(sorted(params)).flatmap(lambda key: st.tuples(st.just(key), _invalid(params[key])))
+
+    @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=cases)
+    def refused(case):
+        (dag_id, name), value = case
+        checker = Draft7Validator(params[(dag_id, name)], format_checker=FormatChecker())
+        assume(not checker.is_valid(value))
+        answer = stack.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": {name: value}})
+        assert answer.status_code == 400, (dag_id, name, value, answer.text[:300])
+        assert name in answer.json()["detail"], (dag_id, name, value, answer.json()["detail"])
+
+    refused()
+    assert {dag_id: len(stack.runs(dag_id)) for dag_id in every_dag} == runs_before
