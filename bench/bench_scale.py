@@ -361,6 +361,9 @@ def main() -> int:
     parser.add_argument("--workers-at", type=int, default=1_000_000, help="the size that also trains on 2 workers")
     parser.add_argument("--replot", action="store_true", help="only redraw the PNG from the results JSON")
     parser.add_argument("--results", default="bench_scale", help="results file name (a partial run: not the README's)")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the results file's runs of other sizes (e.g. add 30M to 1M + 10M)"
+    )
     parser.add_argument("args", nargs="*")
     args = parser.parse_args()
     if args.replot:
@@ -399,6 +402,12 @@ def main() -> int:
             + ", ".join(f"{name} {run[stage][key]:,.1f}" for name, (stage, key) in METRICS.items()),
             flush=True,
         )
+    if args.merge and (RESULTS_DIR / f"{args.results}.json").exists():
+        earlier = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())["runs"]
+        runs = sorted({r["interactions"]: r for r in earlier + runs}.values(), key=lambda r: r["interactions"])
+    if args.merge and (RESULTS_DIR / f"{args.results}.json").exists():
+        earlier = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())["runs"]
+        runs = sorted({r["interactions"]: r for r in earlier + runs}.values(), key=lambda r: r["interactions"])
     sizes = [r["interactions"] for r in runs]
     slopes = {name: slope(sizes, [r[stage][key] for r in runs]) for name, (stage, key) in METRICS.items()}
     print("log-log slopes (1.0 = linear):", json.dumps(slopes, indent=1))
