@@ -82,6 +82,18 @@ def test_tuning_picks_on_validation_and_the_chosen_decay_is_the_best_there():
     assert chosen["item_knn"].validation > chosen["popularity"].validation
 
 
+def test_a_spent_time_budget_leaves_each_later_baseline_its_first_configuration():
+    events = synthetic_sequences()
+    fit, validation = validation_split(events, 0.2)
+    scorer = Validation.of(fit, validation, pd.DataFrame(), len(CYCLE))
+    chosen = baselines.tune(fit, CYCLE, PolicyConfig(history_length=5), scorer.score, budget_seconds=0)
+    for name, grid in baselines.GRIDS.items():
+        first = baselines._grid(grid)[0]
+        assert [{k: v for k, v in t.items() if k != "validation"} for t in chosen[name].tried] == [first], name
+        assert chosen[name].untried == len(baselines._grid(grid)) - 1, name
+    assert chosen["item_knn"].validation > chosen["popularity"].validation  # still scored, still served
+
+
 def test_ease_is_skipped_with_the_reason_for_a_large_catalog(monkeypatch):
     monkeypatch.setattr(baselines, "EASE_MAX_ITEMS", 30)
     events = synthetic_sequences(40)

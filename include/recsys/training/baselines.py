@@ -185,13 +185,15 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
 
 @dataclass
 class Baseline:
-    """One baseline's chosen parameters, its validation score and the seconds tuning it took."""
+    """One baseline's chosen parameters, its validation score, the seconds tuning it took and how many of its
+    configurations the time budget left untried."""
 
     name: str
     params: dict = field(default_factory=dict)
     validation: float = 0.0
     tried: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    untried: int = 0
     skipped: str | None = None
 
     def as_dict(self) -> dict:
@@ -239,9 +241,15 @@ def build(
 Score = Callable[[Policy], float]  # a policy's validation score (higher is better)
 
 
-def tune(train: pd.DataFrame, catalog: list[str], config: PolicyConfig, score: Score) -> dict[str, Baseline]:
+def tune(
+    train: pd.DataFrame, catalog: list[str], config: PolicyConfig, score: Score, budget_seconds: float | None = None
+) -> dict[str, Baseline]:
     """Every baseline's parameters chosen by ``score`` (validation), the prior's first: the item-item
-    baselines then use its ``first_events`` for users without history. Grid search: the grids are small."""
+    baselines then use its ``first_events`` for users without history. Grid search: the grids are small, but
+    each configuration scores every validation row, so large catalogs take long: once ``budget_seconds``
+    have passed (checked between configurations), every baseline still to come tries its first
+    configuration only, and ``untried`` counts what was left out."""
+    deadline = None if budget_seconds is None else time.monotonic() + budget_seconds
     chosen: dict[str, Baseline] = {}
     shared: dict = {}
     cache: dict = {}
@@ -251,7 +259,11 @@ def tune(train: pd.DataFrame, catalog: list[str], config: PolicyConfig, score: S
             chosen[name] = Baseline(name, skipped=f"{len(catalog)} items > {EASE_MAX_ITEMS}: dense inverse too large")
             continue
         result = Baseline(name)
-        for values in _grid(grid):
+        configurations = _grid(grid)
+        for number, values in enumerate(configurations):
+            if number and deadline is not None and time.monotonic() > deadline:
+                result.untried = len(configurations) - number
+                break
             params = {**shared, **values}
             value = score(build(name, train, catalog, config, params, cache))
             result.tried.append({**values, "validation": round(value, 5)})

@@ -117,7 +117,8 @@ def choose(data: Split, params, tuning_config) -> Choices:
 
     catalog = data.catalog
     validation = Validation.of(data.fit, data.validation, data.window.users, len(catalog))
-    chosen = baselines.tune(data.fit, catalog, params.policy_config(), validation.score)
+    budget = tuning_config.baseline_budget_minutes * 60
+    chosen = baselines.tune(data.fit, catalog, params.policy_config(), validation.score, budget)
     first_events = chosen["first_event_prior"].params["first_events"]
     prior = baselines.first_event_prior(data.fit, first_events)
     tuned, report = tuning.tune(

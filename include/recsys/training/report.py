@@ -77,9 +77,10 @@ def _choices(result: dict) -> list[str]:
             lines.append(f"| {name} | skipped: {chosen['skipped']} | – | – | – |")
         else:
             params = ", ".join(f"{k}={v}" for k, v in chosen["params"].items()) or "–"
-            lines.append(
-                f"| {name} | {params} | {chosen['validation']:.4f} | {len(chosen['tried'])} | {chosen['seconds']} |"
+            tried = f"{len(chosen['tried'])}" + (
+                f" ({chosen['untried']} left: time budget)" if chosen.get("untried") else ""
             )
+            lines.append(f"| {name} | {params} | {chosen['validation']:.4f} | {tried} | {chosen['seconds']} |")
     trials = tuning.get("trials", [])
     summary = tuning.get("note") or f"{len(trials)} trials in {tuning.get('seconds')} s"
     lines += ["", f"Model tuning: {summary}"]

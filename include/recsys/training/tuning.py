@@ -69,9 +69,10 @@ class TuningConfig:
     budget_minutes: float = 10.0
     patience: int = 3  # epochs without a better validation score before a trial stops
     seed: int = 42
+    baseline_budget_minutes: float = 10.0  # choosing the baselines' parameters (baselines.tune)
 
     def __post_init__(self) -> None:
-        if self.trials < 0 or self.budget_minutes <= 0 or self.patience < 1:
+        if self.trials < 0 or self.budget_minutes <= 0 or self.patience < 1 or self.baseline_budget_minutes < 0:
             raise ValueError(f"invalid tuning settings: {self}")
 
     @classmethod
