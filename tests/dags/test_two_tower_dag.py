@@ -190,6 +190,7 @@ def test_two_vertex_replicas_train_together_and_match_one_process(two_tower, ver
         "workerpool0-0": ("multi_worker_mirrored", True),
         "workerpool1-0": ("multi_worker_mirrored", False),  # trained beside the chief, wrote nothing shared
     }
+    assert printed["workerpool0-0"]["baselines_tuned"] and not printed["workerpool1-0"]["baselines_tuned"]
     model_dir = two.get_task_instance("plan").xcom_pull(task_ids="plan")["model_dir"]
     metrics = json.loads((ObjectStoragePath(model_dir) / "metrics.json").read_text())
     assert metrics["distribution"] == {

@@ -43,6 +43,7 @@ GRIDS: dict[str, dict[str, tuple]] = {
     "ease": {"decay": DECAYS, "lambda": (100.0, 300.0, 1000.0, 3000.0)},
 }
 ITEM_ITEM = ("item_knn", "rp3beta", "ease")
+FIRST_EVENTS = 2  # the first-event prior's default, where it is not tuned
 
 
 def first_event_prior(train: pd.DataFrame, first_events: int) -> list[str]:
@@ -204,13 +205,13 @@ def build(
     name: str, train: pd.DataFrame, catalog: list[str], config: PolicyConfig, params: dict, cache: dict | None = None
 ) -> Policy:
     """The baseline ``name`` with ``params``, fitted on ``train`` (the first-event prior for users
-    without history is ``params['first_events']``, default 2). ``cache`` keeps the popular order, the
+    without history is ``params['first_events']``, default ``FIRST_EVENTS``). ``cache`` keeps the popular order, the
     prior, the interaction matrix and each baseline's latest weights across calls: calls that differ
     only in ``decay`` (applied when scoring) reuse them."""
     from recsys.training.evaluate import popularity_order
 
     cache = {} if cache is None else cache
-    first_events = int(params.get("first_events", 2))
+    first_events = int(params.get("first_events", FIRST_EVENTS))
     if ("prior", first_events) not in cache:  # the same for every configuration of a grid: computed once
         cache["popular"] = popularity_order(train)
         cache[("prior", first_events)] = first_event_prior(train, first_events)

@@ -11,8 +11,9 @@ strategy's scope). The global batch stays ``batch_size`` whatever the number of 
 takes an equal share of every batch, its in-batch softmax sees its own share as negatives (the loss is
 summed, the TFRS default, and the replicas' gradients are summed), so a run differs from the one-process
 run by float rounding and by which examples meet as negatives. Only the chief writes the export,
-metrics and checkpoints; every other worker trains and evaluates beside it and writes to a private
-temporary folder (deleted). Tuning trials run in one process: a several-worker job trains given values.
+metrics and checkpoints; every other worker trains and saves beside it (saving may need collectives) into a
+private temporary folder (deleted), and skips the baselines' tuning, whose figures only the chief reports.
+Tuning trials run in one process: a several-worker job trains given values.
 
 ``MultiWorkerMirroredStrategy`` must be created before any other TensorFlow operation of the process:
 :func:`strategy_for` is the trainer's first TensorFlow call.

@@ -110,16 +110,20 @@ def split(
     return Split(window, train, holdout, holdout_days, fit_part, validation)
 
 
-def choose(data: Split, params, tuning_config) -> Choices:
-    """Every choice, on the validation split: the baselines' parameters, then the model's (tuning)."""
+def choose(data: Split, params, tuning_config, with_baselines: bool = True) -> Choices:
+    """Every choice, on the validation split: the baselines' parameters, then the model's (tuning).
+    ``with_baselines=False`` (a non-chief worker of a several-worker job, whose metrics nobody reads): no
+    baseline is tuned, and the first-event prior takes its default."""
     from recsys.training import baselines, tuning
     from recsys.training.validation import Validation
 
     catalog = data.catalog
     validation = Validation.of(data.fit, data.validation, data.window.users, len(catalog))
-    budget = tuning_config.baseline_budget_minutes * 60
-    chosen = baselines.tune(data.fit, catalog, params.policy_config(), validation.score, budget)
-    first_events = chosen["first_event_prior"].params["first_events"]
+    chosen = {}
+    if with_baselines:
+        budget = tuning_config.baseline_budget_minutes * 60
+        chosen = baselines.tune(data.fit, catalog, params.policy_config(), validation.score, budget)
+    first_events = chosen["first_event_prior"].params["first_events"] if chosen else baselines.FIRST_EVENTS
     prior = baselines.first_event_prior(data.fit, first_events)
     tuned, report = tuning.tune(
         data.fit, validation, catalog, data.window.users, data.window.items, params, tuning_config, prior
@@ -284,7 +288,9 @@ def train_and_export(
     window = load(extract_root, end_day, window_days)
     data = split(window, end_day, holdout_days, min_interactions, validation_fraction)
     clock.lap("load")
-    choices = choose(data, params, tuning or TuningConfig())
+    # a non-chief worker trains beside the chief (and saves beside it: saving may need collectives) but its
+    # metrics go nowhere: it skips the baselines, the choose stage's largest cost
+    choices = choose(data, params, tuning or TuningConfig(), with_baselines=(distribution or {}).get("chief", True))
     params = choices.params
     clock.lap("choose")
     fitted = fit_model(data, params, strategy)

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 "distribution": place.describe(),
                 "seconds": round(time.perf_counter() - started, 1),
                 "model": result["metrics"]["model"],
+                "baselines_tuned": sorted(result["baselines"]),  # none on a non-chief worker
                 "index": result["index"]["serving"],
             }
         )
