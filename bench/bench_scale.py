@@ -405,9 +405,6 @@ def main() -> int:
     if args.merge and (RESULTS_DIR / f"{args.results}.json").exists():
         earlier = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())["runs"]
         runs = sorted({r["interactions"]: r for r in earlier + runs}.values(), key=lambda r: r["interactions"])
-    if args.merge and (RESULTS_DIR / f"{args.results}.json").exists():
-        earlier = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())["runs"]
-        runs = sorted({r["interactions"]: r for r in earlier + runs}.values(), key=lambda r: r["interactions"])
     sizes = [r["interactions"] for r in runs]
     slopes = {name: slope(sizes, [r[stage][key] for r in runs]) for name, (stage, key) in METRICS.items()}
     print("log-log slopes (1.0 = linear):", json.dumps(slopes, indent=1))
