@@ -204,8 +204,9 @@ def training_examples(
 
 
 def make_dataset(examples: TrainingExamples, batch_size: int, seed: int, replicas: int = 1, pipeline=(0, 1)):
-    """Shuffled batches of model inputs: a fresh seeded permutation of example indices every epoch (the
-    only Python per batch is slicing it); each batch's columns are gathered in parallel TF ops.
+    """Shuffled batches of example indices: a fresh seeded permutation every epoch (the only Python per
+    batch is slicing it). The model gathers each batch's inputs in its training step
+    (``TwoTowerModel(gather=examples.columns)``).
 
     Under a distribution strategy (``replicas`` > 1) every global batch of ``batch_size`` is split into
     ``replicas`` equal parts and input pipeline ``pipeline = (id, count)`` yields the parts
@@ -226,6 +227,5 @@ def make_dataset(examples: TrainingExamples, batch_size: int, seed: int, replica
             elif len(batch) >= replicas:
                 yield from np.array_split(batch, replicas)[index::count]
 
-    examples._variables()  # made eagerly: tf.data functions cannot create variables
     rows = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec([None], tf.int64))
-    return rows.map(examples.columns, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return rows.prefetch(tf.data.AUTOTUNE)

@@ -147,15 +147,18 @@ def fit(
     if not params.use_features:
         users, items = pd.DataFrame(columns=["user_id"]), pd.DataFrame(columns=["item_id"])
     vocab = build_vocabularies(train, users, items)
+    examples = training_examples(train, users, items, params.history_length, vocab)
+    examples._variables()  # the gathers' variables, made outside the strategy's scope
     with strategy.scope():
-        model = TwoTowerModel(vocab, params.embedding_dim, params.query_config(), params.logq_correction)
+        model = TwoTowerModel(
+            vocab, params.embedding_dim, params.query_config(), params.logq_correction, gather=examples.columns
+        )
         optimizer = (
             tf.keras.optimizers.Adagrad(params.learning_rate)
             if params.optimizer == "adagrad"
             else tf.keras.optimizers.Adam(params.learning_rate)
         )
         model.compile(optimizer=optimizer)
-    examples = training_examples(train, users, items, params.history_length, vocab)
     dataset, steps = _dataset(examples, params, strategy)
     fitted = Fitted(model, vocab, [], 0.0, params.history_length)
     callbacks = list(callbacks) + ([_after_epoch_callback(after_epoch, fitted)] if after_epoch else [])
@@ -172,7 +175,6 @@ def _dataset(examples, params: TrainParams, strategy) -> tuple:
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
         return make_dataset(examples, params.batch_size, params.seed), None
-    examples._variables()  # the input pipelines' variables, made outside the strategy's scope
 
     def per_pipeline(context):
         pipeline = (context.input_pipeline_id, context.num_input_pipelines)
