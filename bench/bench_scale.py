@@ -8,8 +8,8 @@ runs in its own process (peak RSS is that process's own):
 * extraction, Spark-local backend: the newest day (``spark-submit --master local[2]``); the worker's
   peak RSS and the Spark JVM's (its process tree) are reported apart;
 * training: the real job (``train_and_export``, one epoch): the window read through the manifests
-  (29 days; the newest is the holdout), the choices on the validation split (every baseline's grid,
-  no model tuning trials), the fit, the evaluation (holdout rows x items scored capped),
+  (29 days; the newest is the holdout), the choices on the validation split (the baselines' grids within
+  ``BASELINE_MINUTES``, no model tuning trials), the fit, the evaluation (holdout rows x items scored capped),
   the export (candidate embeddings, brute force vs ScaNN on 1,000 real queries, SavedModels); its stage
   timings, peak RSS, and the serving index's size on disk;
 * serving: that export behind the prediction server, 400 sequential requests (user id + the
@@ -43,6 +43,7 @@ from results_file import RESULTS_DIR, write_results
 ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 END = datetime(2026, 11, 1, tzinfo=UTC)  # the window is the 30 days before it
 DAYS = 30
+BASELINE_MINUTES = 3  # the training job's budget for choosing the baselines' parameters (10 by default)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -186,6 +187,7 @@ def child_train(root: str, model_dir: str) -> dict:
     """The real training job (``train_and_export``) with one epoch; its stage timings and peak RSS."""
     from recsys.training.fit import TrainParams
     from recsys.training.pipeline import train_and_export
+    from recsys.training.tuning import TuningConfig
 
     samples, done = [], threading.Event()
 
@@ -197,7 +199,10 @@ def child_train(root: str, model_dir: str) -> dict:
 
     started = time.perf_counter()
     threading.Thread(target=sample_rss, daemon=True).start()
-    result = train_and_export(root + "/extract", _days()[-1], DAYS, 1, Path(model_dir).as_uri(), TrainParams(epochs=1))
+    budget = TuningConfig(0, baseline_budget_minutes=BASELINE_MINUTES)
+    result = train_and_export(
+        root + "/extract", _days()[-1], DAYS, 1, Path(model_dir).as_uri(), TrainParams(epochs=1), tuning=budget
+    )
     done.set()
     stage_peaks, begin = {}, 0.0
     for stage, seconds in result["stage_seconds"].items():
@@ -239,6 +244,7 @@ def child_train_workers(root: str, model_dir: str, workers: str = "2") -> dict:
     cluster = {"workerpool0": hosts[:1], "workerpool1": hosts[1:]}
     command = [sys.executable, "-m", "recsys.training.train", "--extract-root", root + "/extract"]
     command += ["--end-day", _days()[-1].isoformat(), "--window-days", str(DAYS), "--epochs", "1"]
+    command += ["--baseline-budget-minutes", str(BASELINE_MINUTES)]
     started = time.perf_counter()
     processes = []
     for pool, index in [("workerpool0", 0), *(("workerpool1", n) for n in range(len(hosts) - 1))]:
@@ -413,6 +419,7 @@ def main() -> int:
         args.results,
         {
             "source": f"synthetic, {DAYS} days, users = interactions/50, items = interactions/100 (<= 1M), PostgreSQL",
+            "baseline_budget_minutes": BASELINE_MINUTES,
             "runs": runs,
             "slopes": slopes,
             "targets": {

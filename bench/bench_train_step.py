@@ -3,11 +3,14 @@
 Synthetic interactions shaped like bench_scale's 10M run where it matters to a step (100k items with
 1/rank popularity, 50 events per user, so full 50-item histories; ``--interactions`` rows, default 1M):
 
-* ``step``: the same model and batches, 200 optimizer steps (Adagrad, batch 2048) each way:
-  *strings* — the batch's ids, history and genres as strings looked up by the towers' ``StringLookup``
-  layers, and ``tfrs.tasks.Retrieval``'s loss (cross-entropy against a ``[batch, batch]`` identity);
-  *indices* — the vocabulary indices the training batches now carry and ``in_batch_softmax_loss``.
-  Examples/s of each and their ratio (input pipeline excluded: both read prepared batches).
+* ``step``: the same model and batches (64 distinct batches of 2048, cycled), Adagrad, op determinism on as
+  in ``fit()``; the three versions take turns (3 rounds of 150 steps each; best round):
+  *strings_retrieval* — the towers fed strings (their ``StringLookup`` layers hash every id of the batch),
+  ``tfrs.tasks.Retrieval``'s loss (cross-entropy against a ``[batch, batch]`` identity) and the history
+  embedded slot by slot (the step when issue 24 was filed);
+  *indices_logsumexp* — vocabulary indices and the log-sum-exp loss with TF's own gradients, history as before;
+  *now* — the model as it is (the known history items embedded once each, the loss's own gradients).
+  Examples/s of each and their ratios to the first (input pipeline excluded: all read prepared batches).
 * ``fit``: the real ``fit()`` for one epoch (input pipeline included): examples/s.
 
     .venv/bin/python bench/bench_train_step.py [--interactions 1000000]
@@ -78,8 +81,34 @@ def as_strings(batch: dict, vocab) -> dict:
     }
 
 
-def step_examples_per_second(vocab, params, batches: list[dict], legacy: bool, steps: int = 200) -> float:
-    """Examples/s of ``steps`` optimizer steps over ``batches`` (cycled), after 10 warm-up steps."""
+def slot_by_slot_pooling(tower):
+    """The query tower's history pooling as it was: every history slot embedded, padding included."""
+    import tensorflow as tf
+
+    pooling = tower.pool
+
+    def call(history, embed):
+        weights = tf.cast(history > 0, tf.float32)
+        age = tf.cast(tf.range(tf.shape(history)[1] - 1, -1, -1), tf.float32)
+        weights *= tf.pow(0.5, age / pooling.half_life)[None, :]
+        total = tf.reduce_sum(weights, axis=1, keepdims=True)
+        return tf.reduce_sum(embed(history) * weights[:, :, None], axis=1) / tf.maximum(total, 1e-6)
+
+    pooling.call = call
+
+
+def logsumexp_loss(query, candidate, probability):
+    """The loss as it was at the last stop: log-sum-exp over the scores, TF's own gradients."""
+    import tensorflow as tf
+
+    correction = tf.math.log(tf.clip_by_value(probability, 1e-6, 1.0))
+    scores = tf.linalg.matmul(query, candidate, transpose_b=True) - correction
+    positives = tf.reduce_sum(query * candidate, axis=1) - correction
+    return tf.reduce_sum(tf.reduce_logsumexp(scores, axis=1) - positives)
+
+
+def make_step(version: str, vocab, params):
+    """One optimizer step of ``version`` (a fresh model and optimizer, same seed)."""
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
@@ -87,36 +116,45 @@ def step_examples_per_second(vocab, params, batches: list[dict], legacy: bool, s
 
     tf.keras.utils.set_random_seed(params.seed)
     model = TwoTowerModel(vocab, params.embedding_dim, params.query_config(), params.logq_correction)
+    if version != "now":
+        slot_by_slot_pooling(model.query_tower)
     optimizer = tf.keras.optimizers.Adagrad(params.learning_rate)
     retrieval = tfrs.tasks.Retrieval()
+    losses = {
+        "strings_retrieval": lambda q, c, p: retrieval(
+            q, c, candidate_sampling_probability=p, compute_metrics=False, compute_batch_metrics=False
+        ),
+        "indices_logsumexp": logsumexp_loss,
+        "now": in_batch_softmax_loss,
+    }
 
     @tf.function
     def step(features):
         with tf.GradientTape() as tape:
             query = model.query_tower(features, training=True)
             candidate = model.candidate_tower(features)
-            if legacy:
-                loss = retrieval(
-                    query,
-                    candidate,
-                    candidate_sampling_probability=features["item_probability"],
-                    compute_metrics=False,
-                    compute_batch_metrics=False,
-                )
-            else:
-                loss = in_batch_softmax_loss(query, candidate, features["item_probability"])
+            loss = losses[version](query, candidate, features["item_probability"])
         optimizer.apply_gradients(
             zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables, strict=True)
         )
         return loss
 
-    tensors = [{k: tf.constant(v) for k, v in b.items()} for b in batches]
-    for n in range(10):
-        step(tensors[n % len(tensors)])
-    started = time.perf_counter()
-    for n in range(steps):
-        step(tensors[n % len(tensors)])
-    return steps * params.batch_size / (time.perf_counter() - started)
+    return step
+
+
+def steps_per_second(versions: dict, rounds: int = 3, steps: int = 150) -> dict[str, float]:
+    """``{version: (step, batches)}`` -> steps/s of each, best of ``rounds`` turns (after 5 warm-up steps)."""
+    best = dict.fromkeys(versions, 0.0)
+    for step, batches in versions.values():
+        for n in range(5):
+            step(batches[n])
+    for _ in range(rounds):
+        for name, (step, batches) in versions.items():
+            started = time.perf_counter()
+            for n in range(steps):
+                step(batches[n % len(batches)])
+            best[name] = max(best[name], steps / (time.perf_counter() - started))
+    return best
 
 
 def main() -> int:
@@ -133,12 +171,22 @@ def main() -> int:
     train, users, items = synthetic(args.interactions)
     vocab = build_vocabularies(train, users, items)
     examples = training_examples(train, users, items, params.history_length, vocab)
-    rng = np.random.default_rng(1)
-    rows = [rng.choice(len(examples), params.batch_size, replace=False) for _ in range(8)]
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # as fit() runs
+    order = np.random.default_rng(1).permutation(len(examples))
+    rows = [order[n * params.batch_size : (n + 1) * params.batch_size] for n in range(64)]
     indexed = [{k: v.numpy() for k, v in examples.columns(r).items()} for r in rows]
-    strings = [as_strings(b, vocab) for b in indexed]
-    before = step_examples_per_second(vocab, params, strings, legacy=True)
-    after = step_examples_per_second(vocab, params, indexed, legacy=False)
+    batches = {
+        "strings_retrieval": [as_strings(b, vocab) for b in indexed],
+        "indices_logsumexp": indexed,
+        "now": indexed,
+    }
+    versions = {
+        name: (make_step(name, vocab, params), [{k: tf.constant(v) for k, v in b.items()} for b in given])
+        for name, given in batches.items()
+    }
+    per_second = {name: rate * params.batch_size for name, rate in steps_per_second(versions).items()}
     started = time.perf_counter()
     fitted = fit(train, users, items, params)
     fit_seconds = time.perf_counter() - started
@@ -146,9 +194,9 @@ def main() -> int:
         "data": f"synthetic: {args.interactions:,} interactions, {ITEMS:,} items (1/rank popularity), "
         f"{EVENTS_PER_USER} events per user; batch {params.batch_size}, embedding {params.embedding_dim}",
         "step": {
-            "strings_and_retrieval_task_examples_per_s": round(before),
-            "indices_and_logsumexp_loss_examples_per_s": round(after),
-            "ratio": round(after / before, 2),
+            **{f"{name}_examples_per_s": round(rate) for name, rate in per_second.items()},
+            "now_vs_strings_retrieval": round(per_second["now"] / per_second["strings_retrieval"], 2),
+            "now_vs_indices_logsumexp": round(per_second["now"] / per_second["indices_logsumexp"], 2),
         },
         "fit": {
             "epoch_seconds": round(fitted.seconds, 1),
@@ -157,8 +205,8 @@ def main() -> int:
         },
     }
     print(
-        f"step: strings + Retrieval task {before:,.0f} ex/s | indices + log-sum-exp loss {after:,.0f} ex/s "
-        f"({after / before:.2f}x) | fit(): {figures['fit']['examples_per_s']:,} ex/s"
+        " | ".join(f"{name} {rate:,.0f} ex/s" for name, rate in per_second.items())
+        + f" | fit(): {figures['fit']['examples_per_s']:,} ex/s"
     )
     write_results("bench_train_step", figures)
     return 0

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tuning-trials", type=int, default=0, help="trials on the validation split (0 = none)")
     parser.add_argument("--tuning-budget-minutes", type=float, default=10.0)
+    parser.add_argument(
+        "--baseline-budget-minutes", type=float, default=10.0, help="choosing the baselines' parameters"
+    )
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     for name, default in TrainParams().as_dict().items():
         kind = (lambda v: v.lower() in {"1", "true", "yes"}) if isinstance(default, bool) else type(default)
@@ -101,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             model_dir,
             params,
             min_interactions=args.min_interactions,
-            tuning=TuningConfig(args.tuning_trials, args.tuning_budget_minutes),
+            tuning=TuningConfig(
+                args.tuning_trials, args.tuning_budget_minutes, baseline_budget_minutes=args.baseline_budget_minutes
+            ),
             validation_fraction=args.validation_fraction,
             strategy=strategy,
             distribution=place.describe(),
