@@ -62,13 +62,14 @@ class HistoryPooling(tf.keras.layers.Layer):
 
     def call(self, history: tf.Tensor, embed) -> tf.Tensor:
         """``embed``: item indices -> their embeddings (the item table)."""
-        weights = tf.cast(history > 0, tf.float32)
+        known = history > 0
+        weights = tf.cast(known, tf.float32)
         if self.pooling == "recency":
             length = tf.shape(history)[1]
             age = tf.cast(tf.range(length - 1, -1, -1), tf.float32)
             weights *= tf.pow(0.5, age / self.half_life)[None, :]
         weights /= tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-6)
-        slots = tf.where(history > 0)  # [known, 2]: (row, position)
+        slots = tf.where(known)  # [known slots, 2]: (row, position)
         items, item_of_slot = tf.unique(tf.gather_nd(history, slots))
         shape = tf.stack([tf.shape(history, out_type=tf.int64)[0], tf.size(items, out_type=tf.int64)])
         indices = tf.stack([slots[:, 0], tf.cast(item_of_slot, tf.int64)], axis=1)

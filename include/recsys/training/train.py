@@ -40,6 +40,7 @@ VERTEX_METRIC = "validation_objective"  # the metric a Vertex AI tuning trial re
 
 def build_parser() -> argparse.ArgumentParser:
     from recsys.training.fit import TrainParams
+    from recsys.training.tuning import TuningConfig
 
     parser = argparse.ArgumentParser(prog="python -m recsys.training.train")
     parser.add_argument("--extract-root", required=True, help="root of the extraction partitions")
@@ -53,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tuning-trials", type=int, default=0, help="trials on the validation split (0 = none)")
     parser.add_argument("--tuning-budget-minutes", type=float, default=10.0)
     parser.add_argument(
-        "--baseline-budget-minutes", type=float, default=10.0, help="choosing the baselines' parameters"
+        "--baseline-budget-minutes",
+        type=float,
+        default=TuningConfig.baseline_budget_minutes,
+        help="choosing the baselines' parameters",
     )
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     for name, default in TrainParams().as_dict().items():
