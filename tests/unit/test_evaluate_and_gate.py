@@ -50,6 +50,29 @@ def test_popularity_baseline_with_and_without_exclusion():
         assert m["segments"]["seen_users"]["pairs"] == 1 and m["segments"]["no_history"]["pairs"] == 2
 
 
+def test_policies_given_as_functions_are_built_in_turn_and_dropped_after():
+    """evaluate_holdout builds a policy given as a function when its turn comes and lets it go before the
+    next one is built (one baseline's weights in memory at a time); the metrics are those of the policy."""
+    import gc
+    import weakref
+
+    train = pd.DataFrame({"user_id": list("abcdef"), "item_id": ["x", "x", "x", "y", "y", "z"], "timestamp": 1})
+    test = pd.DataFrame({"user_id": ["g", "h"], "item_id": ["x", "z"], "timestamp": 2})
+    built: list[weakref.ref] = []
+
+    def build() -> Policy:
+        gc.collect()
+        assert all(ref() is None for ref in built), "the previous policy is still alive"
+        policy = Policy(["w", "x", "y", "z"], popularity_order(train), PolicyConfig())
+        built.append(weakref.ref(policy))
+        return policy
+
+    ready = Policy(["w", "x", "y", "z"], popularity_order(train), PolicyConfig())
+    out = evaluate_holdout({"first": build, "second": build, "ready": ready}, test, train, pd.DataFrame(), {"a"})
+    assert len(built) == 2 and out["first"] == out["second"] == out["ready"]
+    assert out["first"]["top_1_accuracy"] == 0.5
+
+
 def metrics(value: float) -> dict:
     return {"top_100_accuracy": value}
 

@@ -110,3 +110,30 @@ def test_interval_bounds_are_half_open():
     inside = ("u", "i", "view", 1.0, INTERVAL.end - timedelta(microseconds=1))
     assert validate_interaction(inside, INTERVAL, KNOWN)[0] is not None
     assert validate_interaction(("u", "i", "view", 1.0, INTERVAL.end), INTERVAL, KNOWN)[0] is None
+
+
+ASCII_EDGES = st.sampled_from(["", " ", "\t", "\x1c", "\x0b", "a", "9", "-", "\x00"])
+ASCII_EDGED = st.one_of(
+    st.none(),
+    st.builds(lambda a, b, c: a + b + c, ASCII_EDGES, st.text(max_size=5), ASCII_EDGES),
+    st.text(alphabet="ab", min_size=250, max_size=260),
+)
+
+
+@FUZZ
+@given(st.lists(ASCII_EDGED, min_size=1, max_size=40), st.integers(0, 3))
+def test_the_byte_level_identifier_check_agrees_with_the_per_value_check(values, offset):
+    """The numpy fast path (ASCII first/last bytes) answers exactly as the per-distinct-value kernels, on
+    sliced arrays and nulls too; where it cannot be sure it declines (None) rather than guess."""
+    import pyarrow.compute as pc
+
+    from recsys.data.arrow_extract import _ascii_identifier_ok, _distinct_identifier_ok
+
+    start = min(offset, len(values) - 1)
+    text, values = pa.array(values, pa.string()).slice(start), values[start:]
+    quick = _ascii_identifier_ok(text)
+    if quick is not None:
+        assert quick.to_pylist() == pc.fill_null(_distinct_identifier_ok(text), False).to_pylist()
+    usual = all(v is not None and len(v.encode()) <= 256 and "\n" not in v and "\r" not in v for v in values)
+    if usual and all(v[:1].isascii() and v[-1:].isascii() for v in values) and any(values):
+        assert quick is not None  # the usual case takes the fast path

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -115,9 +116,37 @@ def _no_edge_space(text: pa.Array) -> pa.Array:
 
 
 def _identifier_ok(column: pa.Array) -> pa.Array:
-    """The identifier checks, run once per distinct value (ids repeat: a user has many events)."""
-    encoded = pc.dictionary_encode(column.cast(pa.string()))
+    """The identifier checks: from the values' bytes when every value starts and ends with an ASCII byte
+    and none holds a line break (the usual case), else once per distinct value (ids repeat)."""
+    text = column.cast(pa.string())
+    quick = _ascii_identifier_ok(text)
+    if quick is not None:
+        return quick
+    encoded = pc.dictionary_encode(text)
     return pc.take(_distinct_identifier_ok(encoded.dictionary), encoded.indices)
+
+
+_ASCII_SPACE = np.array([chr(c).isspace() for c in range(128)])
+
+
+def _ascii_identifier_ok(text: pa.Array) -> pa.Array | None:
+    """``_distinct_identifier_ok`` of every value, from the offsets and bytes with numpy; None when a value's
+    first or last byte is not ASCII (a character beyond it may be a space), a value has more bytes than
+    ``MAX_ID_LENGTH`` (its characters may be fewer) or a line break is in the bytes."""
+    if len(text) == 0 or text.buffers()[2] is None:
+        return None
+    offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset : text.offset + len(text) + 1]
+    data = np.frombuffer(text.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    if data.size == 0:
+        return None
+    starts, ends = offsets[:-1] - offsets[0], offsets[1:] - offsets[0]
+    filled = ends > starts
+    first, last = data[np.where(filled, starts, 0)], data[np.where(filled, ends - 1, 0)]
+    if (ends - starts).max() > MAX_ID_LENGTH or (first | last).max() >= 128 or (data == 10).any() or (data == 13).any():
+        return None
+    if text.null_count:
+        filled &= pc.is_valid(text).to_numpy(zero_copy_only=False)
+    return pa.array(filled & ~_ASCII_SPACE[first] & ~_ASCII_SPACE[last])
 
 
 def _distinct_identifier_ok(text: pa.Array) -> pa.Array:
@@ -155,10 +184,7 @@ def _clean_table(batch: pa.RecordBatch, mask: pa.Array) -> pa.Table:
     kept = pa.Table.from_batches([batch])
     if not pc.all(mask).as_py():  # most batches keep every row: no copy then
         kept = kept.filter(mask)
-    occurred = kept.column("occurred_at")
-    if occurred.type.tz is None:
-        occurred = pc.assume_timezone(occurred, "UTC")
-    occurred = occurred.cast(pa.timestamp("us", tz="UTC"))
+    occurred = kept.column("occurred_at").cast(pa.timestamp("us", tz="UTC"))  # a naive time is UTC: no tz lookups
     seconds = pc.divide(occurred.cast(pa.int64()), 1_000_000)
     return pa.table(
         [
@@ -203,15 +229,26 @@ def csv_bytes(table: pa.Table) -> bytes:
     unquoted when no value needs quotes (its ``needed`` style quotes every string), the csv module when
     one does."""
     strings = [c for c in table.column_names if pa.types.is_string(table[c].type)]
-    if any(pc.any(pc.match_substring(table[c], char)).as_py() for c in strings for char in ',"\r\n'):
+    if any(_may_need_quotes(table[c]) for c in strings):
         text = io.StringIO(newline="")
         csv.writer(text, lineterminator="\n").writerows(
             zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         )
         return text.getvalue().encode()
     sink = io.BytesIO()
-    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16))
     return sink.getvalue()
+
+
+def _may_need_quotes(column: pa.ChunkedArray) -> bool:
+    """Whether a value may hold a comma, quote or line break: a byte search of each chunk's values (a slice's
+    buffer may hold bytes outside it, which can only say yes: the csv module then writes the same bytes)."""
+    for chunk in column.chunks:
+        data = chunk.buffers()[2]
+        values = data.to_pybytes() if data is not None else b""
+        if any(char in values for char in (b",", b'"', b"\r", b"\n")):
+            return True
+    return False
 
 
 def write_interactions(engine, interval: Interval, settings, out: dict, known: frozenset[str]):

@@ -15,7 +15,7 @@ with earlier events), ``no_history`` (no earlier event at all).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,14 @@ SEGMENTS = ("seen_users", "new_users_with_history", "no_history")
 
 def popularity_order(train: pd.DataFrame) -> list[str]:
     """Item ids by training-set frequency, most popular first (ties by id, deterministic)."""
-    counts = train["item_id"].astype(str).value_counts()
-    return sorted(counts.index, key=lambda item: (-counts[item], item))
+    codes, items = pd.factorize(train["item_id"].astype(str))
+    return ranked(items, np.bincount(codes, minlength=len(items)))
+
+
+def ranked(ids, *counts: np.ndarray) -> list[str]:
+    """``ids`` (strings) by ``counts[0]`` descending, then ``counts[1]``..., then by id."""
+    ids = np.asarray(ids, dtype=str)
+    return ids[np.lexsort((ids, *(-c for c in reversed(counts))))].tolist()
 
 
 def metrics_from_ranks(ranks: np.ndarray, user_ids: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict:
@@ -62,13 +68,15 @@ def evaluate_policy(policy: Policy, batch: QueryBatch, targets: Sequence[str], s
 
 
 def evaluate_holdout(
-    policies: dict[str, Policy],
+    policies: Mapping[str, Policy | Callable[[], Policy]],
     holdout: pd.DataFrame,
     history: pd.DataFrame,
     users: pd.DataFrame,
     training_users: Iterable[str],
 ) -> dict[str, dict]:
-    """Metrics of each policy on ``holdout``; ``history`` = the events known before it (snapshot)."""
+    """Metrics of each policy on ``holdout``; ``history`` = the events known before it (snapshot). A policy
+    given as a function is built when its turn comes and dropped after it: one baseline's weights in memory
+    at a time."""
     log = pd.concat(
         [history[["user_id", "item_id", "timestamp"]], holdout[["user_id", "item_id", "timestamp"]]], ignore_index=True
     )
@@ -76,6 +84,7 @@ def evaluate_holdout(
     targets = holdout["item_id"].astype(str).to_numpy()
     out, segment_of_row = {}, None
     for name, policy in policies.items():
+        policy = policy if isinstance(policy, Policy) else policy()
         batch = policy.batch_from_log(holdout, log, features)
         if segment_of_row is None:
             segment_of_row = segment_rows(batch, training_users)

@@ -14,6 +14,7 @@ needs the champion's figures on the same holdout. The command line is :mod:`recs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -170,9 +171,16 @@ def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EV
             prior=prior,
         )
     }
+    shared = {"popular": popular, ("prior", choices.prior_first_events): prior}  # computed once for all
+
+    def baseline(name: str, params: dict) -> Policy:
+        policy = baselines.build(name, train, catalog, config, params, shared)
+        baselines.release(shared, name)  # the policy holds its weights until evaluated
+        return policy
+
     for name, chosen in choices.baselines.items():
         if not chosen.skipped:
-            policies[name] = baselines.build(name, train, catalog, config, chosen.params)
+            policies[name] = functools.partial(baseline, name, chosen.params)
     metrics = evaluate_holdout(policies, evaluated, history, window.users, fitted.vocab.user_ids)
     return Evaluation(catalog, embeddings, popular, history, evaluated, metrics, prior)
 
