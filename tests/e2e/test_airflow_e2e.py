@@ -158,22 +158,24 @@ def wait_all(stack, dag_id: str, expected: int, timeout: float = 900) -> list[di
     raise TimeoutError(f"{dag_id}: {[(r['dag_run_id'], r['state']) for r in stack.runs(dag_id)]}")
 
 
-def wait_consumed(stack, dag_id: str, source_dag_id: str, timeout: float = 900) -> list[dict]:
+def wait_consumed(
+    stack, dag_id: str, source_dag_id: str, since: datetime, timeout: float = 900
+) -> tuple[list[dict], int]:
     """Every run of ``dag_id`` finished and, together, they consumed every asset event ``source_dag_id``
-    emitted: no asset-triggered run is still to come (a state, not a quiet period)."""
+    emitted since ``since``: no asset-triggered run is still to come (a state, not a quiet period).
+    Returns the runs, each with ``consumed`` (how many of those events it consumed), and how many were emitted."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        emitted = stack.api("GET", "/assets/events", params={"source_dag_id": source_dag_id}).json()["total_entries"]
+        params = {"source_dag_id": source_dag_id, "timestamp_gte": since.isoformat()}
+        emitted = stack.api("GET", "/assets/events", params=params).json()["total_entries"]
         runs = stack.runs(dag_id)
         if all(r["state"] in ("success", "failed") for r in runs):
-            consumed = sum(
-                stack.api("GET", f"/dags/{dag_id}/dagRuns/{r['dag_run_id']}/upstreamAssetEvents").json()[
-                    "total_entries"
-                ]
-                for r in runs
-            )
-            if emitted and consumed >= emitted:
-                return runs
+            for r in runs:  # a run's upstream events include those emitted before: while the DAG was paused
+                path = f"/dags/{dag_id}/dagRuns/{r['dag_run_id']}/upstreamAssetEvents"
+                events = stack.api("GET", path).json()["asset_events"]
+                r["consumed"] = sum(datetime.fromisoformat(e["timestamp"]) >= since for e in events)
+            if emitted and sum(r["consumed"] for r in runs) >= emitted:
+                return runs, emitted
         time.sleep(2)
     raise TimeoutError(f"{dag_id}: {[(r['dag_run_id'], r['state']) for r in stack.runs(dag_id)]}")
 
@@ -189,8 +191,10 @@ def test_catch_up_records_the_outage_days_as_empty(world):
     stack.set_paused("recsys_extract", False)  # catch-up from the start date, one run per day
     runs = wait_all(stack, "recsys_extract", (TODAY - FIRST_DAY).days)
     assert {r["state"] for r in runs} == {"success"}, [(r["dag_run_id"], r["state"]) for r in runs]
+    found = sorted(partitions(world))  # one more when the clock passed midnight meanwhile: the nightly run's
+    assert len(found) >= (TODAY - FIRST_DAY).days
+    assert found == [str(FIRST_DAY + timedelta(days=n)) for n in range(len(found))]
     found = partitions(world)
-    assert len(found) == (TODAY - FIRST_DAY).days
     for day in OUTAGE:
         assert found[day.isoformat()]["status"] == "empty"
 
@@ -203,7 +207,8 @@ def test_backfill_after_the_late_rows_arrive_re_extracts_exactly_those_days(worl
     runs = [r for r in stack.runs("recsys_extract") if r["run_type"] == "backfill"]
     assert len(runs) == len(OUTAGE) and {r["state"] for r in runs} == {"success"}
     after = partitions(world)
-    assert set(after) == set(before)  # every partition exists once
+    newer = set(after) - set(before)  # the nightly run's, when the clock passed midnight meanwhile
+    assert set(before) <= set(after) and all(day > max(before) for day in newer)
     for day, manifest in after.items():
         versions = list((world.home / "recsys-data" / "extract" / f"dt={day}").glob("v=*"))
         assert len(versions) == 1, (day, versions)  # no duplicate data left behind
@@ -212,12 +217,12 @@ def test_backfill_after_the_late_rows_arrive_re_extracts_exactly_those_days(worl
             assert manifest["counts"]["valid"] + manifest["counts"]["quarantined"] == source_count(
                 world, date.fromisoformat(day)
             )
-        else:
+        elif day in before:
             assert manifest["version"] == before[day]["version"]  # untouched
 
 
 def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
-    stack = world.stack
+    stack, unpaused = world.stack, datetime.now(UTC)
     for dag_id in ("recsys_two_tower", "recsys_vertex_deploy"):
         stack.set_paused(dag_id, False)
     # a UI-style manual extraction of yesterday -> asset event -> training -> blessed -> deploy
@@ -226,11 +231,17 @@ def test_nightly_chain_extract_train_deploy_and_trainings_never_overlap(world):
     # plus two trainings triggered at once from the UI
     for _ in range(2):
         stack.trigger("recsys_two_tower", {"window_days": 14, "epochs": 2})
-    trainings = wait_all(stack, "recsys_two_tower", 3)  # no more: the extraction above emitted the only event
-    assert len(trainings) == 3, [(r["dag_run_id"], r["run_type"]) for r in trainings]
+    # one asset-triggered training per extraction event since the unpause: the one above, and the nightly
+    # run's too when the clock passes midnight meanwhile; no training without an event, no event twice
+    trainings, emitted = wait_consumed(stack, "recsys_two_tower", "recsys_extract", since=unpaused)
+    by_type = {kind: [r for r in trainings if r["run_type"] == kind] for kind in ("manual", "asset_triggered")}
+    assert len(by_type["manual"]) == 2 and by_type["asset_triggered"], [r["dag_run_id"] for r in trainings]
+    assert len(trainings) == 2 + len(by_type["asset_triggered"]), [r["dag_run_id"] for r in trainings]
+    assert all(r["consumed"] >= 1 for r in by_type["asset_triggered"])
+    assert sum(r["consumed"] for r in trainings) == emitted
     assert {r["state"] for r in trainings} == {"success"}, [(r["dag_run_id"], r["state"]) for r in trainings]
     assert_one_at_a_time(trainings)
-    deploys = wait_consumed(stack, "recsys_vertex_deploy", "recsys_two_tower")
+    deploys, _ = wait_consumed(stack, "recsys_vertex_deploy", "recsys_two_tower", since=unpaused)
     assert {r["state"] for r in deploys} == {"success"}, [
         stack.task_states("recsys_vertex_deploy", r["dag_run_id"]) for r in deploys
     ]
