@@ -21,7 +21,7 @@ import os
 import statistics
 import tempfile
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from results_file import write_results
@@ -32,23 +32,9 @@ END = date(2026, 11, 9)
 
 
 def lake(base: Path) -> str:
-    from sqlalchemy import create_engine
+    from recsys_devtools.synthetic import extracted_lake
 
-    from recsys.config import load_settings
-    from recsys.data.dataset import write_dataset
-    from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
-    from recsys.data.validate import Interval
-    from recsys_devtools.synthetic import SyntheticSpec, synthetic_dataset
-
-    engine = create_engine(f"sqlite:///{base / 'source.db'}")
-    spec = SyntheticSpec(users=300, items=150, interactions=16_000, days=8, seed=3)
-    write_dataset(engine, synthetic_dataset(spec, end=datetime(2026, 11, 10)))
-    root = (base / "storage").as_uri()
-    settings = load_settings({"storage_root": root})
-    for offset in range(8):
-        interval = Interval.for_day(END - timedelta(days=7 - offset))
-        publish_partition(stage_partition(engine, interval, settings), settings, QualityPolicy())
-    return root + "/extract"
+    return extracted_lake(base, [END - timedelta(days=7 - offset) for offset in range(8)]) + "/extract"
 
 
 def savers(fitted, brute, scann, features: dict):

@@ -234,30 +234,12 @@ LAKE_OUTAGE_DAY = "2026-11-05"
 @pytest.fixture(scope="session")
 def synthetic_lake(tmp_path_factory) -> str:
     """A storage root with 8 extracted days of learnable synthetic data; 2026-11-05 is an outage."""
-    from datetime import date, datetime
+    from datetime import date
 
-    from recsys.config import load_settings
-    from recsys.data import schema
-    from recsys.data.dataset import write_dataset
-    from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
-    from recsys.data.validate import Interval
-    from recsys_devtools.synthetic import SyntheticSpec, synthetic_dataset
+    from recsys_devtools.synthetic import extracted_lake
 
-    base = tmp_path_factory.mktemp("lake")
-    engine = create_engine(f"sqlite:///{base / 'source.db'}")
-    spec = SyntheticSpec(users=300, items=150, interactions=16_000, days=8, seed=3)
-    write_dataset(engine, synthetic_dataset(spec, end=datetime(2026, 11, 10)))
-    with engine.begin() as conn:
-        conn.execute(schema.interactions.delete().where(
-            schema.interactions.c.occurred_at >= datetime(2026, 11, 5),
-            schema.interactions.c.occurred_at < datetime(2026, 11, 6)))  # fmt: skip
-    root = (base / "storage").as_uri()
-    settings = load_settings({"storage_root": root})
-    for day in LAKE_DAYS:
-        staged = stage_partition(engine, Interval.for_day(date.fromisoformat(day)), settings)
-        publish_partition(staged, settings, QualityPolicy())
-    engine.dispose()
-    return root
+    days = [date.fromisoformat(day) for day in LAKE_DAYS]
+    return extracted_lake(tmp_path_factory.mktemp("lake"), days, outage=date(2026, 11, 5))
 
 
 @pytest.fixture(scope="session")

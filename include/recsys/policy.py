@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.history import HISTORY_LENGTH, earlier_events, last_items, pad_histories
+from recsys.history import HISTORY_LENGTH, earlier_events, last_items, pad_histories, positions_within
 from recsys.index import Search, top_k
 
 Encoder = Callable[[dict], np.ndarray]  # query features -> [n, dim] embeddings
@@ -147,8 +147,7 @@ class Policy:
         if self.config.exclude_seen:
             columns = np.fromiter((self.position.get(i, -1) for i in prefixes.items), np.int64, len(prefixes.items))
             owner = np.repeat(np.arange(len(events)), lengths)
-            offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-            cols = columns[np.repeat(prefixes.start, lengths) + offsets]
+            cols = columns[np.repeat(prefixes.start, lengths) + positions_within(lengths)]
             keep = cols >= 0
             cols, owner = cols[keep], owner[keep]
             indptr = np.zeros(len(events) + 1, dtype=np.int64)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import numpy as np
 
@@ -157,3 +157,31 @@ def synthetic_dataset(spec: SyntheticSpec, end: datetime) -> SourceDataset:
             yield rows
 
     return SourceDataset(users, items, interaction_chunks, interaction_columns, start)
+
+
+def extracted_lake(base, days: list, outage: date | None = None) -> str:
+    """The tests' and benchmarks' small lake under ``base`` (a folder): 300 users, 150 items, 16,000 interactions
+    over the 8 days before 2026-11-10 in a SQLite source, each of ``days`` extracted; ``outage``'s rows deleted
+    first (an empty partition). Returns the storage root."""
+    from sqlalchemy import create_engine
+
+    from recsys.config import load_settings
+    from recsys.data import schema
+    from recsys.data.dataset import write_dataset
+    from recsys.data.extract import QualityPolicy, publish_partition, stage_partition
+    from recsys.data.validate import Interval
+
+    engine = create_engine(f"sqlite:///{base / 'source.db'}")
+    spec = SyntheticSpec(users=300, items=150, interactions=16_000, days=8, seed=3)
+    write_dataset(engine, synthetic_dataset(spec, end=datetime(2026, 11, 10)))
+    if outage:
+        start = datetime.combine(outage, datetime.min.time())
+        occurred = schema.interactions.c.occurred_at
+        with engine.begin() as conn:
+            conn.execute(schema.interactions.delete().where(occurred >= start, occurred < start + timedelta(days=1)))
+    root = (base / "storage").as_uri()
+    settings = load_settings({"storage_root": root})
+    for day in days:
+        publish_partition(stage_partition(engine, Interval.for_day(day), settings), settings, QualityPolicy())
+    engine.dispose()
+    return root

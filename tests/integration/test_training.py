@@ -221,11 +221,16 @@ def test_cli_honours_vertex_environment(synthetic_lake, tmp_path):
         "512",
         "--min-interactions",
         "500",
+        "--baseline-budget-minutes",
+        "0",
     ]
     out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1])["model_dir"] == env["AIP_MODEL_DIR"]
-    assert (tmp_path / "model" / "metrics.json").exists()
+    baselines = json.loads((tmp_path / "model" / "metrics.json").read_text())["baselines"]
+    # a zero budget for choosing the baselines: each tries its first configuration only, the rest are untried
+    assert all(len(b["tried"]) == 1 for b in baselines.values() if not b.get("skipped")), baselines
+    assert sum(b.get("untried", 0) for b in baselines.values()) > 0, baselines
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "epoch-001.weights.h5",
         "epoch-002.weights.h5",

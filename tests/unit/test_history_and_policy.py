@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.history import PAD, earlier_events, last_items, snapshot
 from recsys.policy import Policy, PolicyConfig
@@ -197,3 +199,26 @@ def test_an_approximate_search_that_comes_back_short_is_completed_exactly():
     )
     (answer,) = policy.recommend(policy.batch_from_histories(["u"], [["a"]], {}), 3)
     assert answer["item_ids"] == ["d", "b", "c"]  # a is seen; the searcher alone would give only ["d"]
+
+
+EVENT_LOGS = st.lists(
+    st.tuples(st.sampled_from(["u", "v", "10", 10, 9]), st.sampled_from(["a", "b", 1, "1"]), st.integers(0, 3)),
+    max_size=40,
+).map(lambda rows: pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENT_LOGS, st.integers(1, 4))
+def test_integer_code_timelines_match_the_sorted_frame_definition(log, k):
+    """snapshot and the first-event prior (integer codes, no sorted copy) equal their definitions on a sorted
+    string frame: ties in a second keep the log's order, ids compare as strings (10 and "10" are one user)."""
+    from recsys.training.baselines import first_event_prior
+
+    ordered = log.astype({"user_id": str, "item_id": str}).sort_values(["user_id", "timestamp"], kind="stable")
+    expected = ordered.groupby("user_id", sort=False).tail(k).reset_index(drop=True)
+    pd.testing.assert_frame_equal(snapshot(log, max_items=k), expected)
+    firsts = ordered.groupby("user_id", sort=False).head(k)["item_id"].value_counts()
+    counts = ordered["item_id"].value_counts()
+    table = pd.DataFrame({"firsts": firsts, "counts": counts}).fillna(0).rename_axis("id").reset_index()
+    by_definition = table.sort_values(["firsts", "counts", "id"], ascending=[False, False, True])["id"].tolist()
+    assert first_event_prior(log, k) == by_definition

@@ -96,3 +96,16 @@ def test_the_sparse_in_batch_loss_is_the_retrieval_tasks_loss(logq):
         ]
     for ours, theirs in zip(*(tape.gradient(loss, [query, candidate]) for loss in losses), strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4, 5], [5, 0, 3, 1, 4, 2]], ids=["time-ordered", "shuffled"])
+def test_a_split_at_a_time_keeps_order_and_shares_a_time_ordered_frames_memory(order):
+    from recsys.training.data import split_at
+
+    frame = TRAIN.iloc[order].reset_index(drop=True)
+    before, after = split_at(frame, 4)
+    later = frame["timestamp"] >= 4
+    pd.testing.assert_frame_equal(before, frame[~later].reset_index(drop=True))
+    pd.testing.assert_frame_equal(after, frame[later].reset_index(drop=True))
+    shared = np.shares_memory(before["timestamp"].to_numpy(), frame["timestamp"].to_numpy())
+    assert shared == (order == sorted(order))  # slices of a frame in time order: no copy of 10M rows

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from recsys.history import UserTimeline, string_codes
 from recsys.policy import Policy, PolicyConfig, QueryBatch
 from recsys.training.evaluate import popularity_order, ranked
 
@@ -51,13 +52,9 @@ def first_event_prior(train: pd.DataFrame, first_events: int) -> list[str]:
     """Item ids by how often they are among users' first ``first_events`` events (ties: popularity, id).
     Integer codes throughout: no per-row string or sorted copy of the frame (10M rows: seconds, not a minute
     and a GiB)."""
-    users = pd.factorize(train["user_id"].astype(str))[0]
-    codes, items = pd.factorize(train["item_id"].astype(str))
-    order = np.lexsort((train["timestamp"].to_numpy(), users))  # stable: ties keep the log's order
-    by_user = users[order]
-    starts = np.flatnonzero(np.r_[True, by_user[1:] != by_user[:-1]]) if len(order) else np.zeros(0, np.int64)
-    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    firsts = np.bincount(codes[order][rank < first_events], minlength=len(items))
+    timeline = UserTimeline.of(train)
+    codes, items = string_codes(train["item_id"])
+    firsts = np.bincount(codes[timeline.order[timeline.rank < first_events]], minlength=len(items))
     return ranked(items, firsts, np.bincount(codes, minlength=len(items)))
 
 
@@ -89,11 +86,12 @@ class ItemItemPolicy(Policy):
 
 def interaction_matrix(train: pd.DataFrame, catalog: list[str]) -> sparse.csr_matrix:
     """Binary users x catalog matrix of the training interactions."""
-    users, user_codes = np.unique(train["user_id"].astype(str).to_numpy(), return_inverse=True)
-    items = pd.Index(catalog).get_indexer(train["item_id"].astype(str))
-    keep = items >= 0
+    user_codes, users = string_codes(train["user_id"], sort=True)  # rows in user id order, no string per row
+    item_codes, items = string_codes(train["item_id"])
+    columns = pd.Index(catalog).get_indexer(items)[item_codes]
+    keep = columns >= 0
     matrix = sparse.csr_matrix(
-        (np.ones(int(keep.sum()), np.float32), (user_codes[keep], items[keep])), shape=(len(users), len(catalog))
+        (np.ones(int(keep.sum()), np.float32), (user_codes[keep], columns[keep])), shape=(len(users), len(catalog))
     )
     matrix.data[:] = 1.0  # duplicates count once
     return matrix
@@ -180,8 +178,9 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
         inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
     if info != 0:
         raise np.linalg.LinAlgError(f"EASE: the regularized Gram matrix is not positive definite (LAPACK {info})")
-    for first in range(0, len(inverse), 1024):  # dpotri fills the upper triangle: mirror it, in place
-        last = first + 1024
+    rows = 1024  # dpotri fills the upper triangle: mirror it, in place, this many rows at a time
+    for first in range(0, len(inverse), rows):
+        last = first + rows
         inverse[first:last, :first] = inverse[:first, first:last].T
         block = inverse[first:last, first:last]
         block[:] = np.triu(block) + np.triu(block, 1).T

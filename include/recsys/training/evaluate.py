@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from recsys.history import string_codes, users_log
 from recsys.policy import Policy, QueryBatch
 from recsys.training.features import demographics
 
@@ -29,7 +30,7 @@ SEGMENTS = ("seen_users", "new_users_with_history", "no_history")
 
 def popularity_order(train: pd.DataFrame) -> list[str]:
     """Item ids by training-set frequency, most popular first (ties by id, deterministic)."""
-    codes, items = pd.factorize(train["item_id"].astype(str))
+    codes, items = string_codes(train["item_id"])
     return ranked(items, np.bincount(codes, minlength=len(items)))
 
 
@@ -77,9 +78,7 @@ def evaluate_holdout(
     """Metrics of each policy on ``holdout``; ``history`` = the events known before it (snapshot). A policy
     given as a function is built when its turn comes and dropped after it: one baseline's weights in memory
     at a time."""
-    log = pd.concat(
-        [history[["user_id", "item_id", "timestamp"]], holdout[["user_id", "item_id", "timestamp"]]], ignore_index=True
-    )
+    log = users_log(holdout, history, holdout)
     features = demographics(holdout["user_id"].to_numpy(), users)
     targets = holdout["item_id"].astype(str).to_numpy()
     out, segment_of_row = {}, None

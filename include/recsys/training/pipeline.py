@@ -187,15 +187,15 @@ def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EV
 
 def _index_queries(data: Split, fitted, evaluation: Evaluation, params) -> dict:
     """Real queries (the holdout's users with their histories) to tune and check the retrieval index on."""
-    import pandas as pd
     import tensorflow as tf
 
+    from recsys.history import users_log
     from recsys.policy import Policy
     from recsys.training.features import demographics
 
-    events = pd.concat([evaluation.history, data.holdout], ignore_index=True)
+    rows = data.holdout.drop_duplicates("user_id").head(1000)
     policy = Policy(evaluation.catalog, evaluation.popular, params.policy_config())
-    sample = policy.batch_from_log(data.holdout.drop_duplicates("user_id").head(1000), events, {})
+    sample = policy.batch_from_log(rows, users_log(rows, evaluation.history, data.holdout), {})
     queries = {"user_id": sample.user_ids, "history": sample.histories}
     if fitted.vocab.has_user_features:
         queries |= demographics(sample.user_ids, data.window.users)

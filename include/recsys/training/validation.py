@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.policy import Policy
+from recsys.training.data import split_at
 from recsys.training.evaluate import metrics_from_ranks
 
 OBJECTIVE = "mean of the top-10 and top-100 hit rates on the validation split"
@@ -32,9 +33,7 @@ def validation_split(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame
     stamps = np.sort(train["timestamp"].to_numpy())
     if len(stamps) < 2:
         return train, train.iloc[0:0]
-    cut = stamps[min(len(stamps) - 1, int(len(stamps) * (1 - fraction)))]
-    newest = train["timestamp"].to_numpy() >= cut
-    return train[~newest].reset_index(drop=True), train[newest].reset_index(drop=True)
+    return split_at(train, stamps[min(len(stamps) - 1, int(len(stamps) * (1 - fraction)))])
 
 
 @dataclass
