@@ -239,7 +239,7 @@ def synthetic_lake(tmp_path_factory) -> str:
     from recsys_devtools.synthetic import extracted_lake
 
     days = [date.fromisoformat(day) for day in LAKE_DAYS]
-    return extracted_lake(tmp_path_factory.mktemp("lake"), days, outage=date(2026, 11, 5))
+    return extracted_lake(tmp_path_factory.mktemp("lake"), days, outage=date.fromisoformat(LAKE_OUTAGE_DAY))
 
 
 @pytest.fixture(scope="session")
