@@ -1,12 +1,16 @@
-"""The Arrow extraction's read-ahead and write-behind threads: order kept, errors surface in the caller."""
+"""The Arrow extraction's read-ahead and write-behind threads (order kept, errors surface in the caller) and
+its distinct active users (in ``sorted()``'s order, whatever the characters)."""
 
 from __future__ import annotations
 
 import threading
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from recsys.data.arrow_extract import _read_ahead, _WriteBehind
+from recsys.data.arrow_extract import DistinctIds, _read_ahead, _WriteBehind
 
 
 def test_read_ahead_keeps_order_and_reraises_the_readers_error():
@@ -51,3 +55,12 @@ def test_write_behind_runs_in_order_and_raises_the_first_error():
             writer.submit(disk_full, 1)
             writer.submit(done.append, "never written after the failure")
     assert done[-1] == 19
+
+
+@given(st.lists(st.lists(st.text(min_size=1, max_size=6), max_size=40), max_size=6), st.integers(1, 4))
+@settings(max_examples=150, deadline=None)
+def test_distinct_ids_are_sorted_as_python_sorts_the_set(batches, compact_every):
+    ids = DistinctIds(compact_every)
+    for batch in batches:
+        ids.add(pa.array(batch, pa.string()))
+    assert ids.sorted() == sorted({value for batch in batches for value in batch})

@@ -26,7 +26,8 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -38,7 +39,7 @@ from recsys.data import writers as w
 from recsys.data.validate import MAX_ID_LENGTH, Interval, quarantine_row, snapshot_row, validate_interaction
 
 COLUMNS = ("user_id", "item_id", "event_type", "event_value", "occurred_at")
-BATCH_BYTES = 16 << 20
+BATCH_BYTES = 8 << 20
 
 
 def supports(engine) -> bool:
@@ -55,9 +56,13 @@ def _literal(moment: datetime) -> str:
     return f"TIMESTAMP '{moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
 
 
-def interaction_batches(engine, interval: Interval, batch_bytes: int = BATCH_BYTES) -> Iterator[pa.RecordBatch]:
+@contextmanager
+def interaction_batches(
+    engine, interval: Interval, batch_bytes: int = BATCH_BYTES
+) -> Generator[Iterator[pa.RecordBatch]]:
     """The interval's rows, read ahead in a thread: PostgreSQL and ADBC's decoding (which releases the GIL)
-    overlap with validating and writing the batches before."""
+    overlap with validating and writing the batches before. The query is sent on entering the block, so the
+    server sorts while the caller starts other work."""
     import adbc_driver_postgresql.dbapi as adbc
 
     query = (
@@ -67,7 +72,7 @@ def interaction_batches(engine, interval: Interval, batch_bytes: int = BATCH_BYT
     with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
         cursor.execute(query)
-        yield from _read_ahead(cursor.fetch_record_batch())
+        yield _read_ahead(cursor.fetch_record_batch())
 
 
 def _read_ahead(reader, depth: int = 2) -> Iterator:
@@ -224,7 +229,7 @@ def split(batch: pa.RecordBatch, interval: Interval, known: frozenset[str]) -> t
     return _with_fixed(_clean_table(batch, mask), mask, fixed, w.INTERACTIONS_SCHEMA), quarantined, reasons
 
 
-def csv_bytes(table: pa.Table) -> bytes:
+def csv_bytes(table: pa.Table) -> bytes | memoryview:
     """CSV rows (no header) of ``table``, byte for byte as the csv module writes them: pyarrow's writer
     unquoted when no value needs quotes (its ``needed`` style quotes every string), the csv module when
     one does."""
@@ -235,9 +240,9 @@ def csv_bytes(table: pa.Table) -> bytes:
             zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
         )
         return text.getvalue().encode()
-    sink = io.BytesIO()
+    sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16))
-    return sink.getvalue()
+    return memoryview(sink.getvalue())
 
 
 def _may_need_quotes(column: pa.ChunkedArray) -> bool:
@@ -251,21 +256,43 @@ def _may_need_quotes(column: pa.ChunkedArray) -> bool:
     return False
 
 
-def write_interactions(engine, interval: Interval, settings, out: dict, known: frozenset[str]):
+def write_interactions(batches: Iterator[pa.RecordBatch], interval: Interval, out: dict, known: frozenset[str]):
     """Same contract as the row path: ``(reasons, rows read, active users)``. Four stages overlap: the
     read-ahead thread (PostgreSQL + ADBC), validation here, and two writer threads (Parquet; the
     Personalize CSV and the quarantine), each writing its own files in batch order."""
     reasons: Counter = Counter()
-    read, active = 0, set()
+    read, active = 0, DistinctIds()
     with _WriteBehind() as parquet, _WriteBehind() as personalize:
-        for batch in interaction_batches(engine, interval):
+        for batch in batches:
             read += batch.num_rows
             table, quarantined, why = split(batch, interval, known)
             reasons.update(why)
             parquet.submit(out["interactions"].write_table, table)
             personalize.submit(write_personalize_batch, out, table, quarantined)
-            active.update(pc.unique(table["user_id"]).to_pylist())
-    return reasons, read, active
+            active.add(table["user_id"])
+        active_users = active.sorted()  # while the writers finish
+    return reasons, read, active_users
+
+
+class DistinctIds:
+    """The distinct values of a string column over many batches, kept in Arrow (no Python string per row)."""
+
+    def __init__(self, compact_every: int = 32):
+        self._parts: list[pa.Array] = []
+        self._compact_every = compact_every
+
+    def add(self, column: pa.Array | pa.ChunkedArray) -> None:
+        self._parts.append(pc.unique(column))
+        if len(self._parts) >= self._compact_every:
+            self._parts = [self._distinct()]
+
+    def _distinct(self) -> pa.Array:
+        return pc.unique(pa.chunked_array(self._parts, pa.string()))
+
+    def sorted(self) -> list[str]:
+        """The distinct values in ``sorted()``'s order (UTF-8 byte order is code point order)."""
+        distinct = self._distinct()
+        return distinct.take(pc.sort_indices(distinct)).to_pylist()
 
 
 def write_batch(out: dict, table: pa.Table, quarantined: list[tuple]) -> None:
@@ -329,45 +356,51 @@ def _snapshot_certain(batch: pa.RecordBatch, schema: pa.Schema) -> pa.Array:
     return pc.fill_null(mask, False)
 
 
-def write_partition(engine, interval: Interval, settings, out: dict, known: frozenset[str]):
+def write_partition(engine, interval: Interval, out: dict, known: frozenset[str]):
     """A partition's interactions and, beside them in a thread, its users and items snapshots (each writes
     its own files; the snapshots' quarantined rows follow the interactions', in the row path's order).
     Returns ``(reasons, rows read, active users, users reasons, items reasons)``."""
     from concurrent.futures import ThreadPoolExecutor
 
     held: list[tuple] = []
-    snapshots = (("users", w.USERS_SCHEMA), ("items", w.ITEMS_SCHEMA))
-    with ThreadPoolExecutor(1, thread_name_prefix="snapshots") as pool:
-        snapshot_reasons = pool.submit(lambda: [write_snapshot(engine, *each, out, held) for each in snapshots])
-        reasons, read, active = write_interactions(engine, interval, settings, out, known)
+    with interaction_batches(engine, interval) as batches, ThreadPoolExecutor(1, "snapshots") as pool:
+        snapshot_reasons = pool.submit(write_snapshots, engine, out, held)
+        reasons, read, active = write_interactions(batches, interval, out, known)
         user_reasons, item_reasons = snapshot_reasons.result()
     out["quarantine"].write_rows(held)
     return reasons, read, active, user_reasons, item_reasons
 
 
-def write_snapshot(engine, table_name: str, schema: pa.Schema, out: dict, held: list) -> Counter:
-    """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key);
-    its quarantined rows are appended to ``held``, for the caller to write after the interactions'."""
+def write_snapshots(engine, out: dict, held: list) -> tuple[Counter, Counter]:
+    """The ``users`` and ``items`` snapshots, over one connection (an ADBC connect reads the server's type
+    catalog: tens of milliseconds); returns each one's reasons."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    reasons: Counter = Counter()
-    names = ", ".join(schema.names)
     with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
-        cursor.execute(f"SELECT {names} FROM {table_name} ORDER BY {schema.names[0]}")
-        for batch in _read_ahead(cursor.fetch_record_batch()):
-            mask = _snapshot_certain(batch, schema)
-            fixed = {}
-            for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
-                raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
-                good, why = snapshot_row(table_name, raw)
-                if good is None:
-                    held.append((table_name, why, quarantine_row(raw)))
-                    reasons[why] += 1
-                else:
-                    fixed[index] = good
-            kept = pa.Table.from_batches([batch]).filter(mask)
-            kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
-            write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), [])
+        return tuple(
+            write_snapshot(cursor, *each, out, held) for each in (("users", w.USERS_SCHEMA), ("items", w.ITEMS_SCHEMA))
+        )
+
+
+def write_snapshot(cursor, table_name: str, schema: pa.Schema, out: dict, held: list) -> Counter:
+    """The ``users`` / ``items`` snapshot as the row path writes it (same files, reasons, order by key);
+    its quarantined rows are appended to ``held``, for the caller to write after the interactions'."""
+    reasons: Counter = Counter()
+    cursor.execute(f"SELECT {', '.join(schema.names)} FROM {table_name} ORDER BY {schema.names[0]}")
+    for batch in _read_ahead(cursor.fetch_record_batch()):
+        mask = _snapshot_certain(batch, schema)
+        fixed = {}
+        for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
+            raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
+            good, why = snapshot_row(table_name, raw)
+            if good is None:
+                held.append((table_name, why, quarantine_row(raw)))
+                reasons[why] += 1
+            else:
+                fixed[index] = good
+        kept = pa.Table.from_batches([batch]).filter(mask)
+        kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
+        write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), [])
     return reasons
 
 

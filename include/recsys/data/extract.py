@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -156,7 +157,7 @@ class StagedCounts:
     reasons: Counter
     user_reasons: Counter
     item_reasons: Counter
-    active_users: set[str]
+    active_users: Collection[str]
 
 
 def staged_record(
@@ -198,7 +199,7 @@ def stage_partition(
         out = open_outputs(vw)
         if backend == "arrow":
             reasons, read, active_users, user_reasons, item_reasons = arrow_extract.write_partition(
-                engine, interval, settings, out, known
+                engine, interval, out, known
             )
         else:
             reasons, read, active_users = _write_interactions(engine, interval, settings, out, known)

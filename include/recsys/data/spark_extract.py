@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from recsys.config import SPARK_BACKENDS, Settings
 from recsys.data import spark_job, validate
 from recsys.data import writers as w
-from recsys.data.arrow_extract import write_batch, write_snapshot_batch
+from recsys.data.arrow_extract import DistinctIds, write_batch, write_snapshot_batch
 from recsys.data.extract import StagedCounts, open_outputs, staged_record
 from recsys.data.partitions import PartitionStore
 from recsys.data.validate import Interval
@@ -265,7 +265,7 @@ def assemble(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     version_dir = as_path(plan["version_dir"])
     output = version_dir / "_spark" / "out"
     interval = Interval(*(datetime.fromisoformat(plan["interval"][k]) for k in ("start", "end")))
-    read, reasons, active = 0, Counter(), set()
+    read, reasons, active = 0, Counter(), DistinctIds()
     snapshot_reasons = {}
     with w.VersionWriter(version_dir, plan["version"]) as vw:
         out = open_outputs(vw)
@@ -275,7 +275,7 @@ def assemble(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
             reasons.update(why)
             table = _clean_interactions(batch)
             write_batch(out, table, quarantined)
-            active.update(pc.unique(table["user_id"]).to_pylist())
+            active.add(table["user_id"])
         for name, schema in (("users", w.USERS_SCHEMA), ("items", w.ITEMS_SCHEMA)):
             snapshot_reasons[name] = Counter()
             for batch in _batches(output / name):
@@ -283,7 +283,8 @@ def assemble(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
                 snapshot_reasons[name].update(why)
                 good = pa.Table.from_batches([batch]).filter(pc.is_null(batch.column("reason")))
                 write_snapshot_batch(out, name, pa.table([good[n] for n in schema.names], schema=schema), quarantined)
-        out["batch_inference_users"].write_user_ids(sorted(active))
+        active = active.sorted()
+        out["batch_inference_users"].write_user_ids(active)
     (version_dir / "_spark").rmdir(recursive=True)
     counts = StagedCounts(read, reasons, snapshot_reasons["users"], snapshot_reasons["items"], active)
     run = {**run, "extraction_backend": plan["backend"]}
