@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from datetime import date, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
 
 from recsys.config import load_settings
+from recsys.data.arrow_extract import interaction_batches
 from recsys.data.extract import QualityPolicy, extraction_backend, publish_partition, stage_partition
 from recsys.data.partitions import PartitionStore
 from recsys.data.validate import Interval
@@ -183,3 +185,13 @@ def test_the_spark_backends_refuse_sqlite(sqlite_source, tmp_path):
     settings = load_settings({"storage_root": tmp_path.as_uri()})
     with pytest.raises(ValueError, match="read PostgreSQL or MySQL/MariaDB"):
         spark_extract.prepare(sqlite_source.engine, Interval.for_day(DAY), settings, "spark-local", "src")
+
+
+@pytest.mark.postgres
+def test_leaving_the_interaction_batches_early_stops_the_read_ahead_before_the_connection_closes(
+    postgres_source, insert, row
+):
+    seed(insert, postgres_source, row)
+    with interaction_batches(postgres_source.engine, Interval.for_day(DAY), batch_bytes=1 << 10) as batches:
+        next(batches)  # the consumer stops early (e.g. a write failed); the reader thread has more to give
+    assert not [t for t in threading.enumerate() if t.name == "adbc-read-ahead" and t.is_alive()]

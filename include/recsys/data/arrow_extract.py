@@ -27,7 +27,7 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 
 import numpy as np
@@ -72,7 +72,8 @@ def interaction_batches(
     with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
         cursor.execute(query)
-        yield _read_ahead(cursor.fetch_record_batch())
+        with closing(_read_ahead(cursor.fetch_record_batch())) as batches:  # its thread ends before the cursor
+            yield batches
 
 
 def _read_ahead(reader, depth: int = 2) -> Iterator:
@@ -387,20 +388,21 @@ def write_snapshot(cursor, table_name: str, schema: pa.Schema, out: dict, held: 
     its quarantined rows are appended to ``held``, for the caller to write after the interactions'."""
     reasons: Counter = Counter()
     cursor.execute(f"SELECT {', '.join(schema.names)} FROM {table_name} ORDER BY {schema.names[0]}")
-    for batch in _read_ahead(cursor.fetch_record_batch()):
-        mask = _snapshot_certain(batch, schema)
-        fixed = {}
-        for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
-            raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
-            good, why = snapshot_row(table_name, raw)
-            if good is None:
-                held.append((table_name, why, quarantine_row(raw)))
-                reasons[why] += 1
-            else:
-                fixed[index] = good
-        kept = pa.Table.from_batches([batch]).filter(mask)
-        kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
-        write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), [])
+    with closing(_read_ahead(cursor.fetch_record_batch())) as batches:  # its thread ends before the cursor
+        for batch in batches:
+            mask = _snapshot_certain(batch, schema)
+            fixed = {}
+            for index in pc.indices_nonzero(pc.invert(mask)).to_pylist():
+                raw = tuple(batch.column(n)[index].as_py() for n in schema.names)
+                good, why = snapshot_row(table_name, raw)
+                if good is None:
+                    held.append((table_name, why, quarantine_row(raw)))
+                    reasons[why] += 1
+                else:
+                    fixed[index] = good
+            kept = pa.Table.from_batches([batch]).filter(mask)
+            kept = pa.table([kept[n].cast(f.type) for n, f in zip(schema.names, schema, strict=True)], schema=schema)
+            write_snapshot_batch(out, table_name, _with_fixed(kept, mask, fixed, schema), [])
     return reasons
 
 
