@@ -393,7 +393,7 @@ def main() -> int:
             tmp = Path(tmp_name)
             root = tmp.joinpath("lake").as_uri()
             try:
-                run = {"interactions": size, "seed": seed(db, size)}
+                run = {"interactions": size, "commit": _commit(), "seed": seed(db, size)}
                 run["extract_arrow"] = run_child("extract_arrow", db, root)
                 run["extract_spark_local"] = run_child("extract_spark_local", db, tmp.joinpath("spark").as_uri())
             finally:
@@ -433,6 +433,14 @@ def main() -> int:
     if len(runs) > 1:
         plot(runs, slopes, RESULTS_DIR / "bench_scale.png")
     return 0
+
+
+def _commit() -> str | None:
+    """The code a run measured (``git describe --always --dirty``): merged runs may come from other commits."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
+    return done.stdout.strip() or None
 
 
 if __name__ == "__main__":
