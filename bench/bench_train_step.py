@@ -9,7 +9,8 @@ Synthetic interactions shaped like bench_scale's 10M run where it matters to a s
   ``tfrs.tasks.Retrieval``'s loss (cross-entropy against a ``[batch, batch]`` identity) and the history
   embedded slot by slot (the step when issue 24 was filed);
   *indices_logsumexp* — vocabulary indices and the log-sum-exp loss with TF's own gradients, history as before;
-  *now* — the model as it is (the known history items embedded once each, the loss's own gradients).
+  *now* — the model and optimizer as they are (the known history items embedded once each, the loss's own
+  gradients, Adagrad's fused sparse update); the other two run the current Keras Adagrad.
   Examples/s of each and their ratios to the first (input pipeline excluded: all read prepared batches).
 * ``fit``: the real ``fit()`` for one epoch (input pipeline included): examples/s.
 
@@ -112,13 +113,14 @@ def make_step(version: str, vocab, params):
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
+    from recsys.training.fit import _optimizer
     from recsys.training.model import TwoTowerModel, in_batch_softmax_loss
 
     tf.keras.utils.set_random_seed(params.seed)
     model = TwoTowerModel(vocab, params.embedding_dim, params.query_config(), params.logq_correction)
     if version != "now":
         slot_by_slot_pooling(model.query_tower)
-    optimizer = tf.keras.optimizers.Adagrad(params.learning_rate)
+    optimizer = _optimizer(params) if version == "now" else tf.keras.optimizers.Adagrad(params.learning_rate)
     retrieval = tfrs.tasks.Retrieval()
     losses = {
         "strings_retrieval": lambda q, c, p: retrieval(
