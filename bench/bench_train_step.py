@@ -113,14 +113,13 @@ def make_step(version: str, vocab, params):
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
 
-    from recsys.training.fit import _optimizer
     from recsys.training.model import TwoTowerModel, in_batch_softmax_loss
 
     tf.keras.utils.set_random_seed(params.seed)
     model = TwoTowerModel(vocab, params.embedding_dim, params.query_config(), params.logq_correction)
     if version != "now":
         slot_by_slot_pooling(model.query_tower)
-    optimizer = _optimizer(params) if version == "now" else tf.keras.optimizers.Adagrad(params.learning_rate)
+    optimizer = params.make_optimizer() if version == "now" else tf.keras.optimizers.Adagrad(params.learning_rate)
     retrieval = tfrs.tasks.Retrieval()
     losses = {
         "strings_retrieval": lambda q, c, p: retrieval(

@@ -75,6 +75,17 @@ class TrainParams:
 
         return PolicyConfig(self.history_length, self.exclude_seen, self.no_history)
 
+    def make_optimizer(self):
+        """Adagrad is Keras' ``legacy`` one: its sparse update is one fused kernel per embedding table
+        (``ResourceSparseApplyAdagradV2``), where the current one runs two single-threaded ``scatter_add``s and
+        a gather, ~10% of a training step on 2 cores. Adam stays the current one: the legacy Adam updates its
+        moments over the whole table at every step."""
+        import tensorflow as tf
+
+        if self.optimizer == "adagrad":
+            return tf.keras.optimizers.legacy.Adagrad(self.learning_rate)
+        return tf.keras.optimizers.Adam(self.learning_rate)
+
     def query_config(self):
         from recsys.training.features import QueryConfig
 
@@ -153,7 +164,7 @@ def fit(
         model = TwoTowerModel(
             vocab, params.embedding_dim, params.query_config(), params.logq_correction, gather=examples.columns
         )
-        model.compile(optimizer=_optimizer(params))
+        model.compile(optimizer=params.make_optimizer())
     dataset, steps = _dataset(examples, params, strategy)
     fitted = Fitted(model, vocab, [], 0.0, params.history_length)
     callbacks = list(callbacks) + ([_after_epoch_callback(after_epoch, fitted)] if after_epoch else [])
@@ -162,18 +173,6 @@ def fit(
     fitted.seconds = time.perf_counter() - started
     fitted.loss_per_epoch = [round(float(v), 5) for v in history.history["loss"]]
     return fitted
-
-
-def _optimizer(params: TrainParams):
-    """Adagrad is Keras' ``legacy`` one: its sparse update is one fused kernel per embedding table
-    (``ResourceSparseApplyAdagradV2``), where the current one runs two single-threaded ``scatter_add``s and a
-    gather, ~10% of a training step on 2 cores. Adam stays the current one: the legacy Adam updates its
-    moments over the whole table at every step."""
-    import tensorflow as tf
-
-    if params.optimizer == "adagrad":
-        return tf.keras.optimizers.legacy.Adagrad(params.learning_rate)
-    return tf.keras.optimizers.Adam(params.learning_rate)
 
 
 def _dataset(examples, params: TrainParams, strategy) -> tuple:
