@@ -1,4 +1,4 @@
-"""How the pipeline's cost grows with its data: 1M and 10M (and, with ``--sizes``, 50M) interactions.
+"""How the pipeline's cost grows with its data: 1M and 10M (and, with ``--sizes``, 30M) interactions.
 
 For each size, the project's synthetic generator (30 days; users = interactions / 50, items =
 interactions / 100, at most 1M) is bulk-loaded into a scratch PostgreSQL database, then every stage
@@ -38,7 +38,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from results_file import RESULTS_DIR, write_results
+from results_file import RESULTS_DIR, measured_commit, write_results
 
 ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 END = datetime(2026, 11, 1, tzinfo=UTC)  # the window is the 30 days before it
@@ -393,7 +393,7 @@ def main() -> int:
             tmp = Path(tmp_name)
             root = tmp.joinpath("lake").as_uri()
             try:
-                run = {"interactions": size, "commit": _commit(), "seed": seed(db, size)}
+                run = {"interactions": size, "commit": measured_commit(), "seed": seed(db, size)}
                 run["extract_arrow"] = run_child("extract_arrow", db, root)
                 run["extract_spark_local"] = run_child("extract_spark_local", db, tmp.joinpath("spark").as_uri())
             finally:
@@ -433,14 +433,6 @@ def main() -> int:
     if len(runs) > 1:
         plot(runs, slopes, RESULTS_DIR / "bench_scale.png")
     return 0
-
-
-def _commit() -> str | None:
-    """The code a run measured (``git describe --always --dirty``): merged runs may come from other commits."""
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent
-    )
-    return done.stdout.strip() or None
 
 
 if __name__ == "__main__":

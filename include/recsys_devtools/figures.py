@@ -190,7 +190,9 @@ HEADLINE = {0, 1, 2, 4, 6, 9, 12, 21}  # rows of FIGURES shown in the README
 
 
 def _when(name: str) -> str:
-    return load(name)["when"][:10]
+    """The run's date, and its commit where the benchmark recorded one."""
+    record = load(name)
+    return ", ".join(filter(None, [record["when"][:10], record.get("commit")]))
 
 
 def figures_table(rows: list[int] | None = None) -> str:
