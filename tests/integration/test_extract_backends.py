@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from recsys.config import load_settings
-from recsys.data.arrow_extract import interaction_batches
+from recsys.data.arrow_extract import connect, interaction_batches
 from recsys.data.extract import QualityPolicy, extraction_backend, publish_partition, stage_partition
 from recsys.data.partitions import PartitionStore
 from recsys.data.validate import Interval
@@ -192,6 +192,9 @@ def test_leaving_the_interaction_batches_early_stops_the_read_ahead_before_the_c
     postgres_source, insert, row
 ):
     seed(insert, postgres_source, row)
-    with interaction_batches(postgres_source.engine, Interval.for_day(DAY), batch_bytes=1 << 10) as batches:
+    with (
+        connect(postgres_source.engine) as conn,
+        interaction_batches(conn, Interval.for_day(DAY), batch_bytes=1 << 10) as batches,
+    ):
         next(batches)  # the consumer stops early (e.g. a write failed); the reader thread has more to give
     assert not [t for t in threading.enumerate() if t.name == "adbc-read-ahead" and t.is_alive()]

@@ -56,20 +56,26 @@ def _literal(moment: datetime) -> str:
     return f"TIMESTAMP '{moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=' ')}'"
 
 
-@contextmanager
-def interaction_batches(
-    engine, interval: Interval, batch_bytes: int = BATCH_BYTES
-) -> Generator[Iterator[pa.RecordBatch]]:
-    """The interval's rows, read ahead in a thread: PostgreSQL and ADBC's decoding (which releases the GIL)
-    overlap with validating and writing the batches before. The query is sent on entering the block, so the
-    server sorts while the caller starts other work."""
+def connect(engine):
+    """An ADBC connection to the engine's PostgreSQL database. Its type catalog is read once here (tens of
+    milliseconds); ``adbc_clone()`` opens a second connection that shares it (~2 ms)."""
     import adbc_driver_postgresql.dbapi as adbc
 
+    return adbc.connect(adbc_uri(engine))
+
+
+@contextmanager
+def interaction_batches(
+    conn, interval: Interval, batch_bytes: int = BATCH_BYTES
+) -> Generator[Iterator[pa.RecordBatch]]:
+    """The interval's rows over ADBC connection ``conn``, read ahead in a thread: PostgreSQL and ADBC's
+    decoding (which releases the GIL) overlap with validating and writing the batches before. The query is
+    sent on entering the block, so the server sorts while the caller starts other work."""
     query = (
         f"SELECT {', '.join(COLUMNS)} FROM interactions WHERE occurred_at >= {_literal(interval.start)} "
         f"AND occurred_at < {_literal(interval.end)} ORDER BY occurred_at, id"
     )
-    with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
+    with conn.cursor() as cursor:
         cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_bytes)})
         cursor.execute(query)
         with closing(_read_ahead(cursor.fetch_record_batch())) as batches:  # its thread ends before the cursor
@@ -364,20 +370,22 @@ def write_partition(engine, interval: Interval, out: dict, known: frozenset[str]
     from concurrent.futures import ThreadPoolExecutor
 
     held: list[tuple] = []
-    with interaction_batches(engine, interval) as batches, ThreadPoolExecutor(1, "snapshots") as pool:
-        snapshot_reasons = pool.submit(write_snapshots, engine, out, held)
+    with (
+        connect(engine) as conn,
+        interaction_batches(conn, interval) as batches,
+        ThreadPoolExecutor(1, "snapshots") as pool,
+    ):
+        snapshot_reasons = pool.submit(write_snapshots, conn.adbc_clone(), out, held)
         reasons, read, active = write_interactions(batches, interval, out, known)
         user_reasons, item_reasons = snapshot_reasons.result()
     out["quarantine"].write_rows(held)
     return reasons, read, active, user_reasons, item_reasons
 
 
-def write_snapshots(engine, out: dict, held: list) -> tuple[Counter, Counter]:
-    """The ``users`` and ``items`` snapshots, over one connection (an ADBC connect reads the server's type
-    catalog: tens of milliseconds); returns each one's reasons."""
-    import adbc_driver_postgresql.dbapi as adbc
-
-    with adbc.connect(adbc_uri(engine)) as conn, conn.cursor() as cursor:
+def write_snapshots(conn, out: dict, held: list) -> tuple[Counter, Counter]:
+    """The ``users`` and ``items`` snapshots, one after the other over ADBC connection ``conn`` (closed
+    after them); returns each one's reasons."""
+    with conn, conn.cursor() as cursor:
         return tuple(
             write_snapshot(cursor, *each, out, held) for each in (("users", w.USERS_SCHEMA), ("items", w.ITEMS_SCHEMA))
         )
