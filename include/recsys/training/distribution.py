@@ -16,7 +16,10 @@ private temporary folder (deleted), and skips the baselines' tuning, whose figur
 Tuning trials run in one process: a several-worker job trains given values.
 
 ``MultiWorkerMirroredStrategy`` must be created before any other TensorFlow operation of the process:
-:func:`strategy_for` is the trainer's first TensorFlow call.
+:func:`strategy_for` is the trainer's first TensorFlow call. Its coordination service fails the job when a
+worker sends no heartbeat for ``HEARTBEAT_TIMEOUT_SECONDS`` (TensorFlow's default, 10 s, failed a job here
+when a busy 2-core machine stalled a process for longer; a dead replica still fails the job at once, through
+its exit status).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 CHIEF_POOL, WORKER_POOL = "workerpool0", "workerpool1"  # Vertex AI's worker pool names
+HEARTBEAT_TIMEOUT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ def strategy_for(place: Topology):
 
     if place.strategy == "multi_worker_mirrored":
         os.environ["TF_CONFIG"] = place.tf_config
+        _configure_coordination(json.loads(place.tf_config)["cluster"])
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.RING  # NCCL needs GPUs
         )
@@ -98,3 +103,24 @@ def strategy_for(place: Topology):
     if place.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _configure_coordination(cluster: dict) -> None:
+    """The coordination service ``MultiWorkerMirroredStrategy`` would configure (same leader and jobs), with
+    ``HEARTBEAT_TIMEOUT_SECONDS``; the strategy keeps a service configured before it."""
+    import tensorflow as tf
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+
+    jobs = [
+        coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster[job]))
+        for job in ("chief", "worker")
+        if job in cluster
+    ]
+    context.context().configure_coordination_service(
+        service_type="standalone",
+        service_leader=multi_worker_util.coordination_leader(tf.train.ClusterSpec(cluster)),
+        coordinated_jobs=jobs,
+        heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_SECONDS * 1000,
+    )
