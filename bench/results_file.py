@@ -29,8 +29,15 @@ def write_results(name: str, figures: dict) -> Path:
 
 
 def measured_commit() -> str | None:
-    """The code being measured (``git describe --always --dirty``), so a figure can be traced to its source."""
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, cwd=Path(__file__).parent
-    )
-    return done.stdout.strip() or None
+    """The code being measured: the commit, with ``-dirty`` when a file outside ``bench/results`` differs
+    from it (results written earlier in a chain of benchmarks do not count)."""
+    root = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=root).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)bench/results")
+    return commit + ("-dirty" if changed else "")
