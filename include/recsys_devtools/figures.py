@@ -66,6 +66,12 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         "{:.2f}x",
     ),
     (
+        "bench_extract",
+        "Arrow extraction at 1M rows: client CPU (all threads) / `COPY` wall time",
+        lambda d: d["runs"][0]["recsys_arrow"]["cpu_seconds"] / d["runs"][0]["baseline_copy"]["seconds"],
+        "{:.2f}x",
+    ),
+    (
         "bench_scale",
         "training epoch at 10M interactions (s)",
         lambda d: d["runs"][1]["train"]["epoch_seconds"],
