@@ -17,12 +17,28 @@ from recsys_devtools.emulators.running import RunningFake
 
 PROJECT, REGION = "test-project", "us-central1"
 EXIT_WITH = "import os, sys; print(os.environ['AIP_MODEL_DIR']); sys.exit(int(sys.argv[1]))"
-IMAGES = {"trainer:exit": [sys.executable, "-c", EXIT_WITH]}
+# the same container, held until the test creates the file named by its first argument (a retry must find the
+# execution still running however slowly the test's own steps go)
+EXIT_WHEN_RELEASED = (
+    "import os, sys, time\n"
+    "while not os.path.exists(sys.argv[1]):\n    time.sleep(0.01)\n"
+    "print(os.environ['AIP_MODEL_DIR']); sys.exit(int(sys.argv[2]))"
+)
 
 
 @pytest.fixture
-def cloud_run(monkeypatch):
-    fake = CloudRunFake(project=PROJECT, location=REGION, images=IMAGES)
+def release(tmp_path):
+    """The file whose creation lets a ``trainer:held`` execution exit."""
+    return tmp_path / "release"
+
+
+@pytest.fixture
+def cloud_run(monkeypatch, release):
+    images = {
+        "trainer:exit": [sys.executable, "-c", EXIT_WITH],
+        "trainer:held": [sys.executable, "-c", EXIT_WHEN_RELEASED, str(release)],
+    }
+    fake = CloudRunFake(project=PROJECT, location=REGION, images=images)
     with RunningFake(fake, free_port()) as running:
         monkeypatch.setenv("AIRFLOW_CONN_RUN_LOCAL", airflow_connection(running.url, PROJECT))
         yield fake
@@ -47,12 +63,15 @@ def operator(status: int, run_key: str = "v1", image: str = "trainer:exit", **kw
     )
 
 
-def test_execution_runs_with_the_overrides_and_a_retry_reattaches(cloud_run):
-    first = operator(0)
+def test_execution_runs_with_the_overrides_and_a_retry_reattaches(cloud_run, release):
+    first = operator(0, image="trainer:held")
     trigger = deferred(first)
-    retry = operator(0)  # the task's next try, while the execution still runs
+    retry = operator(0, image="trainer:held")  # the task's next try, while the execution still runs
     assert deferred(retry).resource == trigger.resource
     assert len(cloud_run.executions) == 1 and list(cloud_run.jobs) == ["recsys-trainer"]
+    (execution,) = cloud_run.executions.values()
+    assert not execution.get("completionTime")  # it was still running when the retry reattached
+    release.touch()
 
     path, kwargs = trigger.serialize()
     assert path == "cloud_run.triggers.CloudRunExecutionTrigger"
@@ -63,8 +82,8 @@ def test_execution_runs_with_the_overrides_and_a_retry_reattaches(cloud_run):
     env = {e["name"]: e["value"] for e in execution["template"]["containers"][0]["env"]}
     assert env["TF_USE_LEGACY_KERAS"] == "1" and env["RECSYS_RUN_KEY"] == "v1"  # template env merged
     # a re-run after success returns at once; the next run (new key) gets its own execution, same job
-    assert operator(0).execute({})["execution"] == trigger.resource
-    assert deferred(operator(0, run_key="v2")).resource != trigger.resource
+    assert operator(0, image="trainer:held").execute({})["execution"] == trigger.resource
+    assert deferred(operator(0, run_key="v2", image="trainer:held")).resource != trigger.resource
     assert len(cloud_run.executions) == 2 and len(cloud_run.jobs) == 1
     assert sum(1 for method, path in cloud_run.calls if method == "POST" and path.endswith("/jobs")) == 1
 
