@@ -30,10 +30,17 @@ the UI with the form below. Never two runs at once (`max_active_runs=1`).
    `cloud_run_job_name` (created or updated first) with the window as args and `AIP_MODEL_DIR` as
    env overrides (`train_on_cloud_run`: deferrable; a retry reattaches to the run's execution; on
    timeout or kill the execution is cancelled).
-3. `gate` — evaluates the current champion on the same holdout; blesses the candidate when it beats
-   the best baseline (`gate_baseline=best`; or popularity only) and is not worse than the champion by more
-   than `tolerance` (or `force`); otherwise says which baseline won and by how much; writes
-   `model_card.md`, `training_plot.png`, `metrics.json`; moves `models/champion.json` atomically.
+   Beside the model, a **two-stage policy** is trained: candidates from the tuned item-item baselines,
+   popularity, recent popularity and the first-event prior (`candidates_per_retriever` each), ordered by a
+   LightGBM LambdaMART ranker over point-in-time features (ranker learned on the newest 20% of the rows with
+   the retrievers fitted on the older part; its parameters and rounds chosen on validation). The policy
+   **served** is the best on validation among the two-stage policy, the two-tower model and every baseline:
+   a baseline that wins is exported and served like any model.
+3. `gate` — evaluates the current champion on the rows the candidate was scored on; blesses the served
+   policy unless it is worse than the champion by more than `tolerance` (or `force`); reports it against the
+   best baseline (`gate_baseline`); writes `model_card.md`, `training_plot.png`, `metrics.json`; moves
+   `models/champion.json` atomically. Alerts (the configured notifiers) when a baseline is served or when
+   `alert_after_runs_without_champion` runs in a row brought no new champion. Times out after 1 hour.
 4. `publish` — emits the `recsys_blessed_model` asset event, only for a blessed model.
 5. `deliver` — the blessed model's top `deliver_top_k` for every user of its history snapshot (the
    served policy, batched; ScaNN when exported with it) replaces the `two_tower` rows of the
@@ -158,12 +165,22 @@ PARAMS = {
         description="model = the learned no-history query (demographics when known); prior = the items users most "
         "often start with; popular = the most popular items. Tuning chooses among them on validation.",
     ),
+    "candidates_per_retriever": Param(
+        _SETTINGS.candidates_per_retriever,
+        type="integer",
+        minimum=1,
+        maximum=2000,
+        title="Candidates per retriever (two-stage policy)",
+        description="Each retriever (item-kNN, RP3beta, EASE, popularity, recent popularity, first-event prior) "
+        "adds its top N to a query's pool, which the LightGBM ranker orders.",
+    ),
     "gate_baseline": Param(
         _SETTINGS.gate_baseline,
         enum=["best", "popularity"],
-        title="Baseline the candidate must beat",
+        title="Baseline the served policy is reported against",
         description="best = the best of popularity, first-event prior, item-kNN, RP3beta and EASE (each tuned on "
-        "validation) on the holdout; popularity = popularity only.",
+        "validation) on the holdout; popularity = popularity only. The served policy itself is the best on "
+        "validation (a baseline included), never chosen on the holdout.",
     ),
     "tolerance": Param(
         0.01,
@@ -285,9 +302,10 @@ def recsys_two_tower():
 
         return two_tower.adopt_best_trial(_plan(plan), tuned)
 
-    @task(multiple_outputs=False)
+    @task(multiple_outputs=False, execution_timeout=timedelta(hours=1))
     def gate(plan: dict) -> dict:
-        """Compare with the champion on the same holdout, write the model card, promote if blessed."""
+        """Compare the served policy with the champion on the same rows, write the model card, promote if
+        blessed, alert when a baseline is served."""
         from recsys.steps import two_tower
 
         return two_tower.gate(_settings(), _plan(plan), get_current_context()["params"])

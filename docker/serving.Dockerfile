@@ -11,6 +11,8 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 COPY requirements-serving.txt constraints.txt /app/
+# LightGBM (the ranking stage) needs the OpenMP runtime, which the slim image lacks
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir -r requirements-serving.txt -c constraints.txt
 
 COPY include /app/include

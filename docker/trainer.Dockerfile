@@ -12,6 +12,8 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY requirements.txt constraints.txt /app/
 # The full pinned set: the trainer reads partitions through Airflow's ObjectStoragePath (gcsfs, s3fs).
+# LightGBM (the ranking stage) needs the OpenMP runtime, which the slim image lacks
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir -r requirements.txt -c constraints.txt
 
 COPY include /app/include

@@ -58,6 +58,31 @@ def failure_notifiers(settings: Settings) -> list:
     return notifiers
 
 
+def send(settings: Settings, event: str, text: str, **fields: Any) -> list[str]:
+    """An alert that is not a task failure (e.g. a baseline served) through every configured channel: a mail
+    with ``text``, and a JSON document ``{"event", "text", **fields}`` to the webhook. Returns the channels used
+    (none when nothing is configured)."""
+    sent = []
+    if recipients := _recipients(settings):
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        subject = f"[recsys] {event}: {fields.get('dag_id', 'recsys')}"
+        SmtpNotifier(
+            to=recipients, smtp_conn_id=settings.alert_smtp_conn_id, subject=subject, html_content=f"<p>{text}</p>"
+        ).notify({})
+        sent.append("email")
+    if settings.alert_webhook_conn_id:
+        from airflow.providers.http.notifications.http import HttpNotifier
+
+        HttpNotifier(
+            http_conn_id=settings.alert_webhook_conn_id,
+            endpoint=settings.alert_webhook_endpoint,
+            json={"event": event, "text": text, **fields},
+        ).notify({})
+        sent.append("webhook")
+    return sent
+
+
 def on_failure(settings: Settings) -> dict[str, Any]:
     """``default_args`` entries that notify on every failed task try (none when nothing is configured)."""
     notifiers = failure_notifiers(settings)

@@ -235,6 +235,8 @@ class DagSettings(Section):
     tuning_trials: int = 12  # recsys_two_tower's default Params: trials on the validation split (0 = none)
     tuning_budget_minutes: float = 10.0
     gate_baseline: str = "best"  # recsys_two_tower's default bar: the best cheap baseline, or "popularity"
+    alert_after_runs_without_champion: int = 3  # recsys_two_tower alerts after this many runs without a new champion
+    candidates_per_retriever: int = 100  # recsys_two_tower's default Param: each retriever's share of the pool
 
 
 @dataclass(frozen=True)

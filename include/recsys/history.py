@@ -30,12 +30,20 @@ class Prefixes:
     items: np.ndarray  # item ids of the log, sorted by (user, timestamp)
     start: np.ndarray
     cut: np.ndarray
+    stamps: np.ndarray | None = None  # the log's timestamps in the same order as ``items``
 
     def history(self, row: int) -> list[str]:
         return self.items[self.start[row] : self.cut[row]].tolist()
 
     def lengths(self) -> np.ndarray:
         return self.cut - self.start
+
+    def last_times(self) -> np.ndarray:
+        """Each row's newest earlier event's timestamp (NaN without one)."""
+        out = np.full(len(self.cut), np.nan)
+        some = self.cut > self.start
+        out[some] = self.stamps[self.cut[some] - 1]
+        return out
 
 
 def users_log(events: pd.DataFrame, *logs: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +79,7 @@ def earlier_events(events: pd.DataFrame, log: pd.DataFrame | None = None) -> Pre
     start[unknown], cut[unknown] = 0, 0
     items = ordered["item_id"]  # integer item codes stay integers (training); ids become str objects
     items = items.to_numpy() if pd.api.types.is_integer_dtype(items) else items.astype(str).to_numpy(dtype=object)
-    return Prefixes(items, start, cut)
+    return Prefixes(items, start, cut, ordered["timestamp"].to_numpy(dtype=np.float64))
 
 
 def last_items(prefixes: Prefixes, length: int = HISTORY_LENGTH) -> np.ndarray:

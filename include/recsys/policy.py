@@ -57,6 +57,7 @@ class QueryBatch:
     excluded_indptr: np.ndarray  # row r excludes catalog columns excluded_cols[indptr[r]:indptr[r+1]]
     excluded_cols: np.ndarray
     demographics: dict[str, np.ndarray]
+    since_last: np.ndarray | None = None  # seconds from the user's newest earlier event to the query (NaN: none)
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -70,6 +71,7 @@ class QueryBatch:
             self.excluded_indptr[start : stop + 1] - lo,
             self.excluded_cols[lo:hi],
             {k: v[start:stop] for k, v in self.demographics.items()},
+            None if self.since_last is None else self.since_last[start:stop],
         )
 
     def features(self) -> dict[str, np.ndarray]:
@@ -111,6 +113,10 @@ class Policy:
         return scores
 
     # ---- building queries -------------------------------------------------------------------------
+    def columns_of(self, items) -> np.ndarray:
+        """The catalog column of each item id (-1: not in the catalog)."""
+        return pd.Index(self.catalog).get_indexer(pd.Index(np.asarray(items, dtype=str)))
+
     def _columns(self, items: Iterable[str]) -> list[int]:
         return [c for c in (self.position.get(i) for i in items) if c is not None]
 
@@ -120,8 +126,10 @@ class Policy:
         histories: Sequence[Sequence[str]],
         demographics: dict[str, np.ndarray],
         exclude: Sequence[Iterable[str]] | None = None,
+        since_last: Sequence[float] | None = None,
     ) -> QueryBatch:
-        """Serving: each user's full history (oldest first) plus the request's explicit exclusions."""
+        """Serving: each user's full history (oldest first) plus the request's explicit exclusions;
+        ``since_last``: seconds since each user's newest event (NaN: none)."""
         excluded = []
         for row, history in enumerate(histories):
             items = set(history) if self.config.exclude_seen else set()
@@ -138,6 +146,7 @@ class Policy:
             indptr,
             cols,
             demographics,
+            None if since_last is None else np.asarray(since_last, dtype=np.float64),
         )
 
     def batch_from_log(self, events: pd.DataFrame, log: pd.DataFrame, demographics: dict) -> QueryBatch:
@@ -161,6 +170,7 @@ class Policy:
             indptr,
             cols,
             demographics,
+            events["timestamp"].to_numpy(dtype=np.float64) - prefixes.last_times(),
         )
 
     # ---- scoring ----------------------------------------------------------------------------------
@@ -247,6 +257,198 @@ class Policy:
         return ranks
 
 
+class ItemItemPolicy(Policy):
+    """Scores from an item-item weight matrix over the recency-weighted newest history items (the
+    baselines item-kNN, RP3beta and EASE, and the item-item retrievers of the two-stage policy)."""
+
+    def __init__(self, catalog, popular, config: PolicyConfig, weights, decay: float, prior=None):
+        super().__init__(catalog, popular, config, prior=prior)
+        self.weights, self.decay = weights, decay
+        self._index = pd.Index(self.catalog)
+        self._tiebreak = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
+
+    def uses_fallback(self, batch: QueryBatch) -> np.ndarray:
+        return batch.history_lengths == 0
+
+    def model_scores(self, batch: QueryBatch) -> np.ndarray:
+        from scipy import sparse
+
+        columns = self._index.get_indexer(batch.histories.ravel()).reshape(batch.histories.shape)
+        rows, positions = np.nonzero(columns >= 0)
+        age = batch.histories.shape[1] - 1 - positions  # histories are left-padded, newest last
+        picks = sparse.csr_matrix(
+            (self.decay**age, (rows, columns[rows, positions])), shape=(len(batch), len(self.catalog))
+        )
+        scores = picks @ self.weights
+        scores = np.asarray(scores.todense() if sparse.issparse(scores) else scores, dtype=np.float64)
+        # unscored items (and ties) follow popularity, not catalog order
+        scale = np.maximum(np.abs(scores).max(axis=1, keepdims=True), 1e-12)
+        return (scores + 1e-4 * scale * self._tiebreak[None, :]).astype(np.float32)
+
+
+# ---- the ranking stage ----------------------------------------------------------------------------
+CANDIDATES_PER_RETRIEVER = 100  # each retriever's top N joins the pool of a query
+RECENT_EVENTS = 5_000  # "recent popularity": counts over the newest events of the retrievers' log
+OUTSIDE_POOL = -1.0e4  # items outside the pool rank below every pool item, by popularity among themselves
+ITEM_FEATURES = ("popularity", "recent_popularity", "item_age_days")
+QUERY_FEATURES = ("history_length", "hours_since_last_event", "similarity_last_1", "similarity_last_5")
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """What is known of each catalog item at the end of the retrievers' log (point in time: nothing later):
+    log1p of its events overall and among the newest ``RECENT_EVENTS``, and days since its first event."""
+
+    popularity: np.ndarray
+    recent_popularity: np.ndarray
+    item_age_days: np.ndarray
+
+    @classmethod
+    def of(cls, log: pd.DataFrame, catalog: Sequence[str], recent_events: int = RECENT_EVENTS) -> ItemStats:
+        ordered = log.sort_values("timestamp", kind="stable")
+        columns = pd.Index(list(catalog)).get_indexer(ordered["item_id"].astype(str))
+        known = columns >= 0
+        stamps = ordered["timestamp"].to_numpy(dtype=np.float64)[known]
+        columns = columns[known]
+        size = len(catalog)
+        counts = np.bincount(columns, minlength=size)
+        recent = np.bincount(columns[-recent_events:], minlength=size)
+        first = np.full(size, np.nan)
+        order = np.argsort(columns, kind="stable")  # stable over time order: each item's first event first
+        starts = np.unique(columns[order], return_index=True)
+        first[starts[0]] = stamps[order][starts[1]]
+        end = stamps[-1] if len(stamps) else 0.0
+        return cls(np.log1p(counts), np.log1p(recent), (end - first) / 86_400)
+
+    def as_frame(self, catalog: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame({"item_id": list(catalog), **{name: getattr(self, name) for name in ITEM_FEATURES}})
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> ItemStats:
+        return cls(*(frame[name].to_numpy(dtype=np.float64) for name in ITEM_FEATURES))
+
+
+@dataclass
+class Pool:
+    """A batch's candidate pool: one row per (query, candidate) pair, grouped by query (``rows`` ascending)."""
+
+    rows: np.ndarray
+    columns: np.ndarray
+    features: np.ndarray  # [pairs, len(TwoStagePolicy.feature_names)] float32, NaN = missing
+    fused: np.ndarray  # reciprocal-rank fusion of the retrievers: the order without a ranker
+
+
+class TwoStagePolicy(Policy):
+    """Retrieval then ranking: each retriever (any :class:`Policy`) proposes its top ``depth`` items, the
+    union is the query's pool, and ``ranker`` (a LightGBM booster; None = reciprocal-rank fusion) orders it
+    by point-in-time features (:meth:`pool`); items outside the pool follow, by popularity.
+
+    Features per (query, candidate): each retriever's score (normalised by the query's best) and rank
+    (missing when it did not propose the item), :data:`ITEM_FEATURES`, the user's history length, hours
+    since the user's newest event, and the candidate's item-kNN similarity to the newest 1 and 5 history
+    items (``similarity``: an item x item matrix). Every value comes from events before the query."""
+
+    def __init__(
+        self,
+        catalog,
+        popular,
+        config: PolicyConfig,
+        retrievers: dict[str, Policy],
+        stats: ItemStats,
+        *,
+        depth: int = CANDIDATES_PER_RETRIEVER,
+        similarity=None,
+        ranker=None,
+        threads: int = 0,
+    ):
+        super().__init__(catalog, popular, config)
+        self.retrievers, self.stats, self.depth = retrievers, stats, depth
+        self.similarity, self.ranker, self.threads = similarity, ranker, threads
+        self._index = pd.Index(self.catalog)
+        self._tiebreak = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
+
+    @property
+    def feature_names(self) -> list[str]:
+        per_retriever = [f"{name}_{kind}" for name in self.retrievers for kind in ("score", "rank")]
+        return [*per_retriever, *ITEM_FEATURES, *QUERY_FEATURES]
+
+    def uses_fallback(self, batch: QueryBatch) -> np.ndarray:
+        return np.zeros(len(batch), dtype=bool)  # users without history: the ranker orders the no-history pool
+
+    def pool(self, batch: QueryBatch) -> Pool:
+        n, size = len(batch), len(self.catalog)
+        depth = min(self.depth, size)
+        member = np.zeros((n, size), dtype=bool)
+        scored, ranked = [], []
+        for retriever in self.retrievers.values():
+            scores = retriever.scores(batch)
+            top = (
+                np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+                if depth < size
+                else np.tile(np.arange(size), (n, 1))
+            )
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+            proposed = np.isfinite(np.take_along_axis(scores, top, 1))
+            rank = np.full((n, size), np.nan, dtype=np.float32)
+            rows = np.repeat(np.arange(n), depth).reshape(n, depth)
+            rank[rows[proposed], top[proposed]] = np.broadcast_to(np.arange(depth), (n, depth))[proposed]
+            member[rows[proposed], top[proposed]] = True
+            best = np.max(np.where(np.isfinite(scores), np.abs(scores), 0.0), axis=1, keepdims=True)
+            scored.append(scores / np.maximum(best, 1e-12))
+            ranked.append(rank)
+        rows, columns = np.nonzero(member)
+        features = [block[rows, columns] for pair in zip(scored, ranked, strict=True) for block in pair]
+        features += [getattr(self.stats, name)[columns] for name in ITEM_FEATURES]
+        features += [np.log1p(batch.history_lengths[rows]).astype(np.float64), self._hours_since_last(batch)[rows]]
+        features += self._similarities(batch, rows, columns)
+        fused = sum(np.nan_to_num(1.0 / (60.0 + rank[rows, columns]), nan=0.0) for rank in ranked)
+        matrix = np.column_stack(features).astype(np.float32) if len(rows) else np.zeros((0, len(features)), np.float32)
+        return Pool(rows, columns, matrix, np.asarray(fused, dtype=np.float64))
+
+    @staticmethod
+    def _hours_since_last(batch: QueryBatch) -> np.ndarray:
+        if batch.since_last is None:
+            return np.full(len(batch), np.nan)
+        return np.asarray(batch.since_last, dtype=np.float64) / 3600
+
+    def _similarities(self, batch: QueryBatch, rows: np.ndarray, columns: np.ndarray) -> list[np.ndarray]:
+        """The candidate's mean ``similarity`` to the user's newest 1 and 5 history items (NaN: none)."""
+        out = []
+        newest = self._index.get_indexer(batch.histories[:, -5:].ravel()).reshape(len(batch), -1)
+        for last in (1, 5):
+            total, count = np.zeros(len(rows)), np.zeros(len(rows))
+            if self.similarity is not None:
+                for position in range(newest.shape[1] - last, newest.shape[1]):
+                    items = newest[rows, position]
+                    known = items >= 0
+                    total[known] += _entries(self.similarity, items[known], columns[known])
+                    count[known] += 1
+            out.append(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+        return out
+
+    def scores(self, batch: QueryBatch) -> np.ndarray:
+        """Pool items by the ranker's score; the rest by popularity, below every pool item; excluded at -inf."""
+        out = np.empty((len(batch), len(self.catalog)), dtype=np.float32)
+        out[:] = OUTSIDE_POOL + self._tiebreak[None, :]
+        pool = self.pool(batch)
+        if len(pool.rows):
+            if self.ranker is None:
+                ranked = pool.fused
+            else:
+                ranked = self.ranker.predict(pool.features, num_threads=self.threads)
+            out[pool.rows, pool.columns] = np.clip(ranked, -1e3, 1e3)
+        rows = np.repeat(np.arange(len(batch)), np.diff(batch.excluded_indptr))
+        out[rows, batch.excluded_cols] = -np.inf
+        return out
+
+
+def _entries(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """``matrix[rows[i], columns[i]]`` for a dense array or a scipy sparse matrix."""
+    if isinstance(matrix, np.ndarray):
+        return matrix[rows, columns].astype(np.float64)
+    return np.asarray(matrix[rows, columns], dtype=np.float64).ravel()
+
+
 def _select(batch: QueryBatch, mask: np.ndarray) -> QueryBatch:
     return QueryBatch(
         batch.user_ids[mask],
@@ -255,15 +457,23 @@ def _select(batch: QueryBatch, mask: np.ndarray) -> QueryBatch:
         np.zeros(int(mask.sum()) + 1, dtype=np.int64),
         np.zeros(0, dtype=np.int64),
         {k: v[mask] for k, v in batch.demographics.items()},
+        None if batch.since_last is None else batch.since_last[mask],
     )
 
 
-def load_policy(model_dir: Path, index: str = "brute_force") -> Policy:
-    """The policy of an exported model directory: its query SavedModel, candidate embeddings,
-    training users, popular items and policy settings; ``index="scann"`` searches with ScaNN."""
+def load_policy(model_dir: Path, index: str = "brute_force", threads: int = 0) -> Policy:
+    """The served policy of an exported model directory. The two-tower model (``metadata.json``
+    ``served.policy == "model"``, and every export made before the choice existed): its query SavedModel,
+    candidate embeddings, training users, popular items and policy settings; ``index="scann"`` searches with
+    ScaNN. Any other winner (the two-stage policy, a baseline) is read from ``served/`` (:func:`read_policy`;
+    ``threads``: the ranker's prediction threads, 0 = LightGBM's default)."""
     import json
 
     metadata = json.loads((model_dir / "metadata.json").read_text())
+    served = metadata.get("served", {"policy": "model"})
+    if served["policy"] != "model":
+        catalog = pd.read_parquet(model_dir / "candidates.parquet", columns=["item_id"])["item_id"].astype(str)
+        return read_policy(model_dir / SERVED_DIR, served["described"], catalog.tolist(), threads)
     config = PolicyConfig(**metadata.get("policy", {}))
     candidates = pd.read_parquet(model_dir / "candidates.parquet")
     embeddings = np.stack(candidates["embedding"].to_numpy()).astype(np.float32)
@@ -321,3 +531,100 @@ def scann_search(model_dir: Path, embeddings: np.ndarray, item_ids: list[str]) -
     if columns != item_ids:
         raise ValueError(f"{model_dir}: the ScaNN index's item ids differ from candidates.parquet")
     return index.native_search(searcher, config)
+
+
+# ---- policies without a neural model, as files (an export's ``served/``) ----------------------------
+SERVED_DIR = "served"
+
+
+def ranked_items(policy: Policy, scores: np.ndarray) -> list[str]:
+    """The item order behind rank scores (:meth:`Policy._rank_scores`): items outside it are left out."""
+    listed = np.flatnonzero(scores > 0)
+    return policy.catalog[listed[np.argsort(-scores[listed], kind="stable")]].tolist()
+
+
+def save_policy(policy: Policy, directory: Path, name: str = "policy") -> dict:
+    """Write ``policy`` (popularity, the prior, an item-item baseline or the two-stage policy) into
+    ``directory`` and return its description, which :func:`read_policy` rebuilds it from."""
+    import dataclasses
+
+    directory.mkdir(parents=True, exist_ok=True)
+    described = {
+        "config": dataclasses.asdict(policy.config),
+        "popular": ranked_items(policy, policy.popularity),
+        "prior": ranked_items(policy, policy.no_history_scores),
+    }
+    if isinstance(policy, TwoStagePolicy):
+        policy.stats.as_frame(policy.catalog).to_parquet(directory / f"{name}_items.parquet", index=False)
+        described |= {
+            "kind": "two_stage",
+            "depth": policy.depth,
+            "items": f"{name}_items.parquet",
+            "retrievers": {key: save_policy(r, directory, f"{name}_{key}") for key, r in policy.retrievers.items()},
+            "similarity": None if policy.similarity is None else _save_matrix(policy.similarity, directory, name),
+            "ranker": None,
+        }
+        if policy.ranker is not None:
+            policy.ranker.save_model(str(directory / f"{name}_ranker.txt"))
+            described["ranker"] = f"{name}_ranker.txt"
+    elif isinstance(policy, ItemItemPolicy):
+        described |= {
+            "kind": "item_item",
+            "decay": policy.decay,
+            "weights": _save_matrix(policy.weights, directory, name),
+        }
+    elif policy.encoder is None:
+        described |= {"kind": "table"}
+    else:
+        raise ValueError(f"{type(policy).__name__} has a neural model: it is exported as a SavedModel")
+    return described
+
+
+def read_policy(directory: Path, described: dict, catalog: Sequence[str], threads: int = 0) -> Policy:
+    """The policy :func:`save_policy` wrote."""
+    config = PolicyConfig(**described["config"])
+    popular, prior = described["popular"], described["prior"] or None
+    kind = described["kind"]
+    if kind == "table":
+        return Policy(catalog, popular, config, prior=prior)
+    if kind == "item_item":
+        weights = _load_matrix(directory / described["weights"])
+        return ItemItemPolicy(catalog, popular, config, weights, described["decay"], prior=prior)
+    if kind != "two_stage":
+        raise ValueError(f"unknown policy kind {kind!r} in {directory}")
+    import lightgbm
+
+    retrievers = {key: read_policy(directory, r, catalog) for key, r in described["retrievers"].items()}
+    stats = ItemStats.from_frame(pd.read_parquet(directory / described["items"]))
+    similarity = None if described["similarity"] is None else _load_matrix(directory / described["similarity"])
+    ranker = None if described["ranker"] is None else lightgbm.Booster(model_file=str(directory / described["ranker"]))
+    return TwoStagePolicy(
+        catalog,
+        popular,
+        config,
+        retrievers,
+        stats,
+        depth=described["depth"],
+        similarity=similarity,
+        ranker=ranker,
+        threads=threads,
+    )
+
+
+def _save_matrix(matrix, directory: Path, name: str) -> str:
+    """A dense array as ``.npy``, a scipy sparse matrix as ``.npz``; returns the file name."""
+    if isinstance(matrix, np.ndarray):
+        np.save(directory / f"{name}_weights.npy", matrix)
+        return f"{name}_weights.npy"
+    from scipy import sparse
+
+    sparse.save_npz(directory / f"{name}_weights.npz", matrix.tocsr())
+    return f"{name}_weights.npz"
+
+
+def _load_matrix(path: Path):
+    if path.suffix == ".npy":
+        return np.load(path)
+    from scipy import sparse
+
+    return sparse.load_npz(path).tocsr()

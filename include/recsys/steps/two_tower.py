@@ -71,6 +71,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
     from recsys.training.data import NotEnoughDataError
     from recsys.training.fit import TrainParams
     from recsys.training.pipeline import train_and_export
+    from recsys.training.rank import RankingConfig
     from recsys.training.tuning import TuningConfig
 
     try:
@@ -82,11 +83,13 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
             planned.model_dir,
             TrainParams.from_params(params),
             tuning=TuningConfig.from_params(params),
+            ranking=RankingConfig(candidates_per_retriever=int(params.get("candidates_per_retriever", 100))),
         )
     except NotEnoughDataError as exc:
         raise AirflowSkipException(str(exc)) from exc
     metrics = result["metrics"]
     return {
+        "served": result["served"]["policy"],
         "model": metrics["model"],
         "popularity": metrics["popularity"],
         "chosen": result["params"],
@@ -224,14 +227,37 @@ def adopt_best_trial(planned: TrainingPlan, tuned: dict) -> dict:
     return {"model_dir": planned.model_dir, "best_trial": tuned["best_trial"], "trials": len(tuned["trials"])}
 
 
-def gate(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
-    """Compare with the champion on the same holdout, write the model card, promote if blessed."""
+def gate(settings: Settings, planned: TrainingPlan, params: dict, dag_settings=None) -> dict:
+    """Compare the served policy with the champion on the same rows, write the model card, promote if blessed;
+    alert (the configured notifiers) when a baseline is served or no new champion came for too many runs."""
+    from recsys import alerts
+    from recsys.config import load_dag_settings
     from recsys.training.gate import GatePolicy, run_gate
 
     policy = GatePolicy(
         tolerance=float(params["tolerance"]), force=bool(params["force"]), baseline=params["gate_baseline"]
     )
-    return run_gate(planned.model_dir, settings.storage.models_root, planned.version, policy)
+    decision = run_gate(planned.model_dir, settings.storage.models_root, planned.version, policy)
+    dag_settings = dag_settings or load_dag_settings()
+    raised = []
+    if decision["served_is_baseline"]:
+        raised.append(
+            (
+                "baseline_served",
+                f"recsys_two_tower {planned.version} serves the {decision['served']} baseline: the two-tower model and "
+                "the two-stage policy did not beat it on validation",
+            )
+        )
+    streak, limit = decision["runs_without_new_champion"], dag_settings.alert_after_runs_without_champion
+    if limit and streak >= limit:
+        raised.append(("no_new_champion", f"recsys_two_tower: {streak} runs in a row without a new champion"))
+    decision["alerts"] = []
+    for event, text in raised:
+        channels = alerts.send(
+            dag_settings, event, text, dag_id="recsys_two_tower", version=planned.version, served=decision["served"]
+        )
+        decision["alerts"].append({"event": event, "text": text, "channels": channels})
+    return decision
 
 
 def blessed_event(decision: dict) -> dict:

@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import sparse
 
 from recsys.history import UserTimeline, string_codes
-from recsys.policy import Policy, PolicyConfig, QueryBatch
+from recsys.policy import ItemItemPolicy, Policy, PolicyConfig
 from recsys.training.evaluate import popularity_order, ranked
 
 EASE_MAX_ITEMS = 20_000  # EASE inverts a dense items x items matrix
@@ -56,32 +56,6 @@ def first_event_prior(train: pd.DataFrame, first_events: int) -> list[str]:
     codes, items = string_codes(train["item_id"])
     firsts = np.bincount(codes[timeline.order[timeline.rank < first_events]], minlength=len(items))
     return ranked(items, firsts, np.bincount(codes, minlength=len(items)))
-
-
-class ItemItemPolicy(Policy):
-    """Scores from an item-item weight matrix over the recency-weighted newest history items."""
-
-    def __init__(self, catalog, popular, config: PolicyConfig, weights, decay: float, prior=None):
-        super().__init__(catalog, popular, config, prior=prior)
-        self.weights, self.decay = weights, decay
-        self._index = pd.Index(self.catalog)
-        self._tiebreak = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
-
-    def uses_fallback(self, batch: QueryBatch) -> np.ndarray:
-        return batch.history_lengths == 0
-
-    def model_scores(self, batch: QueryBatch) -> np.ndarray:
-        columns = self._index.get_indexer(batch.histories.ravel()).reshape(batch.histories.shape)
-        rows, positions = np.nonzero(columns >= 0)
-        age = batch.histories.shape[1] - 1 - positions  # histories are left-padded, newest last
-        picks = sparse.csr_matrix(
-            (self.decay**age, (rows, columns[rows, positions])), shape=(len(batch), len(self.catalog))
-        )
-        scores = picks @ self.weights
-        scores = np.asarray(scores.todense() if sparse.issparse(scores) else scores, dtype=np.float64)
-        # unscored items (and ties) follow popularity, not catalog order
-        scale = np.maximum(np.abs(scores).max(axis=1, keepdims=True), 1e-12)
-        return (scores + 1e-4 * scale * self._tiebreak[None, :]).astype(np.float32)
 
 
 def interaction_matrix(train: pd.DataFrame, catalog: list[str]) -> sparse.csr_matrix:

@@ -1,12 +1,18 @@
-"""The champion gate: compare a candidate with the current champion on the same holdout.
+"""The champion gate: compare the run's served policy with the current champion on the same rows.
 
-Every policy is measured as it is served (:mod:`recsys.policy`: history, seen-item exclusion,
-fallback); the champion is loaded exactly as the server loads it. The champion pointer
-``<models_root>/champion.json`` names the blessed model directory; it is
-replaced atomically. A candidate is blessed when it beats the bar — the best of the cheap baselines
-(:mod:`recsys.training.baselines`, ``baseline="best"``) or popularity alone (``"popularity"``) — and is
-not worse than the champion by more than ``tolerance`` (absolute, on ``top_{k}_accuracy``), or when an
-operator forces it. The decision and its reasons (which baseline won, by how much) are recorded either way.
+Training chose the policy to serve on validation (:func:`recsys.training.pipeline.served_choice`): the
+two-stage policy, the two-tower model or a cheap baseline, whichever scored best there; a baseline that
+wins is exported and served like any model, so a first run always serves at least the best cheap
+recommender. Every policy is measured as it is served (:mod:`recsys.policy`); the champion is loaded
+exactly as the server loads it and scored on the holdout rows the candidate was scored on
+(``evaluated.parquet``: the seeded sample when the holdout was sampled). The champion pointer
+``<models_root>/champion.json`` names the blessed model directory; it is replaced atomically.
+
+The served policy is blessed unless it is worse than the champion by more than ``tolerance`` (absolute,
+on ``top_{k}_accuracy``); an operator may force it. The bar — the best baseline on the holdout
+(``baseline="best"``) or popularity — is reported beside it, never a second choice: the holdout is read
+once, for the card and the champion. ``<models_root>/gate_streak.json`` counts the runs since the last
+new champion (the alert after ``alert_after_runs_without_champion``).
 """
 
 from __future__ import annotations
@@ -67,20 +73,25 @@ def bar(metrics: dict, policy: GatePolicy) -> tuple[str, dict]:
     return best, metrics[best]
 
 
-def decide(candidate: dict, baseline: tuple[str, dict], champion: dict | None, policy: GatePolicy) -> dict:
-    """Bless or not, with reasons. Metric dicts are ``evaluate_*`` outputs on the same holdout;
-    ``baseline`` is :func:`bar`'s ``(name, metrics)``."""
+def decide(
+    candidate: dict, baseline: tuple[str, dict], champion: dict | None, policy: GatePolicy, served: str = "model"
+) -> dict:
+    """Bless or not, with reasons. Metric dicts are ``evaluate_*`` outputs on the same holdout rows;
+    ``candidate`` is the served policy's (``served``: its name), ``baseline`` :func:`bar`'s ``(name, metrics)``."""
     key = f"top_{policy.k}_accuracy"
     name, base = baseline
-    reasons, blessed = [], True
+    reasons, blessed = [f"serving {served}: the best policy on validation"], True
+    if served in BASELINES:
+        reasons.append(f"the two-tower model and the two-stage policy did not beat {served} on validation")
     label = f"the {'best ' if policy.baseline == 'best' else ''}baseline ({name})"
-    if candidate[key] > base[key]:
+    if served == name:
+        reasons.append(f"{key} {candidate[key]:.4f}: {served} is also {label} on the holdout")
+    elif candidate[key] >= base[key]:
         reasons.append(f"{key} {candidate[key]:.4f} beats {label} {base[key]:.4f} by {candidate[key] - base[key]:.4f}")
     else:
-        blessed = False
         reasons.append(
-            f"{key} {candidate[key]:.4f} does not beat {label} {base[key]:.4f}: "
-            f"{name} wins by {base[key] - candidate[key]:.4f}"
+            f"{key} {candidate[key]:.4f} is below {label} {base[key]:.4f} on the holdout by "
+            f"{base[key] - candidate[key]:.4f} (the choice was made on validation)"
         )
     if champion is None:
         reasons.append("no champion yet")
@@ -101,6 +112,9 @@ def decide(candidate: dict, baseline: tuple[str, dict], champion: dict | None, p
         "blessed": blessed,
         "forced": policy.force,
         "metric": key,
+        "served": served,
+        "served_is_baseline": served in BASELINES,
+        "beats_bar": served == name or candidate[key] >= base[key],
         "baseline": name,
         "gate_baseline": policy.baseline,
         "tolerance": policy.tolerance,
@@ -121,7 +135,8 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
     with tempfile.TemporaryDirectory(prefix="recsys-gate-") as tmp:
         local = download_dir(model_dir, Path(tmp) / "candidate")
         result = json.loads((local / "metrics.json").read_text())
-        holdout = pd.read_parquet(local / "holdout.parquet")
+        evaluated = local / "evaluated.parquet"  # the rows the candidate was scored on (older exports: all)
+        holdout = pd.read_parquet(evaluated if evaluated.exists() else local / "holdout.parquet")
         history = pd.read_parquet(local / "history.parquet")
         users = pd.read_parquet(local / "users.parquet")
         training_users = json.loads((local / "vocabularies.json").read_text())["user_ids"]
@@ -131,7 +146,8 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
                 champion["model_dir"], holdout, history, users, training_users, Path(tmp) / "champion"
             )
         metrics = result["metrics"]
-        decision = decide(metrics["model"], bar(metrics, policy), metrics.get("champion"), policy)
+        served = result.get("served", {}).get("policy", "model")
+        decision = decide(metrics[served], bar(metrics, policy), metrics.get("champion"), policy, served)
         result["gate"] = {**decision, "champion": champion}
         report = Path(tmp) / "report"
         report.mkdir()
@@ -146,7 +162,8 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
                 "version": version,
                 "model_dir": model_dir,
                 "promoted_at": decision["decided_at"],
-                "metrics": result["metrics"]["model"],
+                "served": served,
+                "metrics": result["metrics"][served],
                 "previous": champion and champion["version"],
             },
         )
@@ -154,6 +171,21 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
         "version": version,
         "model_dir": model_dir,
         **decision,
-        "model": result["metrics"]["model"],
+        "model": result["metrics"][served],
+        "two_tower": result["metrics"]["model"],
         "champion_metrics": result["metrics"].get("champion"),
+        "runs_without_new_champion": record_streak(models_root, decision["blessed"], version),
     }
+
+
+STREAK = "gate_streak.json"
+
+
+def record_streak(models_root: str, replaced: bool, version: str) -> int:
+    """Runs in a row whose served policy did not replace an existing champion (0 after one that did, or after a
+    first champion); kept in ``<models_root>/gate_streak.json``."""
+    path = as_path(models_root) / STREAK
+    previous = json.loads(path.read_text()) if path.exists() else {"runs_without_new_champion": 0}
+    count = 0 if replaced else previous["runs_without_new_champion"] + 1
+    atomic_write_text(path, json.dumps({"runs_without_new_champion": count, "last_version": version}))
+    return count

@@ -53,12 +53,32 @@ class Split:
 
 @dataclass
 class Choices:
-    """What the validation split chose: the model's parameters, the baselines, and how."""
+    """What the validation split chose: the model's parameters, the baselines, the ranker, the served policy."""
 
     params: Any  # TrainParams
     baselines: dict  # name -> recsys.training.baselines.Baseline
     tuning: dict
     prior_first_events: int
+    ranking: Any = None  # recsys.training.rank.RankerChoice (None: no two-stage policy this run)
+    retrievers: Any = None  # recsys.training.rank.Retrievers
+    validation: dict = dataclasses.field(default_factory=dict)  # candidate policy -> validation objective
+
+    @property
+    def served(self) -> str:
+        """The candidate with the best validation objective (ties: the first of SERVED_ORDER)."""
+        return served_choice(self.validation)
+
+
+SERVED_ORDER = ("two_stage", "model")  # then the baselines: what wins a tie on validation
+
+
+def served_choice(validation: dict) -> str:
+    """The policy to serve: the best validation objective; ``model`` when nothing was measured."""
+    if not validation:
+        return "model"
+    order = [*SERVED_ORDER, *(name for name in validation if name not in SERVED_ORDER)]
+    present = [name for name in order if name in validation]
+    return max(present, key=lambda name: (validation[name], -present.index(name)))
 
 
 @dataclass
@@ -73,6 +93,8 @@ class Evaluation:
     evaluated: Any  # the holdout rows evaluated (all, or a seeded sample)
     metrics: dict
     prior: list[str]  # the first-event prior: what users without history get when no_history="prior"
+    two_stage: Any = None  # recsys.policy.TwoStagePolicy fitted on the train part (None: not built this run)
+    ranking: dict = dataclasses.field(default_factory=dict)  # its final fit's report and holdout pool recall
 
 
 def load(extract_root: str, end_day: date, window_days: int):
@@ -111,11 +133,13 @@ def split(
     return Split(window, train, holdout, holdout_days, fit_part, validation)
 
 
-def choose(data: Split, params, tuning_config, with_baselines: bool = True) -> Choices:
-    """Every choice, on the validation split: the baselines' parameters, then the model's (tuning).
-    ``with_baselines=False`` (a non-chief worker of a several-worker job, whose metrics nobody reads): no
-    baseline is tuned, and the first-event prior takes its default."""
-    from recsys.training import baselines, tuning
+def choose(data: Split, params, tuning_config, with_baselines: bool = True, ranking=None) -> Choices:
+    """Every choice, on the validation split: the baselines' parameters, the ranker's (``ranking``: a
+    :class:`~recsys.training.rank.RankingConfig`, default settings), the model's (tuning), and so the policy
+    to serve: the best of them all on validation. ``with_baselines=False`` (a non-chief worker of a
+    several-worker job, whose metrics nobody reads): no baseline or ranker is tuned, the first-event prior
+    takes its default and the model is served."""
+    from recsys.training import baselines, rank, tuning
     from recsys.training.validation import Validation
 
     catalog = data.catalog
@@ -129,7 +153,23 @@ def choose(data: Split, params, tuning_config, with_baselines: bool = True) -> C
     tuned, report = tuning.tune(
         data.fit, validation, catalog, data.window.users, data.window.items, params, tuning_config, prior
     )
-    return Choices(tuned, chosen, report | {"validation_rows": len(validation)}, first_events)
+    choices = Choices(tuned, chosen, report | {"validation_rows": len(validation)}, first_events)
+    if not with_baselines:
+        return choices
+    ranking = ranking or rank.RankingConfig()
+    choices.retrievers = rank.Retrievers.of(chosen, first_events, ranking.candidates_per_retriever)
+    choices.ranking = rank.choose(data.fit, validation, catalog, params.policy_config(), choices.retrievers, ranking)
+    if "validation" not in report:  # no trials: the given parameters are measured once, fitted on the fit part
+        report["validation"] = tuning.measure(
+            data.fit, validation, catalog, data.window.users, data.window.items, tuned, prior
+        )
+    choices.validation = {
+        "two_stage": choices.ranking.validation,
+        "model": report["validation"],
+        **{name: b.validation for name, b in chosen.items() if not b.skipped},
+    }
+    log.info("validation objective per candidate policy: %s; serving %s", choices.validation, choices.served)
+    return choices
 
 
 def fit_model(data: Split, params, strategy=None):
@@ -141,16 +181,16 @@ def fit_model(data: Split, params, strategy=None):
         return fit(data.train, data.window.users, data.window.items, params, callbacks, strategy=strategy)
 
 
-def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EVAL_CELLS) -> Evaluation:
-    """The model and every baseline (refitted on the whole train part with their chosen parameters),
-    each as served (:mod:`recsys.policy`), on the holdout.
+def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EVAL_CELLS, ranking=None) -> Evaluation:
+    """The model, the two-stage policy and every baseline (refitted on the whole train part with their
+    chosen parameters), each as served (:mod:`recsys.policy`), on the holdout.
 
     Evaluation ranks the whole catalog for every holdout row, so its cost grows with rows x items: when
     that product passes ``max_eval_cells`` the holdout is evaluated on a seeded sample of its rows (every
     policy on the same rows; ``window.evaluated_rows`` says how many; 20,000 rows at 100,000 items)."""
-    from recsys.history import snapshot
+    from recsys.history import snapshot, users_log
     from recsys.policy import Policy
-    from recsys.training import baselines
+    from recsys.training import baselines, rank
     from recsys.training.evaluate import evaluate_holdout, popularity_order
 
     window, train, holdout, params = data.window, data.train, data.holdout, choices.params
@@ -178,11 +218,31 @@ def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EV
         baselines.release(shared, name)  # the policy holds its weights until evaluated
         return policy
 
+    two_stage, ranking_report = None, {}
+    if choices.ranking is not None:
+        ranking = ranking or rank.RankingConfig()
+        two_stage, ranking_report = rank.fit(train, catalog, config, choices.retrievers, ranking, choices.ranking)
+        policies["two_stage"] = two_stage
+        queries = two_stage.batch_from_log(evaluated, users_log(evaluated, history, evaluated), {})
+        ranking_report["holdout_pool_recall"] = rank.pool_recall(two_stage, queries, evaluated["item_id"])
     for name, chosen in choices.baselines.items():
         if not chosen.skipped:
             policies[name] = functools.partial(baseline, name, chosen.params)
     metrics = evaluate_holdout(policies, evaluated, history, window.users, fitted.vocab.user_ids)
-    return Evaluation(catalog, embeddings, popular, history, evaluated, metrics, prior)
+    return Evaluation(catalog, embeddings, popular, history, evaluated, metrics, prior, two_stage, ranking_report)
+
+
+def served_policy(data: Split, choices: Choices, evaluation: Evaluation):
+    """The policy object to export for a served choice other than the two-tower model."""
+    from recsys.training import baselines
+
+    name = choices.served
+    if name == "two_stage":
+        return evaluation.two_stage
+    shared = {"popular": evaluation.popular, ("prior", choices.prior_first_events): evaluation.prior}
+    return baselines.build(
+        name, data.train, evaluation.catalog, choices.params.policy_config(), choices.baselines[name].params, shared
+    )
 
 
 def _index_queries(data: Split, fitted, evaluation: Evaluation, params) -> dict:
@@ -212,13 +272,16 @@ def export(
     index_k: int = 100,
     min_index_recall: float = 0.95,
     scann_grid: list | None = None,
+    served: tuple[str, Any] = ("model", None),
 ) -> dict:
     """Write the servable model into the local folder ``out``: query model, retrieval indexes (brute force;
-    ScaNN when it reaches ``min_index_recall``), candidates, history snapshot, tables, metadata. Returns
-    the index report."""
+    ScaNN when it reaches ``min_index_recall``), candidates, history snapshot, tables, metadata, and the
+    served policy when validation chose another than the two-tower model (``served``: its name and the
+    policy, written to ``served/``). Returns the index report."""
     import pandas as pd
 
     from recsys import index
+    from recsys.policy import SERVED_DIR, save_policy
     from recsys.training import export as saved
 
     catalog, embeddings, length = evaluation.catalog, evaluation.item_embeddings, params.history_length
@@ -242,6 +305,7 @@ def export(
         "items": data.window.items.astype({"item_id": str}),
         "users": data.window.users.astype({"user_id": str}),
         "holdout": data.holdout,
+        "evaluated": evaluation.evaluated,  # the holdout rows every policy was scored on: the gate re-scores these
         "history": evaluation.history,
     }
     for name, frame in tables.items():
@@ -258,7 +322,10 @@ def export(
         "prior_items": evaluation.prior[:POPULAR_ITEMS],
         "serving_index": index_report["serving"],
         "k": index_k,
+        "served": {"policy": served[0]},
     }
+    if served[0] != "model":
+        metadata["served"]["described"] = save_policy(served[1], out / SERVED_DIR)
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2))
     (out / "vocabularies.json").write_text(json.dumps(dataclasses.asdict(fitted.vocab)))
     (out / "index.json").write_text(json.dumps(index_report, indent=2))
@@ -282,6 +349,7 @@ def train_and_export(
     validation_fraction: float = VALIDATION_FRACTION,
     strategy=None,
     distribution: dict | None = None,
+    ranking=None,
 ) -> dict:
     """The whole job (load -> split -> choose -> fit -> evaluate -> export) into ``model_dir`` (any object
     store); ``tuning`` is a :class:`~recsys.training.tuning.TuningConfig` (default: no trials); ``strategy``
@@ -298,13 +366,15 @@ def train_and_export(
     clock.lap("load")
     # a non-chief worker trains beside the chief (and saves beside it: saving may need collectives) but its
     # metrics go nowhere: it skips the baselines, the choose stage's largest cost
-    choices = choose(data, params, tuning or TuningConfig(), with_baselines=(distribution or {}).get("chief", True))
+    chief = (distribution or {}).get("chief", True)
+    choices = choose(data, params, tuning or TuningConfig(), with_baselines=chief, ranking=ranking)
     params = choices.params
     clock.lap("choose")
     fitted = fit_model(data, params, strategy)
     clock.lap("fit")
-    evaluation = evaluate(data, fitted, choices, max_eval_cells)
+    evaluation = evaluate(data, fitted, choices, max_eval_cells, ranking)
     clock.lap("evaluate")
+    served = choices.served
     with tempfile.TemporaryDirectory(prefix="recsys-export-") as tmp:
         out = Path(tmp)
         index_report = export(
@@ -316,6 +386,7 @@ def train_and_export(
             index_k=index_k,
             min_index_recall=min_index_recall,
             scann_grid=scann_grid,
+            served=(served, None if served == "model" else served_policy(data, choices, evaluation)),
         )
         clock.lap("export")
         result = {
@@ -338,6 +409,19 @@ def train_and_export(
             "train_seconds": round(fitted.seconds, 2),
             "distribution": distribution or ONE_DEVICE.describe(),
             "metrics": evaluation.metrics,
+            "served": {
+                "policy": served,
+                "validation": choices.validation,
+                "note": "chosen on validation among the two-stage policy, the two-tower model and the baselines",
+            },
+            "ranking": None
+            if choices.ranking is None
+            else {
+                "params": choices.ranking.params,
+                "rounds": choices.ranking.rounds,
+                "validation": choices.ranking.report,
+                "final": evaluation.ranking,
+            },
             "baselines": {name: chosen.as_dict() for name, chosen in choices.baselines.items()},
             "tuning": choices.tuning,
             "index": index_report,
@@ -345,8 +429,8 @@ def train_and_export(
         }
         (out / "metrics.json").write_text(json.dumps(result, indent=2))
         upload_dir(out, model_dir)
-    model = {k: v for k, v in evaluation.metrics["model"].items() if k != "segments"}
-    log.info("exported model to %s: %s", model_dir, model)
+    model = {k: v for k, v in evaluation.metrics[served].items() if k != "segments"}
+    log.info("exported model to %s, serving %s: %s", model_dir, served, model)
     return result
 
 

@@ -15,8 +15,8 @@ NO_HISTORY = {
 
 
 def _policies(metrics: dict) -> list[str]:
-    """The evaluated policies in table order: the model, the baselines, the champion."""
-    return [name for name in ("model", *BASELINES, "champion") if metrics.get(name)]
+    """The evaluated policies in table order: the two-stage policy, the model, the baselines, the champion."""
+    return [name for name in ("two_stage", "model", *BASELINES, "champion") if metrics.get(name)]
 
 
 def _row(name: str, metrics: dict | None) -> str:
@@ -104,13 +104,49 @@ def _choices(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _served(result: dict, decision: dict) -> list[str]:
+    """Which policy is served, why (validation objective of every candidate) and by how much it won."""
+    served = result.get("served")
+    if not served or not served.get("validation"):
+        return []
+    validation = served["validation"]
+    ordered = sorted(validation.items(), key=lambda pair: -pair[1])
+    runner_up = next((value for name, value in ordered if name != served["policy"]), None)
+    lines = [
+        f"## Served policy: **{served['policy']}**",
+        "",
+        f"Chosen on validation among the two-stage policy (retrieval + LightGBM ranking), the two-tower model and "
+        f"every tuned baseline; it leads the next best by "
+        f"{validation[served['policy']] - (runner_up or 0.0):.4f}.",
+    ]
+    if decision.get("served_is_baseline"):
+        lines += [
+            "",
+            f"**A baseline is served**: neither the two-tower model nor the two-stage policy beat "
+            f"{served['policy']} on validation (an alert was sent where alerts are configured).",
+        ]
+    lines += ["", "| candidate | validation objective |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in ordered]
+    ranking = result.get("ranking")
+    if ranking:
+        final = ranking.get("final", {})
+        lines += [
+            "",
+            f"Ranking stage: LightGBM lambdarank {ranking['params']}, {ranking['rounds']} rounds (chosen on "
+            f"validation); pool recall (share of held-out items in the candidate pool) "
+            f"{ranking['validation'].get('pool_recall')} on validation, {final.get('holdout_pool_recall')} on the "
+            f"holdout; ranker fit {final.get('ranker_fit_seconds')} s on {final.get('pairs')} pairs.",
+        ]
+    return [*lines, ""]
+
+
 def model_card(version: str, result: dict, decision: dict, champion: dict | None) -> str:
     window, params, index = result["window"], result["params"], result["index"]
     metrics = result["metrics"]
     outages = ", ".join(window["outage_days"]) or "none"
     missing = ", ".join(window["missing_days"]) or "none"
     lines = [
-        f"# Two-tower retrieval model `{version}`",
+        f"# Recommender `{version}`: serving {result.get('served', {}).get('policy', 'model')}",
         "",
         f"**Gate decision: {'BLESSED' if decision['blessed'] else 'NOT BLESSED'}**"
         + (" (forced)" if decision["forced"] and decision["blessed"] else ""),
@@ -134,7 +170,8 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         "",
         "| model | " + " | ".join(f"top-{k}" for k in DEFAULT_KS) + " |",
         "|---" * (len(DEFAULT_KS) + 1) + "|",
-        _row("this model", metrics["model"]),
+        *[_row(name, metrics[name]) for name in ("two_stage",) if metrics.get(name)],
+        _row("two-tower model", metrics["model"]),
         *[_row(name, metrics[name]) for name in BASELINES if metrics.get(name)],
         _row("champion" + (f" `{champion['version']}`" if champion else ""), metrics.get("champion")),
         "",
@@ -145,6 +182,7 @@ def model_card(version: str, result: dict, decision: dict, champion: dict | None
         f"(per-user average over {metrics['model']['users']} users).",
         "",
         *_policy_lines(result.get("policy")),
+        *_served(result, decision),
         *_segment_table(metrics),
         "",
         *_choices(result),

@@ -193,6 +193,16 @@ def tune(fit_part, validation, catalog, users, items, base: TrainParams, config:
     return chosen, report
 
 
+def measure(fit_part, validation, catalog, users, items, params: TrainParams, prior) -> float:
+    """The validation objective of ``params`` fitted once on the fit part (what tuning's first trial measures,
+    for a run without trials: the served policy is chosen on validation either way)."""
+    from recsys.training.evaluate import popularity_order
+    from recsys.training.fit import fit
+
+    fitted = fit(fit_part, users, items, params)
+    return validation.score(_policy(fitted, params, catalog, items, popularity_order(fit_part), prior))
+
+
 def _policy(fitted, params: TrainParams, catalog, items, popular, prior):
     from recsys.policy import Policy
 

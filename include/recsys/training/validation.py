@@ -56,12 +56,16 @@ class Validation:
         log = pd.concat([fit[columns], validation[columns]], ignore_index=True)
         return cls(rows, log, demographics(rows["user_id"].to_numpy(), users))
 
-    def metrics(self, policy: Policy) -> dict:
-        """Hit rates and recall of ``policy`` on the validation rows, plus ``objective``."""
+    def batch(self, policy: Policy):
+        """The validation queries as ``policy`` reads them (one batch per history length and exclusion rule)."""
         key = (policy.config.history_length, policy.config.exclude_seen, tuple(policy.catalog[:1]), len(policy.catalog))
         if key not in self._batches:
             self._batches[key] = policy.batch_from_log(self.rows, self.log, self.features)
-        batch = self._batches[key]
+        return self._batches[key]
+
+    def metrics(self, policy: Policy) -> dict:
+        """Hit rates and recall of ``policy`` on the validation rows, plus ``objective``."""
+        batch = self.batch(policy)
         ranks = policy.ranks(batch, self.rows["item_id"].astype(str).to_numpy())
         out = metrics_from_ranks(ranks, batch.user_ids, ks=(1, *OBJECTIVE_KS))
         out["objective"] = round(float(np.mean([out[f"top_{k}_accuracy"] for k in OBJECTIVE_KS])), 5)

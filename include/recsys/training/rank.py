@@ -1,0 +1,275 @@
+"""The two-stage policy's training: retrievers, then a LightGBM LambdaMART ranker over their pool.
+
+Point in time, twice over. The ranker learns from queries it could have been asked: the newest
+``ranker_fraction`` of the rows it is given (the *ranking part*), each query's candidates and features
+coming from retrievers fitted on the older rows only (:func:`retrieval`), and each query's history from
+the user's earlier events. Then the retrievers are refitted on all the rows, which is what the policy
+serves with: the same features, one step later in time.
+
+* :func:`choose` runs on the fit part of a training run: the ranker's hyperparameters (:data:`GRID`) and
+  boosting rounds (early stopping on the newest ``early_stopping_fraction`` of the ranking queries) are
+  chosen by the whole policy's score on the validation split, within a time budget; the pool's recall
+  and the retrieval-only policy (reciprocal-rank fusion) are measured there too.
+* :func:`fit` repeats that with the chosen values on the whole training part, for the holdout and serving.
+
+Ranking queries are a seeded sample of at most ``max_queries`` rows: the ranker's cost is bounded by a
+setting, not grown with the window. The retrievers are the tuned item-item baselines (their validation
+parameters), popularity, recent popularity and the first-event prior.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from recsys.history import users_log
+from recsys.policy import CANDIDATES_PER_RETRIEVER, ItemStats, Policy, PolicyConfig, QueryBatch, TwoStagePolicy
+from recsys.training.validation import validation_split
+
+RETRIEVERS = ("ease", "rp3beta", "item_knn")  # item-item baselines used as retrievers (when tuned, not skipped)
+BASE = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    "eval_at": [10, 100],
+    "lambdarank_truncation_level": 100,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "feature_fraction": 0.9,
+    "verbosity": -1,
+    "seed": 0,
+    "deterministic": True,
+    "force_row_wise": True,
+}
+GRID = (  # tried in this order while the budget lasts
+    {"num_leaves": 31, "min_data_in_leaf": 50, "learning_rate": 0.05},
+    {"num_leaves": 15, "min_data_in_leaf": 100, "learning_rate": 0.1},
+    {"num_leaves": 63, "min_data_in_leaf": 50, "learning_rate": 0.03},
+)
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    candidates_per_retriever: int = CANDIDATES_PER_RETRIEVER
+    ranker_fraction: float = 0.2  # the newest share of the rows the ranker learns from
+    early_stopping_fraction: float = 0.3  # the newest share of the ranking queries that stops boosting
+    max_queries: int = 20_000  # ranking queries sampled (seeded) at most
+    max_rounds: int = 500
+    patience: int = 30  # rounds without a better early-stopping ndcg before boosting stops
+    budget_minutes: float = 10.0  # choosing among GRID: the first configuration always runs
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (
+            self.candidates_per_retriever >= 1
+            and 0 < self.ranker_fraction < 1
+            and 0 < self.early_stopping_fraction < 1
+            and self.max_queries >= 10
+            and self.max_rounds >= 1
+        ):
+            raise ValueError(f"invalid ranking settings: {self}")
+
+
+@dataclass
+class RankerChoice:
+    """What validation chose: the ranker's parameters and rounds, and how each configuration scored."""
+
+    params: dict
+    rounds: int
+    validation: float
+    report: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Retrievers:
+    """What the retrieval stage is built from: the item-item baselines' chosen parameters (name -> params),
+    the first-event prior's ``first_events`` and each retriever's share of the pool."""
+
+    chosen: dict
+    first_events: int
+    depth: int = CANDIDATES_PER_RETRIEVER
+
+    @classmethod
+    def of(cls, baselines: dict, first_events: int, depth: int) -> Retrievers:
+        """From :func:`recsys.training.baselines.tune`'s results (skipped ones left out)."""
+        chosen = {name: b.params for name, b in baselines.items() if name in RETRIEVERS and not b.skipped}
+        return cls(chosen, first_events, depth)
+
+
+def retrieval(log: pd.DataFrame, catalog: list[str], config: PolicyConfig, spec: Retrievers) -> TwoStagePolicy:
+    """The retrieval stage fitted on ``log``: the chosen item-item baselines, popularity, recent popularity
+    and the first-event prior; no ranker yet (reciprocal-rank fusion)."""
+    from recsys.policy import RECENT_EVENTS
+    from recsys.training import baselines
+    from recsys.training.evaluate import popularity_order
+
+    cache: dict = {}
+    retrievers: dict[str, Policy] = {}
+    for name in RETRIEVERS:
+        if name in spec.chosen:
+            retrievers[name] = baselines.build(name, log, catalog, config, spec.chosen[name], cache)
+    cache.pop("gram", None)
+    popular = popularity_order(log)
+    recent = popularity_order(log.sort_values("timestamp", kind="stable").tail(RECENT_EVENTS))
+    as_popular = PolicyConfig(config.history_length, config.exclude_seen, "popular")
+    retrievers["popularity"] = Policy(catalog, popular, as_popular)
+    retrievers["recent_popularity"] = Policy(catalog, [*recent, *popular], as_popular)
+    prior = baselines.first_event_prior(log, spec.first_events)
+    retrievers["first_event_prior"] = Policy(
+        catalog, popular, PolicyConfig(config.history_length, config.exclude_seen, "prior"), prior=prior
+    )
+    similarity = (
+        retrievers["item_knn"].weights
+        if "item_knn" in retrievers
+        else baselines.item_knn_weights(baselines.interaction_matrix(log, catalog), 10.0)
+    )
+    return TwoStagePolicy(
+        catalog, popular, config, retrievers, ItemStats.of(log, catalog), depth=spec.depth, similarity=similarity
+    )
+
+
+@dataclass
+class RankingRows:
+    """LightGBM's training input: features, relevance labels, and the group (pairs) of each query."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    queries: int  # queries asked
+    recalled: int  # queries whose target was in the pool (the only ones kept: the rest teach nothing)
+
+
+def ranking_rows(policy: TwoStagePolicy, queries: pd.DataFrame, log: pd.DataFrame, chunk: int = 1024) -> RankingRows:
+    """Each query's pool with a label (1 = the item the user took next); ``log``: every event, the queries'
+    among them (a query's history is its user's events strictly before it)."""
+    batch = policy.batch_from_log(queries, users_log(queries, log), {})
+    targets = policy.columns_of(queries["item_id"])
+    features, labels, groups, recalled = [], [], [], 0
+    for start in range(0, len(batch), chunk):
+        stop = min(start + chunk, len(batch))
+        pool = policy.pool(batch.rows(start, stop))
+        hit = pool.columns == targets[start:stop][pool.rows]
+        sizes = np.bincount(pool.rows, minlength=stop - start)
+        useful = np.bincount(pool.rows, weights=hit, minlength=stop - start) > 0
+        keep = useful[pool.rows]
+        features.append(pool.features[keep])
+        labels.append(hit[keep].astype(np.float32))
+        groups.append(sizes[useful])
+        recalled += int(useful.sum())
+    return RankingRows(
+        np.concatenate(features) if features else np.zeros((0, len(policy.feature_names)), np.float32),
+        np.concatenate(labels) if labels else np.zeros(0, np.float32),
+        np.concatenate(groups) if groups else np.zeros(0, np.int64),
+        len(batch),
+        recalled,
+    )
+
+
+def pool_recall(policy: TwoStagePolicy, batch: QueryBatch, targets, chunk: int = 1024) -> float:
+    """The share of ``targets`` (one per query of ``batch``) in the query's pool: no ranker can beat it."""
+    columns = policy.columns_of(targets)
+    found = 0
+    for start in range(0, len(batch), chunk):
+        stop = min(start + chunk, len(batch))
+        pool = policy.pool(batch.rows(start, stop))
+        found += int(np.count_nonzero(pool.columns == columns[start:stop][pool.rows]))
+    return round(found / max(len(batch), 1), 5)
+
+
+def _queries(rows: pd.DataFrame, config: RankingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded sample of at most ``max_queries`` ranking queries, split in time into (train, early stopping)."""
+    if len(rows) > config.max_queries:
+        rows = rows.sample(config.max_queries, random_state=config.seed).sort_index()
+    rows = rows.sort_values("timestamp", kind="stable")
+    cut = int(len(rows) * (1 - config.early_stopping_fraction))
+    return rows.iloc[:cut], rows.iloc[cut:]
+
+
+def _train(params: dict, rows: RankingRows, rounds: int, stopping: RankingRows | None = None, patience: int = 30):
+    import lightgbm
+
+    data = lightgbm.Dataset(rows.features, rows.labels, group=rows.groups, free_raw_data=False)
+    options = {**BASE, **params, "num_threads": 0}
+    if stopping is None or not len(stopping.groups):
+        return lightgbm.train(options, data, num_boost_round=rounds)
+    valid = lightgbm.Dataset(stopping.features, stopping.labels, group=stopping.groups, reference=data)
+    callbacks = [lightgbm.early_stopping(patience, first_metric_only=False, verbose=False)]
+    return lightgbm.train(options, data, num_boost_round=rounds, valid_sets=[valid], callbacks=callbacks)
+
+
+def choose(
+    fit_part: pd.DataFrame,
+    validation,
+    catalog: list[str],
+    config: PolicyConfig,
+    spec: Retrievers,
+    ranking: RankingConfig,
+) -> RankerChoice:
+    """The ranker's parameters and rounds, by the two-stage policy's score on ``validation``
+    (a :class:`~recsys.training.validation.Validation` over the rows after ``fit_part``)."""
+    started = time.perf_counter()
+    deadline = time.monotonic() + ranking.budget_minutes * 60
+    older, newer = validation_split(fit_part, ranking.ranker_fraction)
+    learn, stop = _queries(newer, ranking)
+    early = retrieval(older, catalog, config, spec)
+    learn_rows, stop_rows = ranking_rows(early, learn, fit_part), ranking_rows(early, stop, fit_part)
+    prepared = time.perf_counter() - started
+    served = retrieval(fit_part, catalog, config, spec)
+    retrieval_only = validation.metrics(served)
+    tried = []
+    best: RankerChoice | None = None
+    for number, params in enumerate(GRID):
+        if number and time.monotonic() > deadline:
+            break
+        fit_started = time.perf_counter()
+        booster = _train(params, learn_rows, ranking.max_rounds, stop_rows, ranking.patience)
+        served.ranker = booster
+        metrics = validation.metrics(served)
+        rounds = max(1, booster.best_iteration or booster.current_iteration())
+        tried.append({**params, "rounds": rounds, "validation": metrics["objective"], "metrics": metrics})
+        tried[-1]["seconds"] = round(time.perf_counter() - fit_started, 1)
+        if best is None or metrics["objective"] > best.validation:
+            best = RankerChoice(params, rounds, metrics["objective"])
+    best.report = {
+        "tried": tried,
+        "untried": len(GRID) - len(tried),
+        "retrieval_only": retrieval_only,
+        "pool_recall": pool_recall(served, validation.batch(served), validation.rows["item_id"]),
+        "ranking_queries": {
+            "learn": learn_rows.queries,
+            "early_stopping": stop_rows.queries,
+            "in_pool": learn_rows.recalled + stop_rows.recalled,
+            "pairs": int(len(learn_rows.labels) + len(stop_rows.labels)),
+        },
+        "features": served.feature_names,
+        "candidates_per_retriever": spec.depth,
+        "prepare_seconds": round(prepared, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return best
+
+
+def fit(
+    train: pd.DataFrame, catalog: list[str], config: PolicyConfig, spec: Retrievers, ranking: RankingConfig, choice
+) -> tuple[TwoStagePolicy, dict]:
+    """The two-stage policy served from ``train``: the ranker (``choice``'s parameters and rounds) learned on
+    the newest part with the retrievers fitted on the older part, then the retrievers refitted on all of it."""
+    started = time.perf_counter()
+    older, newer = validation_split(train, ranking.ranker_fraction)
+    queries = newer if len(newer) <= ranking.max_queries else newer.sample(ranking.max_queries, random_state=0)
+    rows = ranking_rows(retrieval(older, catalog, config, spec), queries, train)
+    fit_started = time.perf_counter()
+    booster = _train(choice.params, rows, choice.rounds)
+    ranker_seconds = time.perf_counter() - fit_started
+    policy = retrieval(train, catalog, config, spec)
+    policy.ranker = booster
+    report = {
+        "ranker_fit_seconds": round(ranker_seconds, 1),
+        "seconds": round(time.perf_counter() - started, 1),
+        "ranking_queries": rows.queries,
+        "in_pool": rows.recalled,
+        "pairs": int(len(rows.labels)),
+    }
+    return policy, report
