@@ -10,8 +10,11 @@ test interaction is one query whose history is the user's earlier events; the wh
 with seen items excluded (:class:`recsys.policy.Policy`, the code the server answers with); top-k hit
 rate and per-user recall, overall and per segment.
 
-Reported: the two-tower chosen by validation, the best trial of each query tower (each refitted),
-every baseline, tuning and fit seconds, peak RSS, and the ratios against the best baseline.
+Reported: the served policy (the best on validation among the two-stage policy, the two-tower model and
+every baseline), the two-stage policy (retrieval + LightGBM ranking, :mod:`recsys.training.rank`) with its
+pool recall, ranker rounds and seconds and an ablation (retrieval only: the same pool by reciprocal-rank
+fusion), the two-tower chosen by validation, the best trial of each query tower (each refitted), every
+baseline, tuning and fit seconds, peak RSS, and the ratios against the best baseline.
 
     .venv/bin/python bench/bench_quality.py [--data DIR] [--trials 20] [--budget-minutes 8]
 """
@@ -102,7 +105,9 @@ def run(args) -> dict:
     started = time.perf_counter()
     fitted = fit_model(data, choices.params)
     fit_seconds = time.perf_counter() - started
+    started = time.perf_counter()
     evaluation = evaluate(data, fitted, choices)
+    evaluate_seconds = time.perf_counter() - started
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     metrics = evaluation.metrics
     baselines = {name: metrics[name] for name in choices.baselines if name in metrics}
@@ -142,14 +147,60 @@ def run(args) -> dict:
         for k in KS
     }
     out["gate_bar"] = best
+    out |= two_stage_rows(data, choices, evaluation, baselines, out["best_baseline"], evaluate_seconds)
     return out
+
+
+def two_stage_rows(data, choices, evaluation, baselines: dict, best: dict, evaluate_seconds: float) -> dict:
+    """The served policy (chosen on validation), the two-stage policy and its ablation (retrieval only:
+    the same pool by reciprocal-rank fusion), pool recall, ranker seconds, ratios against the best baseline."""
+    from recsys.training.evaluate import evaluate_holdout
+
+    metrics = evaluation.metrics
+    retrieval_only = evaluation.two_stage
+    ranker, retrieval_only.ranker = retrieval_only.ranker, None
+    ablation = evaluate_holdout(
+        {"retrieval_only": retrieval_only},
+        evaluation.evaluated,
+        evaluation.history,
+        data.window.users,
+        sorted(set(data.train["user_id"].astype(str))),
+    )["retrieval_only"]
+    retrieval_only.ranker = ranker
+    served = choices.served
+
+    def ratios(name: str) -> dict:
+        return {
+            f"top_{k}": round(metrics[name][f"top_{k}_accuracy"] / baselines[best[f"top_{k}"]][f"top_{k}_accuracy"], 3)
+            for k in KS
+        }
+
+    return {
+        "served": {"policy": served, "validation": choices.validation, "metrics": metrics[served]},
+        "ratios_served_vs_best_baseline": ratios(served),
+        "two_stage": {
+            "params": choices.ranking.params,
+            "rounds": choices.ranking.rounds,
+            "metrics": metrics["two_stage"],
+            "ratios_vs_best_baseline": ratios("two_stage"),
+            "validation": {k: v for k, v in choices.ranking.report.items() if k != "tried"},
+            "tried": [{k: v for k, v in t.items() if k != "metrics"} for t in choices.ranking.report["tried"]],
+            "final": evaluation.ranking,
+            "evaluate_seconds": round(evaluate_seconds, 1),
+        },
+        "ablation": {
+            "retrieval_only": {k: ablation[k] for k in ("top_10_accuracy", "top_100_accuracy", "segments")},
+            "full": {k: metrics["two_stage"][k] for k in ("top_10_accuracy", "top_100_accuracy")},
+            "without_two_tower_score": "the same as full: the two-tower is not yet a retriever or a feature",
+        },
+    }
 
 
 def print_run(result: dict) -> None:
     print(f"\n{result['split']}: {result['rows']}")
     columns = ("top_1_accuracy", "top_10_accuracy", "top_100_accuracy", "recall@10", "recall@100")
     print(f"{'policy':<28}" + "".join(f"{c.replace('_accuracy', ''):>12}" for c in columns))
-    rows = [("two-tower (chosen)", result["chosen_model"]["metrics"])]
+    rows = [("two-stage", result["two_stage"]["metrics"]), ("two-tower (chosen)", result["chosen_model"]["metrics"])]
     rows += [(f"two-tower ({tower} best)", r["metrics"]) for tower, r in result["towers"].items() if "metrics" in r]
     rows += [(name, b["metrics"]) for name, b in result["baselines"].items()]
     for name, m in rows:
@@ -165,7 +216,10 @@ def print_run(result: dict) -> None:
     print(
         f"chosen: { ({k: result['tuning']['chosen'][k] for k in result['tuning'].get('chosen', {})}) }\n"
         f"ratios vs the best baseline: {result['ratios_vs_best_baseline']} (best: {result['best_baseline']}); "
-        f"tune + train {result['tune_and_train_seconds']} s; peak RSS {result['peak_rss_mib']} MiB"
+        f"tune + train {result['tune_and_train_seconds']} s; peak RSS {result['peak_rss_mib']} MiB\n"
+        f"served: {result['served']['policy']} (validation {result['served']['validation']}); ratios vs the best "
+        f"baseline {result['ratios_served_vs_best_baseline']}; retrieval only "
+        f"{result['ablation']['retrieval_only']['top_10_accuracy']}/{result['ablation']['retrieval_only']['top_100_accuracy']}"
     )
 
 

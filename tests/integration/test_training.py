@@ -146,39 +146,51 @@ def test_exports_reload_in_a_fresh_process_with_the_same_top_k(trained, tmp_path
 def test_gate_blesses_first_then_protects_the_champion(synthetic_lake, trained, tmp_path):
     model_dir, _ = trained
     models_root = tmp_path.as_uri() + "/models"
-    # this test is about the champion: the bar is popularity (the baselines' bar has its own test)
-    popularity_bar = GatePolicy(baseline="popularity")
-    first = run_gate(model_dir, models_root, "v1", popularity_bar)
-    assert first["blessed"] and first["reasons"][-1] == "no champion yet"
+    # the synthetic users repeat items: a policy that recommends seen items scores far higher on this holdout
+    repeats_dir = tmp_path.as_uri() + "/repeats"
+    repeats = TrainParams(epochs=1, batch_size=512, exclude_seen=False)
+    train_and_export(synthetic_lake + "/extract", END, 8, 1, repeats_dir, repeats, min_interactions=500)
+    first = run_gate(repeats_dir, models_root, "v1", GatePolicy())
+    assert first["blessed"] and first["reasons"][-1] == "no champion yet" and first["runs_without_new_champion"] == 0
     assert read_champion(models_root)["version"] == "v1"
-    card = (local(model_dir) / "model_card.md").read_text()
+    card = (local(repeats_dir) / "model_card.md").read_text()
     assert "BLESSED" in card and "Outage days (no data) in the window: 2026-11-05" in card
-    assert (local(model_dir) / "training_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Served policy" in card
+    assert (local(repeats_dir) / "training_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    weak_dir = tmp_path.as_uri() + "/weak"
-    weak = TrainParams(epochs=1, batch_size=512, learning_rate=0.0005, use_features=False)
-    train_and_export(synthetic_lake + "/extract", END, 8, 1, weak_dir, weak, min_interactions=500)
-    rejected = run_gate(weak_dir, models_root, "weak", GatePolicy(tolerance=0.01, baseline="popularity"))
+    rejected = run_gate(model_dir, models_root, "v2", GatePolicy(tolerance=0.01))
     assert not rejected["blessed"] and read_champion(models_root)["version"] == "v1"
-    assert rejected["champion_metrics"] == first["model"]  # the champion scored on the same holdout
-    forced = run_gate(weak_dir, models_root, "weak", GatePolicy(force=True))
+    assert "worse than the champion" in rejected["reasons"][-1] and rejected["runs_without_new_champion"] == 1
+    assert rejected["champion_metrics"] == first["model"]  # the champion scored on the same rows
+    forced = run_gate(model_dir, models_root, "v2", GatePolicy(force=True))
     assert forced["blessed"] and read_champion(models_root)["previous"] == "v1"
+    assert forced["runs_without_new_champion"] == 0
 
 
-def test_gate_refuses_a_candidate_that_a_baseline_beats_and_says_which(synthetic_lake, tmp_path):
+def test_a_baseline_that_wins_on_validation_is_exported_and_served(synthetic_lake, tmp_path, monkeypatch):
+    """A barely trained two-tower and a two-stage policy with a one-item pool lose on validation: the best
+    baseline is served, from the export, with the same answers as the offline policy, and the gate's task
+    alerts through the configured webhook."""
+    from fakes.receiver import Receiver
+
+    from recsys.config import DagSettings, Settings, StorageSettings
+    from recsys.policy import ItemItemPolicy, load_policy
+    from recsys.serving.predictor import Predictor
+    from recsys.serving.request import Instance, PredictRequest
+    from recsys.steps import two_tower
+    from recsys.training.rank import RankingConfig
+    from recsys_devtools.emulators.ports import free_port
+    from recsys_devtools.emulators.running import RunningFake
+
     weak_dir = tmp_path.as_uri() + "/weak"
     weak = TrainParams(epochs=1, batch_size=512, learning_rate=0.0005, use_features=False)
-    result = train_and_export(synthetic_lake + "/extract", END, 8, 1, weak_dir, weak, min_interactions=500)
-    metrics = result["metrics"]
-    assert {"popularity", "first_event_prior", "item_knn", "rp3beta", "ease"} <= set(metrics)
-    best = max(("item_knn", "rp3beta", "ease"), key=lambda name: metrics[name]["top_100_accuracy"])
-    assert metrics[best]["top_100_accuracy"] > metrics["model"]["top_100_accuracy"]  # barely trained
-    decision = run_gate(weak_dir, tmp_path.as_uri() + "/models", "weak", GatePolicy())
-    assert not decision["blessed"] and decision["baseline"] == best
-    assert f"does not beat the best baseline ({best})" in decision["reasons"][0]
-    assert read_champion(tmp_path.as_uri() + "/models") is None
-    card = (local(weak_dir) / "model_card.md").read_text()
-    assert "NOT BLESSED" in card and "| item_knn |" in card and "| ease |" in card
+    result = train_and_export(synthetic_lake + "/extract", END, 8, 1, weak_dir, weak, min_interactions=500,
+                              ranking=RankingConfig(candidates_per_retriever=1))  # fmt: skip
+    metrics, validation = result["metrics"], result["served"]["validation"]
+    assert {"popularity", "first_event_prior", "item_knn", "rp3beta", "ease", "two_stage", "model"} <= set(metrics)
+    served = result["served"]["policy"]
+    assert served in ("item_knn", "rp3beta", "ease") and validation[served] == max(validation.values())
+    assert validation[served] > max(validation["model"], validation["two_stage"])
     # every baseline's parameters were chosen on validation, before the holdout was read
     for name in ("item_knn", "rp3beta", "ease"):
         chosen = result["baselines"][name]
@@ -187,6 +199,77 @@ def test_gate_refuses_a_candidate_that_a_baseline_beats_and_says_which(synthetic
         result["window"]["validation_rows"] > 0
         and result["window"]["fit_rows"] + result["window"]["validation_rows"] == result["window"]["train_rows"]
     )
+    policy = load_policy(local(weak_dir))
+    assert isinstance(policy, ItemItemPolicy)
+    predictor = Predictor(local(weak_dir))
+    history = pd.read_parquet(local(weak_dir) / "history.parquet")
+    user = history["user_id"].iloc[0]
+    online = predictor.predict(PredictRequest([Instance(user)], k=10))[0]
+    offline = policy.recommend(policy.batch_from_histories([user], [predictor.history_of(Instance(user))], {}), 10)[0]
+    assert online["item_ids"] == offline["item_ids"] and len(online["item_ids"]) == 10
+    receiver = Receiver()
+    with RunningFake(receiver, free_port()) as running:
+        monkeypatch.setenv("AIRFLOW_CONN_ALERT_HOOK", json.dumps({"conn_type": "http", "host": running.url}))
+        alerting = DagSettings(alert_webhook_conn_id="alert_hook", alert_webhook_endpoint="hooks/recsys")
+        settings = Settings(storage=StorageSettings(root=tmp_path.as_uri()))
+        planned = two_tower.TrainingPlan(END.isoformat(), "weak", "local", weak_dir)
+        params = {"tolerance": 0.01, "force": False, "gate_baseline": "best"}
+        decision = two_tower.gate(settings, planned, params, dag_settings=alerting)
+    assert decision["blessed"] and decision["served"] == served and decision["served_is_baseline"]
+    assert read_champion(settings.storage.models_root)["served"] == served
+    assert [a["event"] for a in decision["alerts"]] == ["baseline_served"]
+    assert decision["alerts"][0]["channels"] == ["webhook"]
+    (post,) = receiver.posts
+    assert post["event"] == "baseline_served" and post["served"] == served and served in post["text"]
+    card = (local(weak_dir) / "model_card.md").read_text()
+    assert f"serving {served}" in card and "**A baseline is served**" in card and "| ease |" in card
+
+
+def test_the_two_stage_policy_is_served_the_same_online_as_offline(synthetic_lake, trained, tmp_path):
+    """Whatever validation chose, an export that serves the two-stage policy answers with it: the server's
+    answer equals the offline policy's for the same query, and recent events change it."""
+    import json
+    import shutil
+
+    from recsys.policy import TwoStagePolicy, load_policy
+    from recsys.serving.predictor import Predictor
+    from recsys.serving.request import Instance, PredictRequest
+
+    model_dir, result = trained
+    assert result["ranking"]["final"]["pairs"] > 0 and 0 < result["ranking"]["final"]["holdout_pool_recall"] <= 1
+    assert "two_stage" in result["served"]["validation"] and "two_stage" in result["metrics"]
+    if result["served"]["policy"] == "two_stage":
+        export = local(model_dir)
+    else:  # serve the two-stage policy from a copy of the export: the same files a two-stage win writes
+        from recsys.policy import save_policy
+        from recsys.training import rank
+        from recsys.training.data import load_window
+
+        export = tmp_path / "copy"
+        shutil.copytree(local(model_dir), export)
+        window = load_window(result["window"]["extract_root"], END, 8)
+        train = window.interactions[window.interactions["timestamp"] < pd.Timestamp("2026-11-09", tz="UTC").timestamp()]
+        catalog = pd.read_parquet(export / "candidates.parquet")["item_id"].astype(str).tolist()
+        spec = rank.Retrievers({"item_knn": {"shrink": 0.0, "decay": 0.8}}, 1, 30)
+        choice = rank.RankerChoice({"num_leaves": 7, "min_data_in_leaf": 5, "learning_rate": 0.1}, 10, 0.0)
+        config = TrainParams(**result["params"]).policy_config()
+        two_stage, _ = rank.fit(train, catalog, config, spec, rank.RankingConfig(candidates_per_retriever=30), choice)
+        metadata = json.loads((export / "metadata.json").read_text())
+        metadata["served"] = {"policy": "two_stage", "described": save_policy(two_stage, export / "served")}
+        (export / "metadata.json").write_text(json.dumps(metadata))
+    policy = load_policy(export)
+    assert isinstance(policy, TwoStagePolicy) and policy.ranker is not None
+    now = 1_800_000_000.0
+    predictor = Predictor(export, clock=lambda: now)
+    user = pd.read_parquet(export / "history.parquet")["user_id"].iloc[0]
+    instance = Instance(user)
+    online = predictor.predict(PredictRequest([instance], k=10))[0]
+    since_last = [predictor.since_last_of(instance, now)]
+    batch = policy.batch_from_histories([user], [predictor.history_of(instance)], {}, since_last=since_last)
+    offline = policy.recommend(batch, 10)[0]
+    assert online["item_ids"] == offline["item_ids"] and len(online["item_ids"]) == 10
+    recent = Instance(user, recent_item_ids=offline["item_ids"][:3])
+    assert predictor.predict(PredictRequest([recent], k=10))[0]["item_ids"] != online["item_ids"]
 
 
 def test_too_little_data_is_a_clear_error(synthetic_lake, tmp_path):

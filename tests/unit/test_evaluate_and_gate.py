@@ -80,13 +80,14 @@ def metrics(value: float) -> dict:
 def test_gate_rules():
     policy = GatePolicy(tolerance=0.01)
     base = ("popularity", metrics(0.3))
-    assert decide(metrics(0.5), base, None, policy)["blessed"] is True
-    beaten = decide(metrics(0.29), base, None, policy)
-    assert beaten["blessed"] is False and "does not beat the best baseline (popularity)" in beaten["reasons"][0]
-    assert "popularity wins by 0.0100" in beaten["reasons"][0]
+    first = decide(metrics(0.5), base, None, policy, "two_stage")
+    assert first["blessed"] is True and first["beats_bar"] and first["reasons"][0].startswith("serving two_stage")
+    below = decide(metrics(0.29), base, None, policy)  # below the bar on the holdout: reported, still served
+    assert below["blessed"] is True and not below["beats_bar"]
+    assert "below the best baseline (popularity) 0.3000 on the holdout by 0.0100" in below["reasons"][1]
     assert decide(metrics(0.495), base, metrics(0.5), policy)["blessed"] is True  # within tolerance
     worse = decide(metrics(0.48), base, metrics(0.5), policy)
-    assert worse["blessed"] is False and "worse than the champion" in worse["reasons"][1]
+    assert worse["blessed"] is False and "worse than the champion" in worse["reasons"][-1]
     forced = decide(metrics(0.1), base, metrics(0.5), GatePolicy(force=True))
     assert forced["blessed"] is True and forced["reasons"][-1] == "forced by the operator"
     with pytest.raises(ValueError):
@@ -95,7 +96,7 @@ def test_gate_rules():
         GatePolicy(baseline="item_knn")
 
 
-def test_the_bar_is_the_best_baseline_unless_popularity_is_asked_for():
+def test_a_served_baseline_is_said_so_and_the_bar_is_the_best_baseline_unless_popularity_is_asked_for():
     on_holdout = {
         "model": metrics(0.40),
         "popularity": metrics(0.20),
@@ -104,10 +105,19 @@ def test_the_bar_is_the_best_baseline_unless_popularity_is_asked_for():
         "champion": metrics(0.9),  # never a baseline
     }
     assert bar(on_holdout, GatePolicy()) == ("item_knn", metrics(0.45))
-    refused = decide(on_holdout["model"], bar(on_holdout, GatePolicy()), None, GatePolicy())
-    assert not refused["blessed"] and refused["baseline"] == "item_knn"
-    assert "item_knn wins by 0.0500" in refused["reasons"][0]
+    served = decide(on_holdout["ease"], bar(on_holdout, GatePolicy()), None, GatePolicy(), "ease")
+    assert served["blessed"] and served["served_is_baseline"] and served["baseline"] == "item_knn"
+    assert "did not beat ease on validation" in served["reasons"][1]
     assert bar(on_holdout, GatePolicy(baseline="popularity")) == ("popularity", metrics(0.20))
+
+
+def test_the_served_policy_is_the_best_on_validation_with_ties_to_the_two_stage_policy():
+    from recsys.training.pipeline import served_choice
+
+    assert served_choice({}) == "model"
+    assert served_choice({"two_stage": 0.3, "model": 0.31, "ease": 0.2}) == "model"
+    assert served_choice({"two_stage": 0.3, "model": 0.29, "ease": 0.35, "item_knn": 0.35}) == "ease"
+    assert served_choice({"ease": 0.3, "model": 0.3, "two_stage": 0.3}) == "two_stage"
 
 
 def test_champion_pointer_round_trip(tmp_path):

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from recsys.serving.request import Instance, PredictRequest
@@ -57,8 +58,10 @@ def _present(value, default):
 
 
 class Predictor:
-    def __init__(self, model_dir: Path, index: str = "auto"):
+    def __init__(self, model_dir: Path, index: str = "auto", clock=time.time):
+        """``clock``: seconds since the epoch now (the ranking stage's "time since the user's last event")."""
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        self.clock = clock
         import pandas as pd
 
         self.model_dir = Path(model_dir)
@@ -71,7 +74,9 @@ class Predictor:
         _limit_op_threads(tf)
         from recsys.policy import load_policy
 
-        self.policy = load_policy(self.model_dir, self.index)
+        self.policy = load_policy(
+            self.model_dir, self.index, threads=int(os.environ.get("RECSYS_SERVING_TF_THREADS", "1"))
+        )
         self.k_max = int(metadata["k"])
         self.uses_user_features = bool(metadata["user_features"])
         users = pd.read_parquet(self.model_dir / "users.parquet")
@@ -119,6 +124,16 @@ class Predictor:
         merged = kept + list(zip(instance.recent_timestamps, instance.recent_item_ids, strict=True))
         return [i for _, i in sorted(merged, key=lambda pair: pair[0])]
 
+    def since_last_of(self, instance: Instance, now: float) -> float:
+        """Seconds from the user's newest known event to ``now``: 0 for a request with recent events but no
+        timestamps (they just happened), NaN for a user without events."""
+        stamps = list(self.history.get(instance.user_id, ([], []))[1])
+        if instance.recent_item_ids:
+            if instance.recent_timestamps is None:
+                return 0.0
+            stamps += list(instance.recent_timestamps)
+        return max(0.0, now - float(max(stamps))) if stamps else float("nan")
+
     def predict(self, request: PredictRequest) -> list[dict]:
         return self.predict_many([request])[0]
 
@@ -127,11 +142,13 @@ class Predictor:
         instances keep their own exclusions and get their own ``k`` (the top ``k`` of a deeper
         ranking is the same ranking's first ``k``)."""
         instances = [i for r in requests for i in r.instances]
+        now = self.clock()
         batch = self.policy.batch_from_histories(
             [i.user_id for i in instances],
             [self.history_of(i) for i in instances],
             self._demographics(instances),
             exclude=[r.exclude_item_ids for r in requests for _ in r.instances],
+            since_last=[self.since_last_of(i, now) for i in instances],
         )
         answers = iter(self.policy.recommend(batch, max(r.k for r in requests)))
         out = []
@@ -154,8 +171,12 @@ class Predictor:
     def recommend_users(self, user_ids: list[str], k: int) -> list[dict]:
         """Batch recommendations for known users from their history snapshot alone (no request events)."""
         instances = [Instance(user) for user in user_ids]
+        now = self.clock()
         batch = self.policy.batch_from_histories(
-            user_ids, [self.history_of(i) for i in instances], self._demographics(instances)
+            user_ids,
+            [self.history_of(i) for i in instances],
+            self._demographics(instances),
+            since_last=[self.since_last_of(i, now) for i in instances],
         )
         return [
             {"user_id": user, **answer} for user, answer in zip(user_ids, self.policy.recommend(batch, k), strict=True)
