@@ -174,6 +174,13 @@ PARAMS = {
         description="Each retriever (item-kNN, RP3beta, EASE, popularity, recent popularity, first-event prior) "
         "adds its top N to a query's pool, which the LightGBM ranker orders.",
     ),
+    "served_policy": Param(
+        "best",
+        enum=["best", "two_stage", "model"],
+        title="Policy to serve",
+        description="best = whichever of the two-stage policy, the two-tower model and the tuned baselines scores "
+        "best on validation; two_stage / model = that one, whatever validation says (recorded in the model card).",
+    ),
     "gate_baseline": Param(
         _SETTINGS.gate_baseline,
         enum=["best", "popularity"],

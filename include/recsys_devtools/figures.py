@@ -37,6 +37,24 @@ def _quality(d: dict) -> dict:
 FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
     (
         "bench_quality",
+        "served policy (chosen on validation) / best baseline, top-10 hit rate (ML-100K temporal)",
+        lambda d: _quality(d)["ratios_served_vs_best_baseline"]["top_10"],
+        "{:.3f}x",
+    ),
+    (
+        "bench_quality",
+        "served policy / best baseline, top-100 hit rate",
+        lambda d: _quality(d)["ratios_served_vs_best_baseline"]["top_100"],
+        "{:.3f}x",
+    ),
+    (
+        "bench_quality",
+        "two-stage policy (retrieval + LightGBM ranking) / best baseline, top-10 / top-100",
+        lambda d: "{top_10:.3f}x / {top_100:.3f}x".format(**_quality(d)["two_stage"]["ratios_vs_best_baseline"]),
+        "{}",
+    ),
+    (
+        "bench_quality",
         "two-tower (chosen on validation) / best baseline, top-10 hit rate (ML-100K temporal)",
         lambda d: _quality(d)["ratios_vs_best_baseline"]["top_10"],
         "{:.3f}x",

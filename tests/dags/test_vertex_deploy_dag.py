@@ -207,3 +207,57 @@ def test_invalid_params(deploy_dag, conf, message):
 
     with pytest.raises(ParamValidationError, match=message):
         deploy_dag.test(run_conf=conf)
+
+
+def test_the_two_stage_policy_end_to_end(deploy_dag, vertex, synthetic_lake, tmp_path, monkeypatch):
+    """recsys_two_tower serving the two-stage policy (pinned: on this synthetic data validation may choose
+    another): train -> gate -> export -> batch delivery, then recsys_vertex_deploy, whose smoke test and a
+    predict through the endpoint are answered by the retrieval -> ranking policy, as offline."""
+    import json
+    import shutil
+    import sqlite3
+
+    from airflow.dag_processing.dagbag import DagBag
+    from google.protobuf import json_format
+    from vertex.deploy import predict
+    from vertex.hooks import VertexPredictionServiceHook
+
+    from recsys.policy import TwoStagePolicy
+    from recsys.serving.predictor import Predictor
+    from recsys.serving.request import Instance, PredictRequest
+    from recsys.training.gate import read_champion
+
+    storage = tmp_path / "storage"
+    shutil.copytree(Path(synthetic_lake.removeprefix("file://")) / "extract", storage / "extract")
+    two_tower = DagBag(dag_folder=str(DAGS)).dags["recsys_two_tower"]
+    conf = {"window_days": 8, "batch_size": 512, "epochs": 2, "end_day": "2026-11-09", "served_policy": "two_stage"}
+    trained = two_tower.test(run_conf=conf)
+    assert trained.state == "success", states(trained)
+    champion = read_champion((storage / "models").as_uri())
+    model_dir = Path(champion["model_dir"].removeprefix("file://"))
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert champion["served"] == "two_stage" and metrics["served"]["pinned"] == "two_stage"
+    assert metrics["gate"]["blessed"] and (model_dir / "served" / "policy_ranker.txt").is_file()
+
+    predictor = Predictor(model_dir)
+    assert isinstance(predictor.policy, TwoStagePolicy)
+    delivered = trained.get_task_instance("deliver").xcom_pull(task_ids="deliver")
+    assert delivered["rows"] == delivered["users"] * 25
+    app_db = json.loads(__import__("os").environ["AIRFLOW_CONN_RECSYS_APP"])["host"]
+    with sqlite3.connect(app_db) as conn:
+        (user,) = conn.execute("SELECT MIN(user_id) FROM recommendations WHERE source = 'two_tower'").fetchone()
+        table = [
+            r[0] for r in conn.execute("SELECT item_id FROM recommendations WHERE user_id = ? ORDER BY rank", (user,))
+        ]
+    assert table == predictor.recommend_users([user], 25)[0]["item_ids"]  # batch delivery = the served policy
+
+    deployed = deploy_dag.test(run_conf={"model_dir": champion["model_dir"]})
+    assert deployed.state == "success", states(deployed)
+    endpoint_id = endpoint_state(vertex)["name"].rsplit("/", 1)[-1]
+    response = predict(VertexPredictionServiceHook(), PROJECT, REGION, endpoint_id, [{"user_id": user}], {"k": 10})
+    (answer,) = [json_format.MessageToDict(p) for p in response._pb.predictions]
+    local = predictor.predict(PredictRequest([Instance(user)], k=10))[0]
+    assert answer["item_ids"] == local["item_ids"] and len(answer["item_ids"]) == 10
+    recent = {"user_id": user, "recent_item_ids": local["item_ids"][:3]}
+    response = predict(VertexPredictionServiceHook(), PROJECT, REGION, endpoint_id, [recent], {"k": 10})
+    assert json_format.MessageToDict(response._pb.predictions[0])["item_ids"] != local["item_ids"]

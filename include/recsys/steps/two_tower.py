@@ -84,6 +84,7 @@ def train(settings: Settings, planned: TrainingPlan, params: dict) -> dict:
             TrainParams.from_params(params),
             tuning=TuningConfig.from_params(params),
             ranking=RankingConfig(candidates_per_retriever=int(params.get("candidates_per_retriever", 100))),
+            serve=params.get("served_policy", "best"),
         )
     except NotEnoughDataError as exc:
         raise AirflowSkipException(str(exc)) from exc

@@ -74,13 +74,19 @@ def bar(metrics: dict, policy: GatePolicy) -> tuple[str, dict]:
 
 
 def decide(
-    candidate: dict, baseline: tuple[str, dict], champion: dict | None, policy: GatePolicy, served: str = "model"
+    candidate: dict,
+    baseline: tuple[str, dict],
+    champion: dict | None,
+    policy: GatePolicy,
+    served: str = "model",
+    pinned: bool = False,
 ) -> dict:
     """Bless or not, with reasons. Metric dicts are ``evaluate_*`` outputs on the same holdout rows;
     ``candidate`` is the served policy's (``served``: its name), ``baseline`` :func:`bar`'s ``(name, metrics)``."""
     key = f"top_{policy.k}_accuracy"
     name, base = baseline
-    reasons, blessed = [f"serving {served}: the best policy on validation"], True
+    why = "pinned by the operator (served_policy)" if pinned else "the best policy on validation"
+    reasons, blessed = [f"serving {served}: {why}"], True
     if served in BASELINES:
         reasons.append(f"the two-tower model and the two-stage policy did not beat {served} on validation")
     label = f"the {'best ' if policy.baseline == 'best' else ''}baseline ({name})"
@@ -146,8 +152,8 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
                 champion["model_dir"], holdout, history, users, training_users, Path(tmp) / "champion"
             )
         metrics = result["metrics"]
-        served = result.get("served", {}).get("policy", "model")
-        decision = decide(metrics[served], bar(metrics, policy), metrics.get("champion"), policy, served)
+        served, pinned = result.get("served", {}).get("policy", "model"), bool(result.get("served", {}).get("pinned"))
+        decision = decide(metrics[served], bar(metrics, policy), metrics.get("champion"), policy, served, pinned)
         result["gate"] = {**decision, "champion": champion}
         report = Path(tmp) / "report"
         report.mkdir()

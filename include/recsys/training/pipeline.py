@@ -62,14 +62,19 @@ class Choices:
     ranking: Any = None  # recsys.training.rank.RankerChoice (None: no two-stage policy this run)
     retrievers: Any = None  # recsys.training.rank.Retrievers
     validation: dict = dataclasses.field(default_factory=dict)  # candidate policy -> validation objective
+    pinned: str = "best"  # an operator's choice of the served policy ("best": the validation winner)
 
     @property
     def served(self) -> str:
-        """The candidate with the best validation objective (ties: the first of SERVED_ORDER)."""
+        """The candidate with the best validation objective (ties: the first of SERVED_ORDER), unless an
+        operator pinned one that this run built."""
+        if self.pinned != "best" and self.pinned in self.validation:
+            return self.pinned
         return served_choice(self.validation)
 
 
 SERVED_ORDER = ("two_stage", "model")  # then the baselines: what wins a tie on validation
+SERVED_POLICIES = ("best", *SERVED_ORDER)  # what an operator may ask to serve (recsys_two_tower's served_policy)
 
 
 def served_choice(validation: dict) -> str:
@@ -350,11 +355,13 @@ def train_and_export(
     strategy=None,
     distribution: dict | None = None,
     ranking=None,
+    serve: str = "best",
 ) -> dict:
     """The whole job (load -> split -> choose -> fit -> evaluate -> export) into ``model_dir`` (any object
     store); ``tuning`` is a :class:`~recsys.training.tuning.TuningConfig` (default: no trials); ``strategy``
     and ``distribution`` (what metrics.json records of it): :mod:`recsys.training.distribution` (default:
-    one device). Returns what it writes to ``metrics.json``."""
+    one device). ``serve``: the served policy, ``best`` (the validation winner) unless an operator pins
+    ``two_stage`` or ``model``. Returns what it writes to ``metrics.json``."""
     from recsys.training.distribution import ONE_DEVICE
     from recsys.training.tuning import TuningConfig
 
@@ -367,7 +374,10 @@ def train_and_export(
     # a non-chief worker trains beside the chief (and saves beside it: saving may need collectives) but its
     # metrics go nowhere: it skips the baselines, the choose stage's largest cost
     chief = (distribution or {}).get("chief", True)
+    if serve not in SERVED_POLICIES:
+        raise ValueError(f"serve must be one of {SERVED_POLICIES}, got {serve!r}")
     choices = choose(data, params, tuning or TuningConfig(), with_baselines=chief, ranking=ranking)
+    choices.pinned = serve
     params = choices.params
     clock.lap("choose")
     fitted = fit_model(data, params, strategy)
@@ -412,7 +422,11 @@ def train_and_export(
             "served": {
                 "policy": served,
                 "validation": choices.validation,
-                "note": "chosen on validation among the two-stage policy, the two-tower model and the baselines",
+                "pinned": serve if serve != "best" else None,
+                "note": "chosen on validation among the two-stage policy, the two-tower model and the baselines"
+                if serve == "best"
+                else f"pinned by the operator (served_policy={serve}); validation's winner: "
+                f"{served_choice(choices.validation)}",
             },
             "ranking": None
             if choices.ranking is None

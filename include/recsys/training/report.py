@@ -119,6 +119,8 @@ def _served(result: dict, decision: dict) -> list[str]:
         f"every tuned baseline; it leads the next best by "
         f"{validation[served['policy']] - (runner_up or 0.0):.4f}.",
     ]
+    if served.get("pinned"):
+        lines += ["", f"**Pinned by the operator** (`served_policy={served['pinned']}`): {served['note']}."]
     if decision.get("served_is_baseline"):
         lines += [
             "",
