@@ -1,4 +1,5 @@
-"""Prediction latency and throughput of the HTTP server: one model call per request vs micro-batched.
+"""Prediction latency and throughput of the HTTP server: one model call per request vs micro-batched, and
+the two-stage policy (retrieval -> LightGBM ranking in one request) beside retrieval only.
 
 Builds the MovieLens 100K model with the real pipeline (seed re-timed onto 30 days -> 30 extracted
 partitions -> ``train_and_export`` with a pinned high-recall ScaNN configuration, so both a ScaNN
@@ -9,7 +10,9 @@ queue bound: the server as it was) and ``micro_batched`` (the defaults) — it s
 request, k=10) at concurrency 1, 8, 32 and 256: p50/p99, requests/s, non-2xx (503s). wrk cannot
 split latency by status, so at concurrency 256 ``bench/http_load.py`` (a lean asyncio client) also
 measures the accepted (200) requests' client-side p50/p99 apart from the refused ones; the server's
-own access log gives the accepted requests' time inside the server. In-process ``Predictor.predict``
+own access log gives the accepted requests' time inside the server. The export is trained serving the
+two-stage policy (``serve="two_stage"``); a copy of it serving the two-tower alone gives the retrieval-only
+runs, so both answer from the same model in the same run. In-process ``Predictor.predict``
 at concurrency 1 gives the HTTP overhead. The load generators share the 2 cores with the server.
 Writes ``bench/results/bench_serving.json``.
 
@@ -74,8 +77,19 @@ def build_model(data_dir: str, work: Path) -> Path:
         model_dir.as_uri(),
         TrainParams(),
         scann_grid=[ScannConfig(41, 20, 500)],
+        serve="two_stage",
     )
     return model_dir
+
+
+def retrieval_only(model_dir: Path, work: Path) -> Path:
+    """The same export serving the two-tower model alone (retrieval only), for the runs beside the two-stage."""
+    target = work / "retrieval"
+    shutil.copytree(model_dir, target)
+    metadata = json.loads((target / "metadata.json").read_text())
+    metadata["served"] = {"policy": "model"}
+    (target / "metadata.json").write_text(json.dumps(metadata))
+    return target
 
 
 def summarize(latencies_ms: list[float], seconds: float) -> dict:
@@ -273,7 +287,8 @@ def main() -> int:
     print(f"load generator: {generator}", flush=True)
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        model_dir = build_model(args.data, Path(tmp))
+        two_stage_dir = build_model(args.data, Path(tmp))
+        model_dir = retrieval_only(two_stage_dir, Path(tmp))
         users = json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
         items = pd.read_parquet(model_dir / "candidates.parquet")["item_id"].astype(str).tolist()
         index_report = json.loads((model_dir / "index.json").read_text())
@@ -283,6 +298,22 @@ def main() -> int:
                     runs[f"{index}/{kind}/{mode}"] = measure(
                         model_dir, index, users, items, recent, mode, generator, args, Path(tmp)
                     )
+        for kind, recent in (("user_id", 0), ("with_recent_events", RECENT)):
+            runs[f"two_stage/{kind}/micro_batched"] = measure(
+                two_stage_dir, "brute_force", users, items, recent, "micro_batched", generator, args, Path(tmp)
+            )
+        two_stage = {}
+        for kind in ("user_id", "with_recent_events"):
+            ranked, served = runs[f"two_stage/{kind}/micro_batched"]["http"], {}
+            for index in ("brute_force", "scann"):
+                retrieval = runs[f"{index}/{kind}/micro_batched"]["http"]
+                served[f"retrieval_{index}"] = {
+                    "p99_c8_ms": retrieval[8]["p99_ms"],
+                    "requests_per_s_c32": retrieval[32]["requests_per_s"],
+                }
+            served["two_stage"] = {"p99_c8_ms": ranked[8]["p99_ms"], "requests_per_s_c32": ranked[32]["requests_per_s"]}
+            two_stage[kind] = served
+            print(f"two-stage vs retrieval only, {kind}: {served}", flush=True)
         ratios = {}
         for index in ("brute_force", "scann"):
             for kind in ("user_id", "with_recent_events"):
@@ -316,6 +347,7 @@ def main() -> int:
             "load_generator": generator,
             "runs": runs,
             "micro_batched_vs_one_per_call": ratios,
+            "two_stage_vs_retrieval_only": two_stage,
         },
     )
     return 0

@@ -474,6 +474,14 @@ def load_policy(model_dir: Path, index: str = "brute_force", threads: int = 0) -
     if served["policy"] != "model":
         catalog = pd.read_parquet(model_dir / "candidates.parquet", columns=["item_id"])["item_id"].astype(str)
         return read_policy(model_dir / SERVED_DIR, served["described"], catalog.tolist(), threads)
+    return _model_policy(model_dir, index, metadata)
+
+
+def _model_policy(model_dir: Path, index: str = "brute_force", metadata: dict | None = None) -> Policy:
+    """The export's two-tower model as served."""
+    import json
+
+    metadata = metadata or json.loads((model_dir / "metadata.json").read_text())
     config = PolicyConfig(**metadata.get("policy", {}))
     candidates = pd.read_parquet(model_dir / "candidates.parquet")
     embeddings = np.stack(candidates["embedding"].to_numpy()).astype(np.float32)
@@ -545,7 +553,9 @@ def ranked_items(policy: Policy, scores: np.ndarray) -> list[str]:
 
 def save_policy(policy: Policy, directory: Path, name: str = "policy") -> dict:
     """Write ``policy`` (popularity, the prior, an item-item baseline or the two-stage policy) into
-    ``directory`` and return its description, which :func:`read_policy` rebuilds it from."""
+    ``directory`` (an export's ``served/``) and return its description, which :func:`read_policy` rebuilds
+    it from. The two-tower model, a retriever of the two-stage policy, is the export's own (``query_model``,
+    ``candidates.parquet``): it is described, not written again."""
     import dataclasses
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -560,7 +570,10 @@ def save_policy(policy: Policy, directory: Path, name: str = "policy") -> dict:
             "kind": "two_stage",
             "depth": policy.depth,
             "items": f"{name}_items.parquet",
-            "retrievers": {key: save_policy(r, directory, f"{name}_{key}") for key, r in policy.retrievers.items()},
+            "retrievers": {
+                key: {"kind": "model"} if r.encoder is not None else save_policy(r, directory, f"{name}_{key}")
+                for key, r in policy.retrievers.items()
+            },
             "similarity": None if policy.similarity is None else _save_matrix(policy.similarity, directory, name),
             "ranker": None,
         }
@@ -582,9 +595,11 @@ def save_policy(policy: Policy, directory: Path, name: str = "policy") -> dict:
 
 def read_policy(directory: Path, described: dict, catalog: Sequence[str], threads: int = 0) -> Policy:
     """The policy :func:`save_policy` wrote."""
+    kind = described["kind"]
+    if kind == "model":
+        return _model_policy(directory.parent)
     config = PolicyConfig(**described["config"])
     popular, prior = described["popular"], described["prior"] or None
-    kind = described["kind"]
     if kind == "table":
         return Policy(catalog, popular, config, prior=prior)
     if kind == "item_item":

@@ -113,3 +113,22 @@ def test_an_export_serving_a_baseline_loads_as_that_baseline(log, catalog, tmp_p
     loaded = load_policy(tmp_path)
     batch = ease.batch_from_log(log.tail(10), log, {})
     assert type(loaded) is type(ease) and np.array_equal(loaded.scores(batch), ease.scores(batch))
+
+
+def test_labels_look_ahead_over_the_horizon_and_only_labels_do():
+    log = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "a", "b", "b"],
+            "item_id": ["x", "y", "z", "w", "y", "x"],
+            "timestamp": [10, 20, 30, 40, 15, 25],
+        }
+    )
+    queries = log.iloc[[1, 4]]  # a at 20 (took y), b at 15 (took y)
+    assert rank.next_items(queries, log, 3).tolist() == [["y", "z", "w"], ["y", "x", ""]]
+    catalog = ["w", "x", "y", "z"]
+    spec = rank.Retrievers({}, first_events=1, depth=4)
+    policy = rank.retrieval(log, catalog, PolicyConfig(5, True, "popular"), spec)
+    rows = rank.ranking_rows(policy, queries, log, horizon=3)
+    # a has seen x: its pool is w, y, z (y next: 2; z, w later: 1); b has nothing seen: w, x, y, z
+    assert rows.groups.tolist() == [3, 4]
+    assert rows.labels.tolist() == [1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 0.0]

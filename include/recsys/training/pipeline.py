@@ -162,8 +162,13 @@ def choose(data: Split, params, tuning_config, with_baselines: bool = True, rank
     if not with_baselines:
         return choices
     ranking = ranking or rank.RankingConfig()
-    choices.retrievers = rank.Retrievers.of(chosen, first_events, ranking.candidates_per_retriever)
-    choices.ranking = rank.choose(data.fit, validation, catalog, params.policy_config(), choices.retrievers, ranking)
+    two_tower = functools.partial(_two_tower_on, data=data, params=tuned, first_events=first_events)
+    choices.retrievers = rank.Retrievers.of(
+        chosen, first_events, ranking.candidates_per_retriever, two_tower if ranking.two_tower else None
+    )
+    choices.ranking = rank.choose(
+        data.fit, validation, catalog, params.policy_config(), choices.retrievers, ranking, data.window.users
+    )
     if "validation" not in report:  # no trials: the given parameters are measured once, fitted on the fit part
         report["validation"] = tuning.measure(
             data.fit, validation, catalog, data.window.users, data.window.items, tuned, prior
@@ -175,6 +180,18 @@ def choose(data: Split, params, tuning_config, with_baselines: bool = True, rank
     }
     log.info("validation objective per candidate policy: %s; serving %s", choices.validation, choices.served)
     return choices
+
+
+def _two_tower_on(log, data: Split, params, first_events: int):
+    """The two-tower with the chosen ``params`` fitted on ``log`` (a retriever of the two-stage policy), as served."""
+    from recsys.training import baselines
+    from recsys.training.evaluate import popularity_order
+    from recsys.training.fit import fit
+    from recsys.training.tuning import served_model
+
+    fitted = fit(log, data.window.users, data.window.items, params)
+    prior = baselines.first_event_prior(log, first_events)
+    return served_model(fitted, params, data.catalog, data.window.items, popularity_order(log), prior)
 
 
 def fit_model(data: Split, params, strategy=None):
@@ -226,9 +243,12 @@ def evaluate(data: Split, fitted, choices: Choices, max_eval_cells: int = MAX_EV
     two_stage, ranking_report = None, {}
     if choices.ranking is not None:
         ranking = ranking or rank.RankingConfig()
-        two_stage, ranking_report = rank.fit(train, catalog, config, choices.retrievers, ranking, choices.ranking)
+        two_stage, ranking_report = rank.fit(
+            train, catalog, config, choices.retrievers, ranking, choices.ranking, window.users, policies["model"]
+        )
         policies["two_stage"] = two_stage
-        queries = two_stage.batch_from_log(evaluated, users_log(evaluated, history, evaluated), {})
+        features = rank.query_demographics(evaluated, window.users)
+        queries = two_stage.batch_from_log(evaluated, users_log(evaluated, history, evaluated), features)
         ranking_report["holdout_pool_recall"] = rank.pool_recall(two_stage, queries, evaluated["item_id"])
     for name, chosen in choices.baselines.items():
         if not chosen.skipped:

@@ -20,6 +20,7 @@ parameters), popularity, recent popularity and the first-event prior.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,8 @@ class RankingConfig:
     patience: int = 30  # rounds without a better early-stopping ndcg before boosting stops
     budget_minutes: float = 10.0  # choosing among GRID: the first configuration always runs
     seed: int = 0
+    label_horizon: int = 5  # relevance: 2 for the item taken next, 1 for the user's others among the next N events
+    two_tower: bool = True  # the two-tower is a retriever (and its score a feature): three more fits of it a run
 
     def __post_init__(self) -> None:
         if not (
@@ -90,23 +93,31 @@ class Retrievers:
     chosen: dict
     first_events: int
     depth: int = CANDIDATES_PER_RETRIEVER
+    two_tower: Callable[[pd.DataFrame], Policy] | None = None  # fits the two-tower on a log: its served policy
 
     @classmethod
-    def of(cls, baselines: dict, first_events: int, depth: int) -> Retrievers:
+    def of(cls, baselines: dict, first_events: int, depth: int, two_tower=None) -> Retrievers:
         """From :func:`recsys.training.baselines.tune`'s results (skipped ones left out)."""
         chosen = {name: b.params for name, b in baselines.items() if name in RETRIEVERS and not b.skipped}
-        return cls(chosen, first_events, depth)
+        return cls(chosen, first_events, depth, two_tower)
 
 
-def retrieval(log: pd.DataFrame, catalog: list[str], config: PolicyConfig, spec: Retrievers) -> TwoStagePolicy:
-    """The retrieval stage fitted on ``log``: the chosen item-item baselines, popularity, recent popularity
-    and the first-event prior; no ranker yet (reciprocal-rank fusion)."""
+def retrieval(
+    log: pd.DataFrame, catalog: list[str], config: PolicyConfig, spec: Retrievers, two_tower: Policy | None = None
+) -> TwoStagePolicy:
+    """The retrieval stage fitted on ``log``: the two-tower model (``two_tower`` when given, already fitted on
+    ``log``; else ``spec.two_tower(log)`` when the spec has one), the chosen item-item baselines, popularity,
+    recent popularity and the first-event prior; no ranker yet (reciprocal-rank fusion)."""
     from recsys.policy import RECENT_EVENTS
     from recsys.training import baselines
     from recsys.training.evaluate import popularity_order
 
     cache: dict = {}
     retrievers: dict[str, Policy] = {}
+    if two_tower is None and spec.two_tower is not None:
+        two_tower = spec.two_tower(log)
+    if two_tower is not None:
+        retrievers["two_tower"] = two_tower
     for name in RETRIEVERS:
         if name in spec.chosen:
             retrievers[name] = baselines.build(name, log, catalog, config, spec.chosen[name], cache)
@@ -141,21 +152,32 @@ class RankingRows:
     recalled: int  # queries whose target was in the pool (the only ones kept: the rest teach nothing)
 
 
-def ranking_rows(policy: TwoStagePolicy, queries: pd.DataFrame, log: pd.DataFrame, chunk: int = 1024) -> RankingRows:
-    """Each query's pool with a label (1 = the item the user took next); ``log``: every event, the queries'
-    among them (a query's history is its user's events strictly before it)."""
-    batch = policy.batch_from_log(queries, users_log(queries, log), {})
+def ranking_rows(
+    policy: TwoStagePolicy,
+    queries: pd.DataFrame,
+    log: pd.DataFrame,
+    users: pd.DataFrame | None = None,
+    horizon: int = 1,
+    chunk: int = 1024,
+) -> RankingRows:
+    """Each query's pool with a graded label: 2 for the item the user took next, 1 for the user's other items
+    among the next ``horizon`` events (labels may look ahead; features never do). ``log``: every event, the
+    queries' among them (a query's history is its user's events strictly before it); ``users``: demographics
+    (what the two-tower retriever's query reads). Only queries whose next item is in the pool are kept."""
+    batch = policy.batch_from_log(queries, users_log(queries, log), query_demographics(queries, users))
     targets = policy.columns_of(queries["item_id"])
+    later = policy.columns_of(next_items(queries, log, horizon).ravel()).reshape(len(queries), horizon)
     features, labels, groups, recalled = [], [], [], 0
     for start in range(0, len(batch), chunk):
         stop = min(start + chunk, len(batch))
         pool = policy.pool(batch.rows(start, stop))
         hit = pool.columns == targets[start:stop][pool.rows]
+        soon = (later[start:stop][pool.rows] == pool.columns[:, None]).any(axis=1)
         sizes = np.bincount(pool.rows, minlength=stop - start)
         useful = np.bincount(pool.rows, weights=hit, minlength=stop - start) > 0
         keep = useful[pool.rows]
         features.append(pool.features[keep])
-        labels.append(hit[keep].astype(np.float32))
+        labels.append(np.where(hit, 2.0, np.where(soon, 1.0, 0.0))[keep].astype(np.float32))
         groups.append(sizes[useful])
         recalled += int(useful.sum())
     return RankingRows(
@@ -165,6 +187,28 @@ def ranking_rows(policy: TwoStagePolicy, queries: pd.DataFrame, log: pd.DataFram
         len(batch),
         recalled,
     )
+
+
+def next_items(queries: pd.DataFrame, log: pd.DataFrame, horizon: int) -> np.ndarray:
+    """``[queries, horizon]`` item ids: each query's user's events from the query's own time on, oldest first
+    (the query's item first when it is the only one of its second), padded with ``""``."""
+    from recsys.history import earlier_events
+
+    later = log.assign(timestamp=-log["timestamp"])  # "strictly before" on negated time = "strictly after"
+    prefixes = earlier_events(queries.assign(timestamp=-queries["timestamp"] + 1), later)
+    out = np.full((len(queries), horizon), "", dtype=object)
+    # the prefix of the negated log runs newest first: its last `horizon` items, reversed, are the next ones
+    for step in range(horizon):
+        position = prefixes.cut - 1 - step
+        valid = position >= prefixes.start
+        out[valid, step] = prefixes.items[position[valid]]
+    return out
+
+
+def query_demographics(queries: pd.DataFrame, users: pd.DataFrame | None) -> dict:
+    from recsys.training.features import demographics
+
+    return {} if users is None else demographics(queries["user_id"].to_numpy(), users)
 
 
 def pool_recall(policy: TwoStagePolicy, batch: QueryBatch, targets, chunk: int = 1024) -> float:
@@ -206,6 +250,7 @@ def choose(
     config: PolicyConfig,
     spec: Retrievers,
     ranking: RankingConfig,
+    users: pd.DataFrame | None = None,
 ) -> RankerChoice:
     """The ranker's parameters and rounds, by the two-stage policy's score on ``validation``
     (a :class:`~recsys.training.validation.Validation` over the rows after ``fit_part``)."""
@@ -214,7 +259,8 @@ def choose(
     older, newer = validation_split(fit_part, ranking.ranker_fraction)
     learn, stop = _queries(newer, ranking)
     early = retrieval(older, catalog, config, spec)
-    learn_rows, stop_rows = ranking_rows(early, learn, fit_part), ranking_rows(early, stop, fit_part)
+    learn_rows = ranking_rows(early, learn, fit_part, users, ranking.label_horizon)
+    stop_rows = ranking_rows(early, stop, fit_part, users, ranking.label_horizon)
     prepared = time.perf_counter() - started
     served = retrieval(fit_part, catalog, config, spec)
     retrieval_only = validation.metrics(served)
@@ -252,18 +298,26 @@ def choose(
 
 
 def fit(
-    train: pd.DataFrame, catalog: list[str], config: PolicyConfig, spec: Retrievers, ranking: RankingConfig, choice
+    train: pd.DataFrame,
+    catalog: list[str],
+    config: PolicyConfig,
+    spec: Retrievers,
+    ranking: RankingConfig,
+    choice,
+    users: pd.DataFrame | None = None,
+    two_tower: Policy | None = None,
 ) -> tuple[TwoStagePolicy, dict]:
     """The two-stage policy served from ``train``: the ranker (``choice``'s parameters and rounds) learned on
-    the newest part with the retrievers fitted on the older part, then the retrievers refitted on all of it."""
+    the newest part with the retrievers fitted on the older part, then the retrievers refitted on all of it
+    (``two_tower``: the two-tower already fitted on ``train``, reused)."""
     started = time.perf_counter()
     older, newer = validation_split(train, ranking.ranker_fraction)
     queries = newer if len(newer) <= ranking.max_queries else newer.sample(ranking.max_queries, random_state=0)
-    rows = ranking_rows(retrieval(older, catalog, config, spec), queries, train)
+    rows = ranking_rows(retrieval(older, catalog, config, spec), queries, train, users, ranking.label_horizon)
     fit_started = time.perf_counter()
     booster = _train(choice.params, rows, choice.rounds)
     ranker_seconds = time.perf_counter() - fit_started
-    policy = retrieval(train, catalog, config, spec)
+    policy = retrieval(train, catalog, config, spec, two_tower)
     policy.ranker = booster
     report = {
         "ranker_fit_seconds": round(ranker_seconds, 1),

@@ -142,7 +142,7 @@ def tune(fit_part, validation, catalog, users, items, base: TrainParams, config:
         state = {"pruned": False, "fitted": None}
 
         def after_epoch(epoch: int, fitted) -> bool:
-            curve.append(validation.score(_policy(fitted, params, catalog, items, popular, prior)))
+            curve.append(validation.score(served_model(fitted, params, catalog, items, popular, prior)))
             trial.report(curve[-1], epoch)
             best = max(range(len(curve)), key=curve.__getitem__)
             if trial.should_prune():
@@ -165,7 +165,7 @@ def tune(fit_part, validation, catalog, users, items, base: TrainParams, config:
         if not state["pruned"]:  # the no-history policy, measured with this trial's model
             record["no_history"] = {
                 name: validation.score(
-                    _policy(fitted, dataclasses.replace(params, no_history=name), catalog, items, popular, prior)
+                    served_model(fitted, dataclasses.replace(params, no_history=name), catalog, items, popular, prior)
                 )
                 for name in ("model", "prior", "popular")
             }
@@ -200,10 +200,11 @@ def measure(fit_part, validation, catalog, users, items, params: TrainParams, pr
     from recsys.training.fit import fit
 
     fitted = fit(fit_part, users, items, params)
-    return validation.score(_policy(fitted, params, catalog, items, popularity_order(fit_part), prior))
+    return validation.score(served_model(fitted, params, catalog, items, popularity_order(fit_part), prior))
 
 
-def _policy(fitted, params: TrainParams, catalog, items, popular, prior):
+def served_model(fitted, params: TrainParams, catalog, items, popular, prior):
+    """The fitted two-tower as served (:class:`recsys.policy.Policy`)."""
     from recsys.policy import Policy
 
     return Policy(
