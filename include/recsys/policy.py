@@ -289,6 +289,7 @@ class ItemItemPolicy(Policy):
 # ---- the ranking stage ----------------------------------------------------------------------------
 CANDIDATES_PER_RETRIEVER = 100  # each retriever's top N joins the pool of a query
 RECENT_EVENTS = 5_000  # "recent popularity": counts over the newest events of the retrievers' log
+POOL_CELLS = 1 << 24  # retriever scores (rows x catalog x retrievers) held at once while building a pool
 OUTSIDE_POOL = -1.0e4  # items outside the pool rank below every pool item, by popularity among themselves
 ITEM_FEATURES = ("popularity", "recent_popularity", "item_age_days")
 QUERY_FEATURES = ("history_length", "hours_since_last_event", "similarity_last_1", "similarity_last_5")
@@ -376,34 +377,56 @@ class TwoStagePolicy(Policy):
         return np.zeros(len(batch), dtype=bool)  # users without history: the ranker orders the no-history pool
 
     def pool(self, batch: QueryBatch) -> Pool:
+        """The batch's pool and features, ``POOL_CELLS`` retriever scores (64 MiB) in memory at a time."""
+        step = max(1, POOL_CELLS // max(len(self.catalog) * len(self.retrievers), 1))
+        if len(batch) <= step:
+            return self._pool(batch)
+        parts = [self._pool(batch.rows(start, min(start + step, len(batch)))) for start in range(0, len(batch), step)]
+        offsets = np.arange(0, len(batch), step)
+        return Pool(
+            np.concatenate([part.rows + offset for part, offset in zip(parts, offsets, strict=True)]),
+            np.concatenate([part.columns for part in parts]),
+            np.concatenate([part.features for part in parts]),
+            np.concatenate([part.fused for part in parts]),
+        )
+
+    def _pool(self, batch: QueryBatch) -> Pool:
         n, size = len(batch), len(self.catalog)
         depth = min(self.depth, size)
         member = np.zeros((n, size), dtype=bool)
-        scored, ranked = [], []
+        proposals = []  # per retriever: its scores, and its top `depth` columns per row with their ranks
         for retriever in self.retrievers.values():
             scores = retriever.scores(batch)
-            top = (
-                np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
-                if depth < size
-                else np.tile(np.arange(size), (n, 1))
-            )
+            if depth < size:
+                top = np.argpartition(-scores, depth - 1, axis=1)[:, :depth]
+            else:
+                top = np.tile(np.arange(size), (n, 1))
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
             proposed = np.isfinite(np.take_along_axis(scores, top, 1))
-            rank = np.full((n, size), np.nan, dtype=np.float32)
-            rows = np.repeat(np.arange(n), depth).reshape(n, depth)
-            rank[rows[proposed], top[proposed]] = np.broadcast_to(np.arange(depth), (n, depth))[proposed]
-            member[rows[proposed], top[proposed]] = True
-            best = np.max(np.where(np.isfinite(scores), np.abs(scores), 0.0), axis=1, keepdims=True)
-            scored.append(scores / np.maximum(best, 1e-12))
-            ranked.append(rank)
+            rows = np.repeat(np.arange(n), depth).reshape(n, depth)[proposed]
+            member[rows, top[proposed]] = True
+            keys = rows.astype(np.int64) * size + top[proposed]  # row-major: sorted by row, not within a row
+            positions = np.broadcast_to(np.arange(depth), (n, depth))[proposed]
+            order = np.argsort(keys, kind="stable")
+            proposals.append((scores, keys[order], positions[order].astype(np.float32)))
         rows, columns = np.nonzero(member)
-        features = [block[rows, columns] for pair in zip(scored, ranked, strict=True) for block in pair]
+        wanted = rows.astype(np.int64) * size + columns
+        features, fused = [], np.zeros(len(rows))
+        for scores, keys, positions in proposals:
+            best = np.max(np.where(np.isfinite(scores), np.abs(scores), 0.0), axis=1)
+            features.append(scores[rows, columns] / np.maximum(best[rows], 1e-12))
+            found = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+            rank = np.full(len(rows), np.nan, dtype=np.float32)
+            if len(keys):
+                hit = keys[found] == wanted
+                rank[hit] = positions[found[hit]]
+            features.append(rank)
+            fused += np.nan_to_num(1.0 / (60.0 + rank), nan=0.0)
         features += [getattr(self.stats, name)[columns] for name in ITEM_FEATURES]
         features += [np.log1p(batch.history_lengths[rows]).astype(np.float64), self._hours_since_last(batch)[rows]]
         features += self._similarities(batch, rows, columns)
-        fused = sum(np.nan_to_num(1.0 / (60.0 + rank[rows, columns]), nan=0.0) for rank in ranked)
         matrix = np.column_stack(features).astype(np.float32) if len(rows) else np.zeros((0, len(features)), np.float32)
-        return Pool(rows, columns, matrix, np.asarray(fused, dtype=np.float64))
+        return Pool(rows, columns, matrix, fused)
 
     @staticmethod
     def _hours_since_last(batch: QueryBatch) -> np.ndarray:

@@ -167,6 +167,23 @@ def test_gate_blesses_first_then_protects_the_champion(synthetic_lake, trained, 
     assert forced["runs_without_new_champion"] == 0
 
 
+def test_when_the_holdout_is_sampled_the_gate_scores_the_champion_on_the_same_rows(synthetic_lake, trained, tmp_path):
+    model_dir, result = trained
+    models_root = tmp_path.as_uri() + "/models"
+    assert run_gate(model_dir, models_root, "v1", GatePolicy())["blessed"]
+    sampled_dir = tmp_path.as_uri() + "/sampled"
+    sampled = train_and_export(synthetic_lake + "/extract", END, 8, 1, sampled_dir, FAST, min_interactions=500,
+                               max_eval_cells=150 * 400)  # fmt: skip
+    rows = sampled["window"]["evaluated_rows"]
+    assert rows == 400 < sampled["window"]["holdout_rows"] == result["window"]["holdout_rows"]
+    evaluated = pd.read_parquet(local(sampled_dir) / "evaluated.parquet")
+    assert len(evaluated) == rows and sampled["metrics"][sampled["served"]["policy"]]["pairs"] == rows
+    decision = run_gate(sampled_dir, models_root, "v2", GatePolicy())
+    assert decision["champion_metrics"]["pairs"] == rows == decision["model"]["pairs"]
+    # the champion's score on those rows, not on the whole holdout it was gated on
+    assert decision["champion_metrics"] != result["metrics"][result["served"]["policy"]]
+
+
 def test_a_baseline_that_wins_on_validation_is_exported_and_served(synthetic_lake, tmp_path, monkeypatch):
     """A barely trained two-tower and a two-stage policy with a one-item pool lose on validation: the best
     baseline is served, from the export, with the same answers as the offline policy, and the gate's task

@@ -132,3 +132,15 @@ def test_labels_look_ahead_over_the_horizon_and_only_labels_do():
     # a has seen x: its pool is w, y, z (y next: 2; z, w later: 1); b has nothing seen: w, x, y, z
     assert rows.groups.tolist() == [3, 4]
     assert rows.labels.tolist() == [1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 0.0]
+
+
+def test_a_pool_built_in_slices_equals_one_built_at_once(log, catalog, monkeypatch):
+    import recsys.policy
+
+    policy = rank.retrieval(log, catalog, CONFIG, SPEC)
+    batch = policy.batch_from_log(log.tail(50), log, {})
+    whole = policy.pool(batch)
+    monkeypatch.setattr(recsys.policy, "POOL_CELLS", len(catalog) * len(policy.retrievers) * 7)  # 7 rows a slice
+    sliced = policy.pool(batch)
+    assert np.array_equal(whole.rows, sliced.rows) and np.array_equal(whole.columns, sliced.columns)
+    assert np.array_equal(whole.features, sliced.features, equal_nan=True) and np.allclose(whole.fused, sliced.fused)

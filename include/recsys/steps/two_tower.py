@@ -122,7 +122,9 @@ def stage_window(settings: Settings, planned: TrainingPlan, params: dict) -> dic
     else:
         staged = {"target": extract_root, "rows": rows, "note": "already on gs://, not copied"}
     train_params = TrainParams.from_params(params).as_dict() | {
-        name: params[name] for name in ("tuning_trials", "tuning_budget_minutes") if name in params
+        name: params[name]
+        for name in ("tuning_trials", "tuning_budget_minutes", "candidates_per_retriever", "served_policy")
+        if name in params
     }
     args = trainer_args(
         remote["extract_root"], planned.end_day, params["window_days"], params["holdout_days"], train_params

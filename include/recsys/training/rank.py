@@ -12,9 +12,10 @@ serves with: the same features, one step later in time.
   and the retrieval-only policy (reciprocal-rank fusion) are measured there too.
 * :func:`fit` repeats that with the chosen values on the whole training part, for the holdout and serving.
 
-Ranking queries are a seeded sample of at most ``max_queries`` rows: the ranker's cost is bounded by a
-setting, not grown with the window. The retrievers are the tuned item-item baselines (their validation
-parameters), popularity, recent popularity and the first-event prior.
+Ranking queries are a seeded sample of at most ``max_queries`` rows and ``max_pairs`` (query, candidate)
+rows: the ranker's cost is bounded by settings, not grown with the window or the catalog. The retrievers
+are the two-tower model, the tuned item-item baselines (their validation parameters), popularity, recent
+popularity and the first-event prior.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class RankingConfig:
     ranker_fraction: float = 0.2  # the newest share of the rows the ranker learns from
     early_stopping_fraction: float = 0.3  # the newest share of the ranking queries that stops boosting
     max_queries: int = 20_000  # ranking queries sampled (seeded) at most
+    max_pairs: int = 4_000_000  # and at most this many (query, candidate) rows, by the pool size of a probe
     max_rounds: int = 500
     patience: int = 30  # rounds without a better early-stopping ndcg before boosting stops
     budget_minutes: float = 10.0  # choosing among GRID: the first configuration always runs
@@ -70,6 +72,7 @@ class RankingConfig:
             and 0 < self.ranker_fraction < 1
             and 0 < self.early_stopping_fraction < 1
             and self.max_queries >= 10
+            and self.max_pairs >= 1000
             and self.max_rounds >= 1
         ):
             raise ValueError(f"invalid ranking settings: {self}")
@@ -222,11 +225,22 @@ def pool_recall(policy: TwoStagePolicy, batch: QueryBatch, targets, chunk: int =
     return round(found / max(len(batch), 1), 5)
 
 
-def _queries(rows: pd.DataFrame, config: RankingConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A seeded sample of at most ``max_queries`` ranking queries, split in time into (train, early stopping)."""
-    if len(rows) > config.max_queries:
-        rows = rows.sample(config.max_queries, random_state=config.seed).sort_index()
-    rows = rows.sort_values("timestamp", kind="stable")
+def query_budget(policy: TwoStagePolicy, rows: pd.DataFrame, log: pd.DataFrame, config: RankingConfig, users) -> int:
+    """How many ranking queries to sample: ``max_queries``, fewer when the pool (measured on a seeded probe of
+    256 queries) would make more than ``max_pairs`` rows: a large catalog's larger pools cost no more memory."""
+    probe = rows.sample(min(256, len(rows)), random_state=config.seed)
+    pool = policy.pool(policy.batch_from_log(probe, users_log(probe, log), query_demographics(probe, users)))
+    per_query = max(len(pool.rows) / max(len(probe), 1), 1.0)
+    return max(10, min(config.max_queries, int(config.max_pairs / per_query)))
+
+
+def _sample(rows: pd.DataFrame, most: int, seed: int) -> pd.DataFrame:
+    return rows if len(rows) <= most else rows.sample(most, random_state=seed).sort_index()
+
+
+def _queries(rows: pd.DataFrame, config: RankingConfig, most: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded sample of at most ``most`` ranking queries, split in time into (train, early stopping)."""
+    rows = _sample(rows, most, config.seed).sort_values("timestamp", kind="stable")
     cut = int(len(rows) * (1 - config.early_stopping_fraction))
     return rows.iloc[:cut], rows.iloc[cut:]
 
@@ -257,8 +271,8 @@ def choose(
     started = time.perf_counter()
     deadline = time.monotonic() + ranking.budget_minutes * 60
     older, newer = validation_split(fit_part, ranking.ranker_fraction)
-    learn, stop = _queries(newer, ranking)
     early = retrieval(older, catalog, config, spec)
+    learn, stop = _queries(newer, ranking, query_budget(early, newer, fit_part, ranking, users))
     learn_rows = ranking_rows(early, learn, fit_part, users, ranking.label_horizon)
     stop_rows = ranking_rows(early, stop, fit_part, users, ranking.label_horizon)
     prepared = time.perf_counter() - started
@@ -312,8 +326,9 @@ def fit(
     (``two_tower``: the two-tower already fitted on ``train``, reused)."""
     started = time.perf_counter()
     older, newer = validation_split(train, ranking.ranker_fraction)
-    queries = newer if len(newer) <= ranking.max_queries else newer.sample(ranking.max_queries, random_state=0)
-    rows = ranking_rows(retrieval(older, catalog, config, spec), queries, train, users, ranking.label_horizon)
+    early = retrieval(older, catalog, config, spec)
+    queries = _sample(newer, query_budget(early, newer, train, ranking, users), ranking.seed)
+    rows = ranking_rows(early, queries, train, users, ranking.label_horizon)
     fit_started = time.perf_counter()
     booster = _train(choice.params, rows, choice.rounds)
     ranker_seconds = time.perf_counter() - fit_started

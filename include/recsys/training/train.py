@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="choosing the baselines' parameters",
     )
     parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--candidates-per-retriever", type=_integer, default=100, help="the two-stage policy's pool")
+    parser.add_argument(
+        "--served-policy", choices=["best", "two_stage", "model"], default="best", help="best: the validation winner"
+    )
     for name, default in TrainParams().as_dict().items():
         kind = (lambda v: v.lower() in {"1", "true", "yes"}) if isinstance(default, bool) else type(default)
         kind = _integer if kind is int else kind
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys.training import distribution, pipeline
     from recsys.training.data import NotEnoughDataError
     from recsys.training.fit import TrainParams
+    from recsys.training.rank import RankingConfig
     from recsys.training.tuning import TuningConfig
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -114,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             validation_fraction=args.validation_fraction,
             strategy=strategy,
             distribution=place.describe(),
+            ranking=RankingConfig(candidates_per_retriever=args.candidates_per_retriever),
+            serve=args.served_policy,
         )
     except (NotEnoughDataError, ValueError) as exc:
         print(f"train failed: {exc}", file=sys.stderr)
