@@ -69,7 +69,7 @@ demo: airflow-home
 	@echo "== [2/6] running recsys_extract for the last $(DEMO_DAYS) days"
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys_devtools.demo extract --days $(DEMO_DAYS)
 	$(BIN)/python -m recsys_devtools.demo summary
-	@echo "== [3/6] training, evaluating, gating and exporting the two-tower model (recsys_two_tower)"
+	@echo "== [3/6] training the two-tower model and the two-stage policy, serving the best on validation, gating, exporting (recsys_two_tower)"
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m recsys_devtools.demo train --days $(DEMO_DAYS) 2> $(AIRFLOW_HOME)/train.log \
 		|| (tail -30 $(AIRFLOW_HOME)/train.log; exit 1)
 	@echo "== [4/6] serving the champion with the prediction server (the serving container's entrypoint)"

@@ -107,7 +107,9 @@ def run_training(days: int, dag_folder: str) -> bool:
         f"{result['window']['train_rows']} train / {result['window']['holdout_rows']} holdout rows)"
     )
     print(f"{'':<18}" + "".join(f"{'top-' + str(k):>9}" for k in ks))
-    for name in ("model", *BASELINES, "champion"):
+    served = result.get("served", {}).get("policy", "model")
+    print(f"served policy: {served} (validation objective: {result.get('served', {}).get('validation')})")
+    for name in ("two_stage", "model", *BASELINES, "champion"):
         if metrics := result["metrics"].get(name):
             print(f"{name:<18}" + "".join(f"{metrics[f'top_{k}_accuracy']:>9.4f}" for k in ks))
     tuning = result.get("tuning", {})
@@ -118,7 +120,7 @@ def run_training(days: int, dag_folder: str) -> bool:
         cells = "  ".join(
             f"{name} {result['metrics'][name]['segments'][segment]['top_10_accuracy']:.3f}/"
             f"{result['metrics'][name]['segments'][segment]['top_100_accuracy']:.3f}"
-            for name in ("model", "popularity")
+            for name in dict.fromkeys((served, "model", "popularity"))
         )
         print(f"  {segment:<24}{counts['pairs']:>7} pairs  {cells}")
     print(f"gate: {'blessed' if result['gate']['blessed'] else 'not blessed'}; {'; '.join(result['gate']['reasons'])}")

@@ -163,16 +163,23 @@ def choose(data: Split, params, tuning_config, with_baselines: bool = True, rank
         return choices
     ranking = ranking or rank.RankingConfig()
     two_tower = functools.partial(_two_tower_on, data=data, params=tuned, first_events=first_events)
+    on_fit = None  # the two-tower fitted on the fit part, when this run fits it anyway
+    if "validation" not in report:  # no trials: the given parameters are measured once, fitted on the fit part
+        on_fit = two_tower(data.fit)
+        report["validation"] = validation.score(on_fit)
     choices.retrievers = rank.Retrievers.of(
         chosen, first_events, ranking.candidates_per_retriever, two_tower if ranking.two_tower else None
     )
     choices.ranking = rank.choose(
-        data.fit, validation, catalog, params.policy_config(), choices.retrievers, ranking, data.window.users
+        data.fit,
+        validation,
+        catalog,
+        params.policy_config(),
+        choices.retrievers,
+        ranking,
+        data.window.users,
+        on_fit if ranking.two_tower else None,
     )
-    if "validation" not in report:  # no trials: the given parameters are measured once, fitted on the fit part
-        report["validation"] = tuning.measure(
-            data.fit, validation, catalog, data.window.users, data.window.items, tuned, prior
-        )
     choices.validation = {
         "two_stage": choices.ranking.validation,
         "model": report["validation"],

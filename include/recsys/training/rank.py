@@ -64,7 +64,7 @@ class RankingConfig:
     budget_minutes: float = 10.0  # choosing among GRID: the first configuration always runs
     seed: int = 0
     label_horizon: int = 5  # relevance: 2 for the item taken next, 1 for the user's others among the next N events
-    two_tower: bool = True  # the two-tower is a retriever (and its score a feature): three more fits of it a run
+    two_tower: bool = True  # the two-tower is a retriever (and its score a feature): two or three more fits of it a run
 
     def __post_init__(self) -> None:
         if not (
@@ -265,9 +265,11 @@ def choose(
     spec: Retrievers,
     ranking: RankingConfig,
     users: pd.DataFrame | None = None,
+    two_tower: Policy | None = None,
 ) -> RankerChoice:
     """The ranker's parameters and rounds, by the two-stage policy's score on ``validation``
-    (a :class:`~recsys.training.validation.Validation` over the rows after ``fit_part``)."""
+    (a :class:`~recsys.training.validation.Validation` over the rows after ``fit_part``; ``two_tower``: the
+    two-tower already fitted on ``fit_part``, reused)."""
     started = time.perf_counter()
     deadline = time.monotonic() + ranking.budget_minutes * 60
     older, newer = validation_split(fit_part, ranking.ranker_fraction)
@@ -276,7 +278,7 @@ def choose(
     learn_rows = ranking_rows(early, learn, fit_part, users, ranking.label_horizon)
     stop_rows = ranking_rows(early, stop, fit_part, users, ranking.label_horizon)
     prepared = time.perf_counter() - started
-    served = retrieval(fit_part, catalog, config, spec)
+    served = retrieval(fit_part, catalog, config, spec, two_tower)
     retrieval_only = validation.metrics(served)
     tried = []
     best: RankerChoice | None = None

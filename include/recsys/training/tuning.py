@@ -193,16 +193,6 @@ def tune(fit_part, validation, catalog, users, items, base: TrainParams, config:
     return chosen, report
 
 
-def measure(fit_part, validation, catalog, users, items, params: TrainParams, prior) -> float:
-    """The validation objective of ``params`` fitted once on the fit part (what tuning's first trial measures,
-    for a run without trials: the served policy is chosen on validation either way)."""
-    from recsys.training.evaluate import popularity_order
-    from recsys.training.fit import fit
-
-    fitted = fit(fit_part, users, items, params)
-    return validation.score(served_model(fitted, params, catalog, items, popularity_order(fit_part), prior))
-
-
 def served_model(fitted, params: TrainParams, catalog, items, popular, prior):
     """The fitted two-tower as served (:class:`recsys.policy.Policy`)."""
     from recsys.policy import Policy
