@@ -99,7 +99,7 @@ def run(args) -> dict:
     if args.dataset == "longtail":
         from recsys_devtools.longtail import frames
 
-        interactions, users, items = frames()
+        interactions, users, items = frames(users=args.longtail_users, items=args.longtail_items)
     else:
         interactions, users, items = load(args.data)
     data = temporal_split(interactions, users, items, args.validation_fraction)
@@ -239,9 +239,11 @@ def main() -> int:
         "--dataset",
         choices=["movielens", "longtail"],
         default="movielens",
-        help="longtail: recsys_devtools.longtail (50k items, drifting popularity); its section is kept beside "
-        "the other one's in the results file",
+        help="longtail: recsys_devtools.longtail (drifting popularity, series, no demographics); its section is "
+        "kept beside the other one's in the results file",
     )
+    parser.add_argument("--longtail-items", type=int, default=50_000)
+    parser.add_argument("--longtail-users", type=int, default=20_000)
     args = parser.parse_args()
     if args.dataset == "movielens" and not (Path(args.data) / "u.data").exists():
         print(f"MovieLens 100K not found at {args.data}", file=sys.stderr)

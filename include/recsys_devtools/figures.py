@@ -132,6 +132,22 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         "{:.1f}",
     ),
     (
+        "bench_serving",
+        "serving the two-stage policy (retrieval + ranking) / retrieval only (brute force), user id: p99 at c=8 (ms)",
+        lambda d: "{two_stage[p99_c8_ms]:.1f} / {retrieval_brute_force[p99_c8_ms]:.1f}".format(
+            **d["two_stage_vs_retrieval_only"]["user_id"]
+        ),
+        "{}",
+    ),
+    (
+        "bench_serving",
+        "serving the two-stage policy / retrieval only (brute force), user id: req/s at c=32",
+        lambda d: "{two_stage[requests_per_s_c32]:,.0f} / {retrieval_brute_force[requests_per_s_c32]:,.0f}".format(
+            **d["two_stage_vs_retrieval_only"]["user_id"]
+        ),
+        "{}",
+    ),
+    (
         "bench_index",
         "native ScaNN single query p50 at 1M candidates (ms)",
         lambda d: d["evaluator"]["scann"]["latency_ms"]["p50"],
@@ -210,7 +226,7 @@ FIGURES: list[tuple[str, str, Callable[[dict], object], str]] = [
         "{:.2f}x",
     ),
 ]
-HEADLINE = {0, 1, 2, 5, 7, 9, 12, 15, 24}  # rows of FIGURES shown in the README
+HEADLINE = {0, 1, 2, 5, 7, 9, 12, 15, 16, 26}  # rows of FIGURES shown in the README
 
 
 def _when(name: str) -> str:
@@ -303,7 +319,8 @@ def longtail_table(d: dict) -> list[str]:
     rows += [(name, b["metrics"]) for name, b in q["baselines"].items()]
     skipped = [name for name, b in q["baselines"].items() if b.get("skipped")]
     lines = [
-        f"Long-tail data set (`recsys_devtools.longtail`: 50,000 items, drifting popularity, commit {q['commit']}): "
+        f"Long-tail data set (`recsys_devtools.longtail`: {q['settings']['longtail_items']:,} items, "
+        f"{q['settings']['longtail_users']:,} users, drifting popularity, commit {q['commit']}): "
         f"{q['rows']['fit']} fit / {q['rows']['validation']} validation / {q['rows']['test']} test rows, the same "
         "protocol" + (f"; skipped: {', '.join(skipped)}" if skipped else "") + ".",
         "",

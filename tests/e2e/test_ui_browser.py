@@ -162,7 +162,7 @@ def test_a_training_run_triggered_from_the_form_shows_its_model_card(page, stack
     page.goto(f"{stack.url}/dags/recsys_two_tower/runs/{quote(run_id, safe='')}")
     page.get_by_role("link", name="Model card").click()
     card = page.frame_locator("iframe")
-    card.get_by_text("Recommender `", exact=False).wait_for()
+    card.locator("h1", has_text="Recommender").wait_for()
     card.get_by_text("Gate decision").wait_for()
     card.locator("table").first.wait_for()  # the metrics table rendered, not raw markdown
     page.screenshot(path=SHOTS / "40-model-card.png", full_page=True)
