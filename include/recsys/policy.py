@@ -469,6 +469,8 @@ def _entries(matrix, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """``matrix[rows[i], columns[i]]`` for a dense array or a scipy sparse matrix."""
     if isinstance(matrix, np.ndarray):
         return matrix[rows, columns].astype(np.float64)
+    if not len(rows):  # scipy answers an empty selection with a sparse matrix, not an array
+        return np.zeros(0, dtype=np.float64)
     return np.asarray(matrix[rows, columns], dtype=np.float64).ravel()
 
 

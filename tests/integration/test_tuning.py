@@ -60,7 +60,10 @@ def test_the_attention_tower_serves_recent_events_in_the_same_request(tmp_path, 
 
     model_dir = tmp_path.as_uri() + "/attention"
     params = TrainParams(epochs=2, batch_size=512, query_tower="attention", history_length=20)
-    train_and_export(synthetic_lake + "/extract", date(2026, 11, 9), 8, 1, model_dir, params, min_interactions=500)
+    # serve="model": the attention tower itself, whatever validation would serve
+    train_and_export(
+        synthetic_lake + "/extract", date(2026, 11, 9), 8, 1, model_dir, params, min_interactions=500, serve="model"
+    )
     assert json.loads((local(model_dir) / "metrics.json").read_text())["params"]["query_tower"] == "attention"
     items = pd.read_parquet(local(model_dir) / "items.parquet")
     horror = items[items["genres"].str.startswith("Horror")]["item_id"].head(2).tolist()

@@ -15,17 +15,28 @@ from recsys_devtools.emulators.vertex import RunningFake, VertexFake, airflow_co
 
 PROJECT, REGION = "test-project", "us-central1"
 EXIT_WITH = "import sys; sys.exit(int(sys.argv[1]))"  # a "trainer image" whose exit status is its first arg
-# a "trainer image" whose workerpool1 replicas print their CLUSTER_SPEC and die; the chief waits
+# a "trainer image" whose replicas print their CLUSTER_SPEC and mark it in a folder (its first arg); once every
+# replica has, the workerpool1 ones die and the chief waits (without the barrier, a chief slow to start on a
+# loaded machine was stopped before it printed anything)
 WORKER_DIES = (
-    "import json, os, sys, time; spec = os.environ['CLUSTER_SPEC']; print(spec, flush=True); "
-    "sys.exit(3) if json.loads(spec)['task']['type'] == 'workerpool1' else time.sleep(120)"
+    "import json, os, pathlib, sys, time; spec = os.environ['CLUSTER_SPEC']; print(spec, flush=True); "
+    "s = json.loads(spec); marks = pathlib.Path(sys.argv[1]); "
+    "(marks / f\"{s['task']['type']}-{s['task']['index']}\").touch(); "
+    "total = sum(len(hosts) for hosts in s['cluster'].values()); "
+    "[time.sleep(0.05) for _ in iter(lambda: len(list(marks.iterdir())) < total, False)]; "
+    "sys.exit(3) if s['task']['type'] == 'workerpool1' else time.sleep(120)"
 )
-IMAGES = {"trainer:exit": [sys.executable, "-c", EXIT_WITH], "trainer:worker-dies": [sys.executable, "-c", WORKER_DIES]}
 
 
 @pytest.fixture
-def vertex(monkeypatch):
-    fake = VertexFake(project=PROJECT, location=REGION, job_pending_seconds=0.1, images=IMAGES)
+def vertex(monkeypatch, tmp_path):
+    marks = tmp_path / "replicas"
+    marks.mkdir()
+    images = {
+        "trainer:exit": [sys.executable, "-c", EXIT_WITH],
+        "trainer:worker-dies": [sys.executable, "-c", WORKER_DIES, str(marks)],
+    }
+    fake = VertexFake(project=PROJECT, location=REGION, job_pending_seconds=0.1, images=images)
     with RunningFake(fake, free_port()) as running:
         monkeypatch.setenv("AIRFLOW_CONN_VERTEX_LOCAL", airflow_connection(running.url, PROJECT))
         yield fake

@@ -144,3 +144,18 @@ def test_a_pool_built_in_slices_equals_one_built_at_once(log, catalog, monkeypat
     sliced = policy.pool(batch)
     assert np.array_equal(whole.rows, sliced.rows) and np.array_equal(whole.columns, sliced.columns)
     assert np.array_equal(whole.features, sliced.features, equal_nan=True) and np.allclose(whole.fused, sliced.fused)
+
+
+def test_similarity_features_from_sparse_neighbour_lists_equal_the_dense_ones(log, catalog):
+    """Large catalogs keep sparse top-k neighbour lists: the features read them as the dense matrix, also for a
+    slice whose users have no history (an empty selection)."""
+    from scipy import sparse
+
+    policy = rank.retrieval(log, catalog, CONFIG, SPEC)
+    queries = pd.concat([log.head(5).assign(user_id="new-user"), log.tail(20)], ignore_index=True)
+    batch = policy.batch_from_log(queries, log, {})
+    dense = policy.pool(batch)
+    policy.similarity = sparse.csr_matrix(policy.similarity)
+    newcomers = policy.pool(batch.rows(0, 5))  # only a user without history: nothing to look up
+    assert np.isnan(newcomers.features[:, -2:]).all()
+    assert np.array_equal(policy.pool(batch).features, dense.features, equal_nan=True)

@@ -147,6 +147,7 @@ def run_gate(model_dir: str, models_root: str, version: str, policy: GatePolicy)
         users = pd.read_parquet(local / "users.parquet")
         training_users = json.loads((local / "vocabularies.json").read_text())["user_ids"]
         champion = read_champion(models_root)
+        result["metrics"].pop("champion", None)  # a model gated before (a retry, a re-gate) keeps no stale figures
         if champion is not None:
             result["metrics"]["champion"] = evaluate_exported(
                 champion["model_dir"], holdout, history, users, training_users, Path(tmp) / "champion"
