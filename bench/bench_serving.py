@@ -292,7 +292,9 @@ def main() -> int:
         users = json.loads((model_dir / "vocabularies.json").read_text())["user_ids"]
         items = pd.read_parquet(model_dir / "candidates.parquet")["item_id"].astype(str).tolist()
         index_report = json.loads((model_dir / "index.json").read_text())
-        for index in ("brute_force", "scann"):
+        # ScaNN is served only when the export qualified it (recall against exact search on real queries)
+        indexes = ("brute_force", "scann") if index_report.get("scann") else ("brute_force",)
+        for index in indexes:
             for kind, recent in (("user_id", 0), ("with_recent_events", RECENT)):
                 for mode in MODES:
                     runs[f"{index}/{kind}/{mode}"] = measure(
@@ -305,7 +307,7 @@ def main() -> int:
         two_stage = {}
         for kind in ("user_id", "with_recent_events"):
             ranked, served = runs[f"two_stage/{kind}/micro_batched"]["http"], {}
-            for index in ("brute_force", "scann"):
+            for index in indexes:
                 retrieval = runs[f"{index}/{kind}/micro_batched"]["http"]
                 served[f"retrieval_{index}"] = {
                     "p99_c8_ms": retrieval[8]["p99_ms"],
@@ -315,7 +317,7 @@ def main() -> int:
             two_stage[kind] = served
             print(f"two-stage vs retrieval only, {kind}: {served}", flush=True)
         ratios = {}
-        for index in ("brute_force", "scann"):
+        for index in indexes:
             for kind in ("user_id", "with_recent_events"):
                 base, batched = (
                     runs[f"{index}/{kind}/one_per_call"]["http"],
@@ -341,6 +343,8 @@ def main() -> int:
         {
             "model": "MovieLens 100K via the pipeline (30 days, 1 holdout day)",
             "scann_recall": index_report["grid"][0],
+            "indexes": list(indexes),
+            "scann_not_served": None if "scann" in indexes else index_report.get("reason"),
             "request": f"1 instance, k=10; user_id only, or with {RECENT} recent_item_ids",
             "server": "uvicorn, 1 worker process; one_per_call = one model call per request (the previous "
             "server), micro_batched = the default (coalesced calls, bounded queue, 503 past it)",
