@@ -263,7 +263,10 @@ def quality_tables() -> str:
         header,
         "|---" * (len(POLICY_COLUMNS) + 1) + "|",
     ]
-    lines += [f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in POLICY_COLUMNS) + " |" for name, m in policies]
+    lines += [
+        f"| {name} | " + " | ".join(f"{m[c]:.4f}" if c in m else "–" for c in POLICY_COLUMNS) + " |"
+        for name, m in policies
+    ]
     segments = q["chosen_model"]["metrics"]["segments"]
     lines += [
         "",
