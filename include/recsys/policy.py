@@ -22,6 +22,7 @@ builds the policy of an exported model; the server and the gate's champion evalu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,16 @@ class Policy:
         use_prior = config.no_history == "prior" and prior is not None
         self.no_history_scores = self._rank_scores(prior) if use_prior else self.popularity
 
+    @functools.cached_property
+    def _index(self) -> pd.Index:
+        """The catalog as an index (item id -> column), built when first needed."""
+        return pd.Index(self.catalog)
+
+    @functools.cached_property
+    def _tiebreak(self) -> np.ndarray:
+        """Popularity scaled to [0, 1]: what orders items a score leaves tied."""
+        return self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
+
     def _rank_scores(self, ranked_items: Sequence[str]) -> np.ndarray:
         """An item order as scores: the first item highest; items outside the list below all of them."""
         scores = np.zeros(len(self.catalog), dtype=np.float32)
@@ -115,7 +126,7 @@ class Policy:
     # ---- building queries -------------------------------------------------------------------------
     def columns_of(self, items) -> np.ndarray:
         """The catalog column of each item id (-1: not in the catalog)."""
-        return pd.Index(self.catalog).get_indexer(pd.Index(np.asarray(items, dtype=str)))
+        return self._index.get_indexer(pd.Index(np.asarray(items, dtype=str)))
 
     def _columns(self, items: Iterable[str]) -> list[int]:
         return [c for c in (self.position.get(i) for i in items) if c is not None]
@@ -264,8 +275,6 @@ class ItemItemPolicy(Policy):
     def __init__(self, catalog, popular, config: PolicyConfig, weights, decay: float, prior=None):
         super().__init__(catalog, popular, config, prior=prior)
         self.weights, self.decay = weights, decay
-        self._index = pd.Index(self.catalog)
-        self._tiebreak = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
 
     def uses_fallback(self, batch: QueryBatch) -> np.ndarray:
         return batch.history_lengths == 0
@@ -365,8 +374,6 @@ class TwoStagePolicy(Policy):
         super().__init__(catalog, popular, config)
         self.retrievers, self.stats, self.depth = retrievers, stats, depth
         self.similarity, self.ranker, self.threads = similarity, ranker, threads
-        self._index = pd.Index(self.catalog)
-        self._tiebreak = self.popularity / max(float(self.popularity.max(initial=0.0)), 1.0)
 
     @property
     def feature_names(self) -> list[str]:
